@@ -1,0 +1,21 @@
+# One-command set-up: every target builds the virtual environment it needs first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: venv test demo clean-venv
+
+$(VENV)/.installed: requirements.txt requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements-test.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+## Run the test suite (CPU, no network).
+test: venv
+	$(PY) -m pytest -q tests
+
+clean-venv:
+	rm -rf $(VENV)

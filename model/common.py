@@ -1,0 +1,47 @@
+"""What CENet and EKNet share: the output structure, input checks and the decoder."""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from .blocks import decoder_stage
+
+
+class SegOutput(NamedTuple):
+    """Forward result of both networks.
+
+    logits:   (B, n_class, H, W) class scores.
+    features: (B, C, H/32, W/32) deepest encoder features (skip5), used by L_sim.
+    hint:     (B, C/8, H/4, W/4) decoder feature used by the hint loss.
+    edge:     teacher only: (B, 1, H/4, W/4) edge probability (sigmoid of edge_logit).
+    edge_logit: teacher only: the edge head's pre-sigmoid output.
+    """
+    logits: torch.Tensor
+    features: torch.Tensor
+    hint: torch.Tensor
+    edge: Optional[torch.Tensor] = None
+    edge_logit: Optional[torch.Tensor] = None
+
+
+def check_input(name: str, x: torch.Tensor, channels: int, height: int, width: int) -> None:
+    """Raise a ValueError naming the expected and received shape when `x` does not fit."""
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[2] != height or x.shape[3] != width:
+        raise ValueError(
+            f"{name} expects input of shape (B, {channels}, {height}, {width}), got {tuple(x.shape)}")
+
+
+def check_size(name: str, height: int, width: int) -> None:
+    if height <= 0 or width <= 0 or height % 32 or width % 32:
+        raise ValueError(f"{name} input height and width must be positive multiples of 32, got {height}x{width}")
+
+
+def add_decoder(model: nn.Module, top_width: int, n_class: int) -> None:
+    """Attach deconv5..deconv1 (widths halving from `top_width`) and skip_transform to `model`."""
+    w = top_width
+    for k in (5, 4, 3, 2):
+        setattr(model, f"deconv{k}", decoder_stage(w, w // 2))
+        w //= 2
+    model.deconv1 = decoder_stage(w, n_class)
+    model.skip_transform = nn.Conv2d(64, top_width // 16, 3, padding=1)

@@ -1,0 +1,1 @@
+"""Shared helpers of CEKD-PyTorch: data, edge labels, augmentation, losses, metrics, pictures, checkpoints, training."""
