@@ -1,0 +1,65 @@
+"""Checkpoint files: atomic save, our format and the release format, clear refusals."""
+import pytest
+import torch
+
+from model import CENet, EKNet
+from model.keymap import to_release
+from util.checkpoint import (FORMAT, CheckpointError, build_from_weights, export_release, load_state,
+                             model_config, save_atomic)
+
+H, W = 64, 96
+
+
+def _ours(model):
+    return {"format": FORMAT, "network": type(model).__name__, "config": model_config(model),
+            "model": model.state_dict(), "epoch": 3}
+
+
+def test_save_atomic_leaves_no_temporary_file(tmp_path):
+    path = save_atomic({"a": torch.arange(3)}, tmp_path / "x.pth")
+    save_atomic({"a": torch.arange(4)}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pth"]
+    assert torch.equal(torch.load(path)["a"], torch.arange(4))
+
+
+@pytest.mark.parametrize("cls", [CENet, EKNet])
+def test_round_trip_in_both_formats(tmp_path, cls):
+    src = cls(depth=18, height=H, width=W).eval()
+    save_atomic(_ours(src), tmp_path / "ours.pth")
+    export_release(src, tmp_path / "final.pth")
+    release_keys = list(torch.load(tmp_path / "final.pth"))
+    assert release_keys == list(to_release(src.state_dict()))
+    x = torch.rand(1, cls.in_channels, H, W)
+    for name in ("ours.pth", "final.pth"):
+        dst = cls(depth=18, height=H, width=W).eval()
+        obj = load_state(dst, tmp_path / name)
+        assert obj.get("epoch") == (3 if name == "ours.pth" else None)
+        assert torch.equal(dst(x).logits, src(x).logits)
+        built = build_from_weights(tmp_path / name).eval()
+        assert type(built) is cls and model_config(built) == model_config(src)
+
+
+def test_refuses_the_other_network_and_other_sizes(tmp_path):
+    teacher = CENet(depth=18, height=H, width=W)
+    save_atomic(_ours(teacher), tmp_path / "t.pth")
+    export_release(EKNet(depth=18, height=H, width=W), tmp_path / "s.pth")
+    with pytest.raises(CheckpointError, match=r"t.pth holds CENet \(teacher\) weights, but EKNet \(student\) was asked for"):
+        load_state(EKNet(depth=18, height=H, width=W), tmp_path / "t.pth")
+    with pytest.raises(CheckpointError, match=r"holds EKNet \(student\) weights, but CENet \(teacher\)"):
+        load_state(teacher, tmp_path / "s.pth")
+    with pytest.raises(CheckpointError, match="with classes 9, but the model was built with 5"):
+        load_state(EKNet(n_class=5, depth=18, height=H, width=W), tmp_path / "s.pth")
+    with pytest.raises(CheckpointError, match="ResNet depth 18, but the model was built with 34"):
+        load_state(EKNet(depth=34, height=H, width=W), tmp_path / "s.pth")
+    with pytest.raises(CheckpointError, match="input width 96, but the model was built with 128"):
+        load_state(EKNet(depth=18, height=H, width=128), tmp_path / "s.pth")
+    with pytest.raises(CheckpointError, match="but CENet"):
+        build_from_weights(tmp_path / "s.pth", expect="CENet")
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="weights file not found: .*nope.pth"):
+        load_state(EKNet(depth=18, height=H, width=W), tmp_path / "nope.pth")
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read weights file .*bad.pth"):
+        load_state(EKNet(depth=18, height=H, width=W), tmp_path / "bad.pth")
