@@ -1,0 +1,118 @@
+"""MFDataset: exact round trip of values, dtypes, shapes, names, and edge handling."""
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from util.data import DatasetError, MFDataset, load_image_file, load_label_file, read_frame
+from util.synthetic import generate_dataset
+
+H, W = 64, 96
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return generate_dataset(tmp_path_factory.mktemp("data") / "syn", n_frames=8, height=H, width=W)
+
+
+@pytest.fixture
+def copy(folder, tmp_path):
+    return shutil.copytree(folder, tmp_path / "copy")
+
+
+def test_round_trip_native_size(folder):
+    ds = MFDataset(folder, "train", height=H, width=W)
+    names = (folder / "train.txt").read_text().split()
+    assert ds.names == names and len(ds) == len(names) and ds.has_edges
+    for i, name in enumerate(names):
+        item = ds[i]
+        assert item["name"] == name
+        rgba = np.array(Image.open(folder / "images" / f"{name}.png"))  # PIL keeps the file's R, G, B, thermal order
+        assert item["image"].dtype == torch.float32 and item["image"].shape == (4, H, W)
+        assert torch.equal(item["image"], torch.from_numpy(rgba).permute(2, 0, 1).float() / 255)
+        label = np.array(Image.open(folder / "labels" / f"{name}.png"))
+        assert item["label"].dtype == torch.int64 and torch.equal(item["label"], torch.from_numpy(label).long())
+        edge = np.array(Image.open(folder / "edge_4x" / f"{name}.png"))
+        assert item["edge"].dtype == torch.float32 and item["edge"].shape == (1, H // 4, W // 4)
+        assert torch.equal(item["edge"][0], torch.from_numpy(edge).float())
+        assert set(item["edge"].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_load_image_file_channel_order(tmp_path):
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2], rgba[..., 3] = 10, 20, 30, 40
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "x.png")
+    assert (load_image_file(tmp_path / "x.png")[0, 0] == [10, 20, 30, 40]).all()
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(DatasetError, match="bad.png"):
+        load_image_file(tmp_path / "bad.png")
+    with pytest.raises(DatasetError, match="bad.png"):
+        load_label_file(tmp_path / "bad.png")
+    with pytest.raises(DatasetError, match="x.png.*single-channel"):
+        load_label_file(tmp_path / "x.png")
+
+
+def test_resize_shapes_and_dataloader(folder):
+    ds = MFDataset(folder, "val", height=2 * H, width=W)
+    item = ds[0]
+    assert item["image"].shape == (4, 2 * H, W) and item["label"].shape == (2 * H, W)
+    assert item["edge"].shape == (1, 2 * H // 4, W // 4)
+    assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+    native = read_frame(folder, item["name"])[1]
+    assert set(item["label"].unique().tolist()) <= set(np.unique(native).tolist())  # nearest: no new ids
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    assert batch["image"].shape == (2, 4, 2 * H, W) and batch["edge"].shape == (2, 1, H // 2, W // 4)
+    assert isinstance(batch["name"], list) and batch["name"] == ds.names[:2]
+
+
+def test_edges_absent_auto_false_true(copy):
+    assert "edge" not in MFDataset(copy, "test", height=H, width=W, edges=False)[0]
+    (copy / "edge_4x" / f"{MFDataset(copy, 'test', check=False).names[0]}.png").unlink()
+    with pytest.warns(UserWarning, match="without edges"):
+        auto = MFDataset(copy, "test", height=H, width=W)
+    assert not auto.has_edges and "edge" not in auto[0]
+    with pytest.raises(DatasetError, match="edge_4x.*1 frame"):
+        MFDataset(copy, "test", height=H, width=W, edges=True, check=False)
+    with pytest.raises(DatasetError, match="edge_4x"):
+        MFDataset(copy, "test", height=H, width=W, edges=True)
+    shutil.rmtree(copy / "edge_4x")
+    assert not MFDataset(copy, "train", height=H, width=W).has_edges
+    with pytest.raises(DatasetError, match="edge_4x.*not found"):
+        MFDataset(copy, "train", edges=True)
+
+
+def test_edge_files_0_255_and_full_size(copy):
+    ds = MFDataset(copy, "train", height=H, width=W)
+    name, before = ds.names[0], ds[0]["edge"]
+    path = copy / "edge_4x" / f"{name}.png"
+    cv2.imwrite(str(path), cv2.imread(str(path), cv2.IMREAD_UNCHANGED) * 255)
+    assert torch.equal(ds[0]["edge"], before)
+    full = np.zeros((H, W), np.uint8)
+    full[9, :] = 255  # 1-px edge at full size: max-pooled to block row 2
+    cv2.imwrite(str(path), full)
+    edge = ds[0]["edge"][0]
+    assert edge[2].sum() == W // 4 and edge.sum() == W // 4
+
+
+def test_any_split_file_and_blank_lines(copy):
+    (copy / "mine.txt").write_text("\n".join(["", MFDataset(copy, "val").names[0], "  ", ""]))
+    assert len(MFDataset(copy, "mine", height=H, width=W)) == 1
+
+
+def test_constructor_errors(copy, tmp_path):
+    with pytest.raises(DatasetError, match="nope.txt"):
+        MFDataset(copy, "nope")
+    with pytest.raises(DatasetError, match="data folder not found"):
+        MFDataset(tmp_path / "missing", "train")
+    with pytest.raises(ValueError, match="edges"):
+        MFDataset(copy, "train", edges="yes")
+    name = MFDataset(copy, "train").names[0]
+    label = np.array(Image.open(copy / "labels" / f"{name}.png"))
+    label[0, 0] = 9
+    Image.fromarray(label).save(copy / "labels" / f"{name}.png")
+    with pytest.raises(DatasetError, match=f"dataset check failed.*\n.*{name}.png.*outside 0..8"):
+        MFDataset(copy, "train")
+    assert len(MFDataset(copy, "train", check=False)) > 0

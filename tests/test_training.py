@@ -1,0 +1,155 @@
+"""Both trainers end to end on tiny synthetic data (ResNet-18, 64x96, CPU)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import trainStudent
+import trainTeacher
+import util.engine
+from util.synthetic import generate_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--depth", "18", "--height", "64", "--width", "96", "--batch-size", "2", "--no-pretrained",
+         "--workers", "0", "--no-progress", "--lr", "0.01"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    # 22 frames: 11 for training, so the last batch of 2 holds one image (TEM's BatchNorm1d case).
+    return generate_dataset(tmp_path_factory.mktemp("data") / "syn", n_frames=22, height=64, width=96, seed=1)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def teacher_run(data, runs):
+    trainTeacher.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "teacher",
+                       "--epochs", "2", "--image-every", "3", *SMALL])
+    return runs / "teacher"
+
+
+def _results(run_dir):
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def _assert_complete_run(run_dir, role):
+    results = _results(run_dir)
+    assert results["role"] == role
+    assert len(results["history"]) == 2
+    first, second = (h["train"]["total"] for h in results["history"])
+    assert second < first, "training loss did not go down"
+    for split in ("test", "test_day", "test_night"):
+        m = results["splits"][split]
+        assert 0 <= m["miou"] <= 1 and len(m["iou"]) == 9 and m["images"] > 0
+    for name in ("last.pth", "best.pth", "final.pth"):
+        assert (run_dir / name).is_file()
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    last = torch.load(run_dir / "last.pth", weights_only=True)
+    assert last["epoch"] == 2 and last["best"]["epoch"] == results["best_epoch"]
+    return results
+
+
+def test_teacher_trains_end_to_end(teacher_run):
+    results = _assert_complete_run(teacher_run, "teacher")
+    assert "edge" in results["history"][0]["train"]
+    assert sum(1 for _ in (teacher_run / "tb").iterdir()) == 1
+
+
+def test_student_distils_from_the_teacher(data, runs, teacher_run):
+    trainStudent.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "student",
+                       "--epochs", "2", "--teacher", str(teacher_run / "best.pth"), *SMALL])
+    results = _assert_complete_run(runs / "student", "student")
+    assert set(results["history"][0]["train"]) == {"sim", "kdce", "hint", "seg", "total"}
+
+
+def test_student_accepts_the_release_format_teacher(data, runs, teacher_run):
+    trainStudent.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "student-rel",
+                       "--epochs", "1", "--max-steps-per-epoch", "2", "--eval-splits",
+                       "--teacher", str(teacher_run / "final.pth"), *SMALL])
+    assert (runs / "student-rel" / "results.json").is_file()
+
+
+def test_student_refuses_a_student_checkpoint_as_teacher(data, runs, capsys):
+    trainStudent.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "gt",
+                       "--epochs", "1", "--max-steps-per-epoch", "1", "--eval-splits", "--no-distill", *SMALL])
+    with pytest.raises(SystemExit):
+        trainStudent.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "bad",
+                           "--epochs", "1", "--teacher", str(runs / "gt" / "best.pth"), *SMALL])
+    assert "holds EKNet (student) weights, but CENet (teacher) was asked for" in capsys.readouterr().err
+
+
+def test_an_existing_run_folder_is_never_touched(data, runs, capsys):
+    run_dir = runs / "mine"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("precious")
+    with pytest.raises(SystemExit):
+        trainTeacher.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "mine",
+                           "--epochs", "1", *SMALL])
+    assert "already exists" in capsys.readouterr().err
+    assert [p.name for p in run_dir.iterdir()] == ["notes.txt"]
+    assert (run_dir / "notes.txt").read_text() == "precious"
+
+
+def test_kill_and_resume_gives_the_same_weights(data, runs):
+    common = ["--data-dir", str(data), "--runs-dir", str(runs), "--epochs", "2", "--no-distill",
+              "--eval-splits", *SMALL]
+    trainStudent.main([*common, "--run-name", "whole"])
+    trainStudent.main([*common, "--run-name", "split", "--stop-after-epochs", "1"])
+    first = torch.load(runs / "split" / "last.pth", weights_only=True)
+    assert first["epoch"] == 1 and not (runs / "split" / "results.json").exists()
+    trainStudent.main(["--resume", str(runs / "split"), "--no-progress", "--workers", "0"])
+    a = torch.load(runs / "whole" / "last.pth", weights_only=True)
+    b = torch.load(runs / "split" / "last.pth", weights_only=True)
+    assert b["epoch"] == 2
+    assert b["optimizer"]["param_groups"][0]["lr"] == pytest.approx(a["optimizer"]["param_groups"][0]["lr"])
+    assert b["best"] == a["best"]
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6), k
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(data, runs, monkeypatch):
+    real = util.engine.teacher_loss
+    calls = {"n": 0}
+
+    def poisoned(*a, **kw):
+        calls["n"] += 1
+        losses = real(*a, **kw)
+        if calls["n"] > 6:  # epoch 1 (6 steps) is fine, then the loss turns NaN
+            losses["ce"] = losses["ce"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(util.engine, "teacher_loss", poisoned)
+    with pytest.raises(SystemExit, match=r"non-finite|NaN|nan"):
+        trainTeacher.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "nan",
+                           "--epochs", "2", "--eval-splits", *SMALL])
+    assert torch.load(runs / "nan" / "last.pth", weights_only=True)["epoch"] == 1
+
+
+def test_amp_bf16_and_channels_last_on_the_cpu(data, runs):
+    results = trainTeacher.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "amp",
+                                 "--epochs", "1", "--max-steps-per-epoch", "2", "--amp", "bf16",
+                                 "--channels-last", "--eval-splits", "test", *SMALL])
+    assert torch.isfinite(torch.tensor(results["history"][0]["train"]["total"]))
+    assert 0 <= results["splits"]["test"]["miou"] <= 1
+
+
+def test_torchrun_two_processes_with_gloo(data, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29731",
+           str(ROOT / "trainTeacher.py"), "--data-dir", str(data), "--runs-dir", str(tmp_path), "--run-name", "ddp",
+           "--epochs", "1", "--eval-splits", "test", *SMALL]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
+    results = _results(tmp_path / "ddp")
+    # the reduced confusion matrix covers every test pixel exactly once
+    assert results["splits"]["test"]["images"] == len((data / "test.txt").read_text().split())
+    assert 0 <= results["splits"]["test"]["miou"] <= 1

@@ -1,0 +1,163 @@
+"""Training losses of CEKD (SPEC.md section 5).
+
+Teacher CENet: L = CE(logits, label) + L_edge (auto-weighted BCE on the edge map).
+Student EKNet: L = L_sim + L_kdce + L_hint + L_seg (the paper's figure calls L_hint
+"L_edge": it is the MSE between the edge-aware hint features). Ground-truth labels are
+not used by the student; teacher tensors are detached here.
+
+Every loss is computed in float32 with autocast switched off, so callers may run the
+forward pass under torch.autocast.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Iterator, Mapping, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+EDGE_MODES = ("release", "logit")
+
+
+class _Outputs(Protocol):
+    features: Tensor  # (B, C, h, w), skip5
+    logits: Tensor    # (B, n_class, H, W)
+    hint: Tensor      # (B, 256, H/4, W/4)
+
+
+@contextmanager
+def _fp32(t: Tensor) -> Iterator[None]:
+    # .float() alone is not enough: autocast would run matmul/einsum in half precision.
+    with torch.autocast(device_type=t.device.type, enabled=False):
+        yield
+
+
+def edge_bce(p: Tensor, target: Tensor) -> Tensor:
+    """L_edge: auto-weighted binary cross-entropy of an edge map.
+
+    Per image beta = mean(target); loss = mean(-(1-beta) y logsigmoid(p) - beta (1-y) logsigmoid(-p)).
+    ``p`` is used as given. The release passes the edge head's sigmoid *output* (so a
+    sigmoid is applied twice, and the loss can never reach 0); the corrected variant passes
+    the pre-sigmoid logit. The caller chooses. ``target`` is a {0, 1} map, (B,H,W) or
+    (B,1,H,W), any dtype; ``p`` is (B,1,H,W) or (B,H,W).
+    """
+    with _fp32(p):
+        p = p.float()
+        y = target.detach().float()
+        if y.ndim == 3:
+            y = y.unsqueeze(1)
+        if p.ndim == 3:
+            p = p.unsqueeze(1)
+        if p.shape != y.shape:
+            raise ValueError(f"edge_bce: prediction {tuple(p.shape)} and target {tuple(y.shape)} differ")
+        beta = y.mean(dim=tuple(range(1, y.ndim)), keepdim=True)
+        loss = -(1 - beta) * y * F.logsigmoid(p) - beta * (1 - y) * F.logsigmoid(-p)
+        return loss.mean()
+
+
+def teacher_loss(
+    logits: Tensor,
+    label: Tensor,
+    edge_prob: Tensor | None,
+    edge_logit: Tensor | None,
+    edge_target: Tensor | None,
+    edge_mode: str = "release",
+) -> dict[str, Tensor]:
+    """Teacher loss: CE(logits, label) + L_edge.
+
+    ``edge_mode="release"`` feeds ``edge_prob`` (the head's sigmoid output) to
+    :func:`edge_bce`, as the released code does; ``"logit"`` feeds ``edge_logit``.
+    With ``edge_target=None`` there is no edge term: the dict has only "ce" and "total".
+    No label is ignored (class 0 "unlabeled" is a class).
+    """
+    if edge_mode not in EDGE_MODES:
+        raise ValueError(f"edge_mode must be one of {EDGE_MODES}, got {edge_mode!r}")
+    with _fp32(logits):
+        ce = F.cross_entropy(logits.float(), label.long())
+    out = {"ce": ce}
+    total = ce
+    if edge_target is not None:
+        p = edge_prob if edge_mode == "release" else edge_logit
+        if p is None:
+            raise ValueError(f"edge_mode={edge_mode!r} needs the edge {'prob' if edge_mode == 'release' else 'logit'}")
+        out["edge"] = edge_bce(p, edge_target)
+        total = total + out["edge"]
+    out["total"] = total
+    return out
+
+
+def _similarity(f: Tensor) -> Tensor:
+    """(B, C, h, w) -> (B, hw, hw) cosine similarity between positions."""
+    norm = f.pow(2).sum(dim=1, keepdim=True).sqrt().detach() + 1e-8
+    f = (f / norm).flatten(2)
+    return f.transpose(1, 2) @ f
+
+
+def similarity_loss(f_s: Tensor, f_t: Tensor) -> Tensor:
+    """L_sim: pairwise-similarity distillation, sum((S_T - S_S)^2) / (hw)^2 / B."""
+    if f_s.shape[0] != f_t.shape[0] or f_s.shape[2:] != f_t.shape[2:]:
+        raise ValueError(f"similarity_loss: student {tuple(f_s.shape)} vs teacher {tuple(f_t.shape)}")
+    with _fp32(f_s):
+        b, hw = f_s.shape[0], f_s.shape[2] * f_s.shape[3]
+        diff = _similarity(f_t.detach().float()) - _similarity(f_s.float())
+        return diff.pow(2).sum() / hw**2 / b
+
+
+def kd_ce_loss(z_s: Tensor, z_t: Tensor, tau: float = 6.0) -> Tensor:
+    """L_kdce: -mean over batch and pixels of sum_c softmax(z_T/tau) log_softmax(z_S/tau) (no tau^2)."""
+    with _fp32(z_s):
+        p_t = F.softmax(z_t.detach().float() / tau, dim=1)
+        return -(p_t * F.log_softmax(z_s.float() / tau, dim=1)).sum(dim=1).mean()
+
+
+def hint_loss(h_s: Tensor, h_t: Tensor) -> Tensor:
+    """L_hint (the figure's L_edge): MSE between the edge-aware hint features."""
+    with _fp32(h_s):
+        return F.mse_loss(h_s.float(), h_t.detach().float())
+
+
+def pseudo_label_ce(z_s: Tensor, z_t: Tensor) -> Tensor:
+    """L_seg: CE of the student logits against the teacher's argmax prediction."""
+    with _fp32(z_s):
+        return F.cross_entropy(z_s.float(), z_t.detach().argmax(dim=1))
+
+
+def student_loss(
+    out_s: _Outputs,
+    out_t: _Outputs,
+    weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+    tau: float = 6.0,
+) -> dict[str, Tensor]:
+    """Student loss: w0 L_sim + w1 L_kdce + w2 L_hint + w3 L_seg (all weights 1 in the release)."""
+    if len(weights) != 4:
+        raise ValueError(f"weights must be (sim, kdce, hint, seg), got {weights!r}")
+    terms = {
+        "sim": similarity_loss(out_s.features, out_t.features),
+        "kdce": kd_ce_loss(out_s.logits, out_t.logits, tau),
+        "hint": hint_loss(out_s.hint, out_t.hint),
+        "seg": pseudo_label_ce(out_s.logits, out_t.logits),
+    }
+    terms["total"] = sum(w * v for w, v in zip(weights, terms.values()))
+    return terms
+
+
+def supervised_student_loss(out_s: _Outputs, label: Tensor) -> dict[str, Tensor]:
+    """Plain CE on ground truth, for the student trained without distillation (baseline)."""
+    with _fp32(out_s.logits):
+        ce = F.cross_entropy(out_s.logits.float(), label.long())
+    return {"ce": ce, "total": ce}
+
+
+def check_finite(losses: Mapping[str, Tensor | float], where: str) -> None:
+    """Raise FloatingPointError naming every NaN/inf term, its value and ``where``."""
+    tensors = [v.detach().float().reshape(-1) for v in losses.values() if isinstance(v, Tensor)]
+    ok = all(math.isfinite(float(v)) for v in losses.values() if not isinstance(v, Tensor))
+    if ok and tensors:  # one device sync in the common, all-finite case
+        ok = bool(torch.isfinite(torch.cat([t.to(tensors[0].device) for t in tensors])).all())
+    if ok:
+        return
+    values = {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in losses.items()}
+    bad = [f"{k}={v:g}" for k, v in values.items() if not math.isfinite(v)]
+    raise FloatingPointError(f"non-finite loss at {where}: {', '.join(bad)}")
