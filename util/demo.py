@@ -1,0 +1,199 @@
+"""What run_demo_teacher.py and run_demo_student.py do: evaluate weights on MFNet splits
+(the release's report, with speed), or segment a user's own thermal frames (student).
+
+Outputs go to a new folder under runs/: results.json, confusion_<split>.npy/.csv,
+predictions/<split>/NAME.png (colourised), panels/<split>/NAME.png
+(thermal | RGB | ground truth | prediction). Nothing existing is overwritten.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .checkpoint import NETWORK_ROLE, build_from_weights, model_config
+from .data import MFDataset
+from .distributed import resolve_device
+from .engine import autocast, to_device
+from .metrics import ConfusionMatrix, format_report
+from .mfnet import CLASS_NAMES, TEST_SPLITS
+from .visualize import colorize, make_panel, save_rgb, thermal_to_rgb
+
+RELEASE_WEIGHTS = {"CENet": "weights_backup/Teacher_model/final.pth",
+                   "EKNet": "weights_backup/Student_model/final.pth"}
+WARMUP_FRAMES = 5
+
+
+def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.ArgumentParser:
+    p.add_argument("--weights", default=RELEASE_WEIGHTS[network],
+                   help="released final.pth or our checkpoint (best.pth, last.pth, final.pth)")
+    p.add_argument("--data-dir", default="dataset/synthetic", help="MFNet-format folder")
+    p.add_argument("--splits", nargs="+", default=None,
+                   help=f"splits to evaluate (default: those of {' '.join(TEST_SPLITS)} present)")
+    p.add_argument("--n-class", type=int, default=None, help="expected class count (checked against the weights)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--run-name", default=None, help="output folder under --runs-dir (default: demo and time)")
+    p.add_argument("--panels", type=int, default=-1,
+                   help="side-by-side panels for the first N frames of each split (-1: all, 0: none)")
+    p.add_argument("--no-predictions", action="store_true", help="do not save colourised predictions")
+    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"),
+                   help="autocast precision (changes results slightly; off by default)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format (default: on for CUDA, off on the CPU)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--no-progress", action="store_true")
+    if network == "EKNet":
+        p.add_argument("--input", default=None,
+                       help="segment your own thermal frames (a file or folder of 8/16-bit PNG/TIFF "
+                            "or 4-channel MFNet PNGs) instead of evaluating on --data-dir")
+        p.add_argument("--thermal-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                       help="fixed raw-value range mapped to [0, 1] for 16-bit frames (default: per-frame min-max)")
+    return p
+
+
+def new_output_dir(runs_dir: str, run_name: Optional[str], prefix: str) -> Path:
+    name = run_name or f"{prefix}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(runs_dir) / name
+    if out.exists():
+        raise FileExistsError(f"output folder {out} already exists; choose another --run-name")
+    out.mkdir(parents=True)
+    return out
+
+
+def load_model(path: str, network: str, device: torch.device, n_class: Optional[int]) -> nn.Module:
+    """Build the network the weights file describes, with clear errors."""
+    if not Path(path).is_file():
+        role = "Teacher_model" if network == "CENet" else "Student_model"
+        raise FileNotFoundError(
+            f"weights file not found: {path}. Download the released {role}/final.pth (link in the "
+            f"lab-sun/CEKD README) into weights_backup/{role}/, or pass --weights runs/<run>/best.pth")
+    model = build_from_weights(path, expect=network)
+    if n_class is not None and model.n_class != n_class:
+        raise ValueError(f"{path} holds a {model.n_class}-class {network}, but --n-class {n_class} was given")
+    return model.to(device).eval()
+
+
+def _frame_panel(image: torch.Tensor, label: torch.Tensor, pred: torch.Tensor) -> np.ndarray:
+    rgb = np.round(image[:3].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+    return make_panel([thermal_to_rgb(image[3].cpu()), rgb, colorize(label.cpu()), colorize(pred.cpu())],
+                      titles=["thermal", "RGB", "ground truth", "prediction"])
+
+
+@torch.inference_mode()
+def evaluate_split(model: nn.Module, loader: DataLoader, device: torch.device, out_dir: Path, split: str,
+                   panels: int, save_predictions: bool, amp: str, channels_last: bool, show: bool) -> dict:
+    """Batch-1 evaluation: confusion matrix on the device, per-frame timing, pictures."""
+    cm = ConfusionMatrix(model.n_class, device)
+    times = []
+    for i, batch in enumerate(tqdm(loader, desc=split, disable=not show, dynamic_ncols=True)):
+        batch = to_device(batch, device, model.in_channels, channels_last)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        with autocast(device, amp):
+            pred = model(batch["inputs"]).logits.argmax(1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+        cm.update(pred, batch["label"])
+        name = batch["name"][0]
+        if save_predictions:
+            save_rgb(out_dir / "predictions" / split / f"{name}.png", colorize(pred[0].cpu()))
+        if panels < 0 or i < panels:
+            save_rgb(out_dir / "panels" / split / f"{name}.png", _frame_panel(batch["image"][0], batch["label"][0], pred[0]))
+    mat = cm.mat.cpu().numpy()
+    np.save(out_dir / f"confusion_{split}.npy", mat)
+    header = "gt\\pred," + ",".join(CLASS_NAMES[: mat.shape[0]]) if mat.shape[0] <= len(CLASS_NAMES) else ""
+    np.savetxt(out_dir / f"confusion_{split}.csv", mat, fmt="%d", delimiter=",", header=header, comments="")
+    timed = times[WARMUP_FRAMES:]
+    ms = 1000 * float(np.mean(timed)) if timed else float("nan")
+    return {"metrics": cm.compute(), "ms_per_frame": ms, "fps": 1000 / ms if timed else float("nan"),
+            "timed_frames": len(timed)}
+
+
+def _clean(v):
+    if isinstance(v, float) and np.isnan(v):
+        return None
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    return v
+
+
+def run_evaluation(args: argparse.Namespace, network: str) -> dict:
+    device = resolve_device(args.device)
+    channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if args.amp == "fp16" and device.type != "cuda":
+        raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
+    model = load_model(args.weights, network, device, args.n_class)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    splits = args.splits or [s for s in TEST_SPLITS if (Path(args.data_dir) / f"{s}.txt").is_file()]
+    if not splits:
+        raise FileNotFoundError(f"{args.data_dir}: none of {', '.join(TEST_SPLITS)}.txt found; pass --splits")
+    datasets = {s: MFDataset(args.data_dir, s, height=model.height, width=model.width,
+                             n_class=model.n_class, edges=False) for s in splits}  # checks every split first
+    out_dir = new_output_dir(args.runs_dir, args.run_name, f"demo-{NETWORK_ROLE[network]}")
+    show = not args.no_progress
+    print(f"[{network}] weights {args.weights}  device {device}  output {out_dir}", flush=True)
+    results = {"network": network, "weights": str(args.weights), "config": model_config(model),
+               "device": str(device), "amp": args.amp, "channels_last": channels_last, "splits": {}}
+    for split, ds in datasets.items():
+        loader = DataLoader(ds, batch_size=1, num_workers=args.workers)
+        r = evaluate_split(model, loader, device, out_dir, split, args.panels, not args.no_predictions,
+                           args.amp, channels_last, show)
+        m = r.pop("metrics")
+        title = (f"[{network}] {split}: {len(ds)} images of {model.height}x{model.width}, "
+                 f"{r['ms_per_frame']:.1f} ms/frame ({r['fps']:.1f} FPS, batch 1, after {WARMUP_FRAMES} warm-up frames)")
+        print(format_report(m, title=title), flush=True)
+        results["splits"][split] = {"images": len(ds), "height": model.height, "width": model.width, **r, **m}
+    (out_dir / "results.json").write_text(json.dumps(_clean(results), indent=2))
+    print(f"[{network}] results in {out_dir / 'results.json'}", flush=True)
+    results["out_dir"] = str(out_dir)
+    return results
+
+
+def run_own_frames(args: argparse.Namespace) -> dict:
+    from .inference import list_frames, segment_frames
+
+    device = resolve_device(args.device)
+    paths = list_frames(args.input)
+    if not paths:
+        raise FileNotFoundError(f"--input {args.input}: no .png/.tif/.tiff frames found")
+    model = load_model(args.weights, "EKNet", device, args.n_class)
+    out_dir = new_output_dir(args.runs_dir, args.run_name, "segment")
+    print(f"[EKNet] {len(paths)} frame(s) from {args.input} -> {out_dir}", flush=True)
+    summary = segment_frames(model, paths, device, out_dir, args.thermal_range, show=not args.no_progress)
+    summary.update({"weights": str(args.weights), "input": str(args.input), "thermal_range": args.thermal_range})
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"[EKNet] segmented {len(summary['segmented'])}, skipped {len(summary['skipped'])}; "
+          f"outputs in {out_dir}", flush=True)
+    summary["out_dir"] = str(out_dir)
+    return summary
+
+
+def main_for(network: str, argv: Optional[list[str]] = None) -> dict:
+    role = NETWORK_ROLE[network]
+    parser = add_demo_args(argparse.ArgumentParser(description=f"Evaluate the CEKD {role} ({network})."), network)
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "input", None):
+            return run_own_frames(args)
+        return run_evaluation(args, network)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
