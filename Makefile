@@ -17,5 +17,9 @@ venv: $(VENV)/.installed
 test: venv
 	$(PY) -m pytest -q tests
 
+## The whole CEKD pipeline on the synthetic data (options: make demo ARGS="--epochs 5").
+demo: venv
+	$(PY) run_cekd.py $(ARGS)
+
 clean-venv:
 	rm -rf $(VENV)
