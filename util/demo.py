@@ -49,8 +49,8 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
     p.add_argument("--no-predictions", action="store_true", help="do not save colourised predictions")
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"),
                    help="autocast precision (changes results slightly; off by default)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels-last memory format (default: on for CUDA, off on the CPU)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="channels-last memory format: faster on CPU and GPU, same results (default: on)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--no-progress", action="store_true")
     if network == "EKNet":
@@ -134,7 +134,7 @@ def _clean(v):
 
 def run_evaluation(args: argparse.Namespace, network: str) -> dict:
     device = resolve_device(args.device)
-    channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
+    channels_last = args.channels_last
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if args.amp == "fp16" and device.type != "cuda":

@@ -100,6 +100,24 @@ def _picture(batch: Mapping[str, Any], out: Any) -> np.ndarray:
     return make_panel(tiles)
 
 
+def train_step(model: nn.Module, task: Task, batch: Mapping[str, Any], optimizer: torch.optim.Optimizer,
+               device: torch.device, amp: str = "none", scaler: Optional[torch.amp.GradScaler] = None,
+               where: str = "") -> tuple[dict, Any]:
+    """Forward, loss (checked for NaN/inf before any update), backward and one optimiser step."""
+    with autocast(device, amp):
+        losses, out = task.loss(model, batch, batch["inputs"])
+    check_finite(losses, where)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(losses["total"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        losses["total"].backward()
+        optimizer.step()
+    return losses, out
+
+
 def train_one_epoch(model: nn.Module, task: Task, loader, optimizer: torch.optim.Optimizer,
                     device: torch.device, epoch: int, in_channels: int, *, amp: str = "none",
                     scaler: Optional[torch.amp.GradScaler] = None, channels_last: bool = False,
@@ -114,17 +132,8 @@ def train_one_epoch(model: nn.Module, task: Task, loader, optimizer: torch.optim
         if max_steps and i >= max_steps:
             break
         batch = to_device(batch, device, in_channels, channels_last)
-        with autocast(device, amp):
-            losses, out = task.loss(model, batch, batch["inputs"])
-        check_finite(losses, f"epoch {epoch} step {global_step}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(losses["total"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            losses["total"].backward()
-            optimizer.step()
+        losses, out = train_step(model, task, batch, optimizer, device, amp, scaler,
+                                 where=f"epoch {epoch} step {global_step}")
         global_step += 1
         n_batches += 1
         n_images += batch["image"].shape[0]
