@@ -153,3 +153,25 @@ def test_input_checks_name_expected_and_received_shape(cls, channels):
         cls(depth=18, height=100, width=W)
     with pytest.raises(ValueError, match="resnet depth must be one of"):
         cls(depth=20, height=H, width=W)
+
+
+def test_imagenet_weights_offline_give_a_clear_error(monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.models, "resnet18", offline)
+    with pytest.raises(RuntimeError, match=r"could not load ImageNet weights for resnet18 .*--no-pretrained"):
+        EKNet(depth=18, height=H, width=W, pretrained=True)
+
+
+@pytest.mark.parametrize("cls", [CENet, EKNet])
+def test_channels_last_gives_the_same_logits(cls):
+    model = cls(depth=18, height=H, width=W).eval()
+    x = torch.rand(2, cls.in_channels, H, W)
+    with torch.inference_mode():
+        ref = model(x).logits
+        model = model.to(memory_format=torch.channels_last)
+        out = model(x.contiguous(memory_format=torch.channels_last)).logits
+    assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4)
