@@ -8,8 +8,6 @@ predictions/<split>/NAME.png (colourised), panels/<split>/NAME.png
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ from .distributed import resolve_device
 from .engine import autocast, to_device
 from .metrics import ConfusionMatrix, format_report
 from .mfnet import CLASS_NAMES, TEST_SPLITS
+from .runs import new_run_dir, write_json
 from .visualize import colorize, make_panel, save_rgb, thermal_to_rgb
 
 RELEASE_WEIGHTS = {"CENet": "weights_backup/Teacher_model/final.pth",
@@ -60,15 +59,6 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
         p.add_argument("--thermal-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                        help="fixed raw-value range mapped to [0, 1] for 16-bit frames (default: per-frame min-max)")
     return p
-
-
-def new_output_dir(runs_dir: str, run_name: Optional[str], prefix: str) -> Path:
-    name = run_name or f"{prefix}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    out = Path(runs_dir) / name
-    if out.exists():
-        raise FileExistsError(f"output folder {out} already exists; choose another --run-name")
-    out.mkdir(parents=True)
-    return out
 
 
 def load_model(path: str, network: str, device: torch.device, n_class: Optional[int]) -> nn.Module:
@@ -122,16 +112,6 @@ def evaluate_split(model: nn.Module, loader: DataLoader, device: torch.device, o
             "timed_frames": len(timed)}
 
 
-def _clean(v):
-    if isinstance(v, float) and np.isnan(v):
-        return None
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    return v
-
-
 def run_evaluation(args: argparse.Namespace, network: str) -> dict:
     device = resolve_device(args.device)
     channels_last = args.channels_last
@@ -147,7 +127,7 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
         raise FileNotFoundError(f"{args.data_dir}: none of {', '.join(TEST_SPLITS)}.txt found; pass --splits")
     datasets = {s: MFDataset(args.data_dir, s, height=model.height, width=model.width,
                              n_class=model.n_class, edges=False) for s in splits}  # checks every split first
-    out_dir = new_output_dir(args.runs_dir, args.run_name, f"demo-{NETWORK_ROLE[network]}")
+    out_dir = new_run_dir(args.runs_dir, args.run_name, f"demo-{NETWORK_ROLE[network]}")
     show = not args.no_progress
     print(f"[{network}] weights {args.weights}  device {device}  output {out_dir}", flush=True)
     results = {"network": network, "weights": str(args.weights), "config": model_config(model),
@@ -161,7 +141,7 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
                  f"{r['ms_per_frame']:.1f} ms/frame ({r['fps']:.1f} FPS, batch 1, after {WARMUP_FRAMES} warm-up frames)")
         print(format_report(m, title=title), flush=True)
         results["splits"][split] = {"images": len(ds), "height": model.height, "width": model.width, **r, **m}
-    (out_dir / "results.json").write_text(json.dumps(_clean(results), indent=2))
+    write_json(results, out_dir / "results.json")
     print(f"[{network}] results in {out_dir / 'results.json'}", flush=True)
     results["out_dir"] = str(out_dir)
     return results
@@ -175,11 +155,11 @@ def run_own_frames(args: argparse.Namespace) -> dict:
     if not paths:
         raise FileNotFoundError(f"--input {args.input}: no .png/.tif/.tiff frames found")
     model = load_model(args.weights, "EKNet", device, args.n_class)
-    out_dir = new_output_dir(args.runs_dir, args.run_name, "segment")
+    out_dir = new_run_dir(args.runs_dir, args.run_name, "segment")
     print(f"[EKNet] {len(paths)} frame(s) from {args.input} -> {out_dir}", flush=True)
     summary = segment_frames(model, paths, device, out_dir, args.thermal_range, show=not args.no_progress)
     summary.update({"weights": str(args.weights), "input": str(args.input), "thermal_range": args.thermal_range})
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(summary, out_dir / "summary.json")
     print(f"[EKNet] segmented {len(summary['segmented'])}, skipped {len(summary['skipped'])}; "
           f"outputs in {out_dir}", flush=True)
     summary["out_dir"] = str(out_dir)

@@ -9,14 +9,13 @@ on its best validation epoch; everything lands in one new folder under runs/.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 from .mfnet import TEST_SPLITS
+from .runs import new_run_dir, write_json
 from .training import add_train_args, fit
 
 STAGES = (("teacher", "CENet teacher (RGB + thermal)"),
@@ -84,10 +83,7 @@ def run(args: argparse.Namespace) -> dict:
         ensure_synthetic(data, n_frames=args.frames, height=args.height, width=args.width, seed=args.seed)
     else:
         print(f"[1/4] using the data in {data}", flush=True)
-    out = Path(args.runs_dir) / (args.run_name or f"cekd-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    if out.exists():
-        raise FileExistsError(f"run folder {out} already exists; choose another --run-name")
-    out.mkdir(parents=True)
+    out = new_run_dir(args.runs_dir, args.run_name, "cekd")
 
     results, timings = {}, {}
     t = time.perf_counter()
@@ -117,7 +113,7 @@ def run(args: argparse.Namespace) -> dict:
                "results": {k: {"run_dir": r["run_dir"], "best_epoch": r["best_epoch"], "best_val_miou": r["best_val_miou"],
                                "splits": {s: {"miou": m["miou"], "macc": m["macc"], "images": m["images"]}
                                           for s, m in r["splits"].items()}} for k, r in results.items()}}
-    (out / "comparison.json").write_text(json.dumps(summary, indent=2))
+    write_json(summary, out / "comparison.json")
     (out / "comparison.txt").write_text(table + "\n")
     print(f"\nCEKD on {data} (ResNet-{args.depth}, {args.height}x{args.width}, {args.epochs} epochs each, "
           f"{total / 60:.1f} min):\n{table}\n\nall outputs in {out}", flush=True)

@@ -8,9 +8,6 @@ Modelled on torchvision's references/segmentation/train.py.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
 import random
 import sys
 import time
@@ -31,6 +28,7 @@ from .distributed import DistInfo, barrier, broadcast_object, cleanup_distribute
 from .engine import DistillTask, SupervisedTask, TeacherTask, evaluate, train_one_epoch
 from .metrics import format_report
 from .mfnet import CLASS_NAMES, N_CLASS, TEST_SPLITS
+from .runs import new_run_dir, write_json
 
 DEFAULT_DATA_DIR = "dataset/synthetic"
 DEFAULT_TEACHER = "weights_backup/Teacher_model/final.pth"
@@ -119,17 +117,6 @@ def resolve_resume(resume: str) -> Path:
     return ckpt
 
 
-def make_run_dir(args: argparse.Namespace, role: str) -> Path:
-    """A new folder for this run; never reuses or deletes an existing one."""
-    name = args.run_name or f"{role}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = Path(args.runs_dir) / name
-    if run_dir.exists():
-        raise FileExistsError(f"run folder {run_dir} already exists; choose another --run-name "
-                              f"or continue it with --resume {run_dir}")
-    run_dir.mkdir(parents=True)
-    return run_dir
-
-
 def build_network(role: str, args: argparse.Namespace) -> nn.Module:
     cls = CENet if role == "teacher" else EKNet
     return cls(n_class=args.n_class, depth=args.depth, height=args.height, width=args.width,
@@ -175,25 +162,6 @@ def test_loader(args: argparse.Namespace, split: str, info: DistInfo) -> Optiona
     return DataLoader(ds, 1, sampler=ShardSampler(len(ds), info.rank, info.world_size), num_workers=args.workers)
 
 
-def _jsonable(metrics: dict) -> dict:
-    out = {}
-    for k, v in metrics.items():
-        if isinstance(v, np.ndarray):
-            v = v.tolist()
-        if isinstance(v, (list, tuple)):
-            v = [None if isinstance(x, float) and np.isnan(x) else x for x in v]
-        elif isinstance(v, float) and np.isnan(v):
-            v = None
-        out[k] = v
-    return out
-
-
-def write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def fit(args: argparse.Namespace, role: str) -> dict:
     """Train one network end to end; return the results written to results.json."""
     info, device = init_distributed(args.device)
@@ -217,7 +185,9 @@ def _fit(args: argparse.Namespace, role: str, info: DistInfo, device: torch.devi
             from .synthetic import ensure_synthetic
             _log(info, f"generating the synthetic MFNet-format data in {args.data_dir}")
             ensure_synthetic(args.data_dir)
-        run_dir = Path(broadcast_object(str(make_run_dir(args, role)) if info.is_main else None))
+        if info.is_main:
+            run_dir = new_run_dir(args.runs_dir, args.run_name, role, " or continue it with --resume {path}")
+        run_dir = Path(broadcast_object(str(run_dir) if info.is_main else None))
     if args.amp == "fp16" and device.type != "cuda":
         raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
     seed_everything(args.seed)
@@ -342,7 +312,7 @@ def final_evaluation(args, role, task_name, model, run_dir: Path, best: dict, hi
         cm, _ = evaluate(model, loader, device, in_channels, args.n_class, amp=args.amp,
                          channels_last=args.channels_last, show=info.is_main and not args.no_progress, desc=split)
         metrics = cm.compute()
-        results["splits"][split] = {"images": len(loader.dataset), **_jsonable(metrics)}
+        results["splits"][split] = {"images": len(loader.dataset), **metrics}
         _log(info, format_report(metrics, title=f"[{task_name}] {split}: {len(loader.dataset)} images, "
                                                 f"best epoch {best['epoch']}"))
     if info.is_main:

@@ -1,0 +1,43 @@
+"""Output folders and JSON files of trainers, demos and the pipeline: always new, never overwritten."""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+
+def new_run_dir(runs_dir: str | os.PathLike, name: Optional[str], prefix: str, hint: str = "") -> Path:
+    """Create `runs_dir/name` (default name: prefix and time); an existing folder is an error, never reused.
+
+    `hint` is appended to that error; `{path}` in it stands for the folder.
+    """
+    path = Path(runs_dir) / (name or f"{prefix}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    if path.exists():
+        raise FileExistsError(f"run folder {path} already exists; choose another --run-name{hint.format(path=path)}")
+    path.mkdir(parents=True)
+    return path
+
+
+def json_safe(value: Any) -> Any:
+    """Arrays to lists and NaN to null, recursively, so that the file is strict JSON."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    return value
+
+
+def write_json(obj: Any, path: Path) -> None:
+    """Write `obj` as JSON through a temporary file and a rename (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(json_safe(obj), indent=2))
+    os.replace(tmp, path)
