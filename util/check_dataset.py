@@ -94,6 +94,21 @@ def edge_size(label_hw: tuple[int, int]) -> tuple[int, int]:
     return (-(-label_hw[0] // EDGE_STRIDE), -(-label_hw[1] // EDGE_STRIDE))
 
 
+def _header_size(path: Path, modes, expected: str, decode: bool, problems: list[str]) -> Optional[tuple[int, int]]:
+    """(height, width) of a PNG whose PIL mode is one of `modes`; else None, with the problem appended."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in modes:
+                problems.append(f"{path}: expected {expected}, got {_describe_mode(im.mode)}")
+                return None
+            if decode:
+                im.load()
+            return (im.height, im.width)
+    except Exception as exc:
+        problems.append(f"{path}: unreadable or corrupt PNG ({exc})")
+        return None
+
+
 def _check_frame(data_dir: Path, name: str, n_class: int, need_edges: bool, decode_images: bool) -> list[str]:
     """Problems of one frame, each naming the file."""
     problems: list[str] = []
@@ -105,17 +120,8 @@ def _check_frame(data_dir: Path, name: str, n_class: int, need_edges: bool, deco
     if not image_path.is_file():
         problems.append(f"{image_path}: image file not found")
     else:
-        try:
-            with Image.open(image_path) as im:
-                if im.mode != "RGBA":
-                    problems.append(f"{image_path}: expected a 4-channel uint8 image (R, G, B, thermal), "
-                                    f"got {_describe_mode(im.mode)}")
-                else:
-                    if decode_images:
-                        im.load()
-                    image_hw = (im.height, im.width)
-        except Exception as exc:
-            problems.append(f"{image_path}: unreadable or corrupt PNG ({exc})")
+        image_hw = _header_size(image_path, {"RGBA"}, "a 4-channel uint8 image (R, G, B, thermal)",
+                                decode_images, problems)
 
     label_hw = None
     if not label_path.is_file():
@@ -136,21 +142,11 @@ def _check_frame(data_dir: Path, name: str, n_class: int, need_edges: bool, deco
                         f"label size {label_hw[0]}x{label_hw[1]} ({label_path})")
 
     if edge_path.is_file():
-        try:
-            with Image.open(edge_path) as im:
-                if im.mode not in _SINGLE_8BIT:
-                    problems.append(f"{edge_path}: expected a single-channel 8-bit edge map, "
-                                    f"got {_describe_mode(im.mode)}")
-                else:
-                    if decode_images:
-                        im.load()
-                    hw = (im.height, im.width)
-                    if label_hw and hw not in (edge_size(label_hw), tuple(label_hw)):
-                        eh, ew = edge_size(label_hw)
-                        problems.append(f"{edge_path}: edge map size {hw[0]}x{hw[1]}, expected {eh}x{ew} "
-                                        f"(label size / {EDGE_STRIDE}, rounded up) or {label_hw[0]}x{label_hw[1]}")
-        except Exception as exc:
-            problems.append(f"{edge_path}: unreadable or corrupt PNG ({exc})")
+        hw = _header_size(edge_path, _SINGLE_8BIT, "a single-channel 8-bit edge map", decode_images, problems)
+        if hw and label_hw and hw not in (edge_size(label_hw), tuple(label_hw)):
+            eh, ew = edge_size(label_hw)
+            problems.append(f"{edge_path}: edge map size {hw[0]}x{hw[1]}, expected {eh}x{ew} "
+                            f"(label size / {EDGE_STRIDE}, rounded up) or {label_hw[0]}x{label_hw[1]}")
     elif need_edges:
         problems.append(f"{edge_path}: edge map not found (edges are required)")
     return problems
