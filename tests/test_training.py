@@ -20,8 +20,10 @@ SMALL = ["--depth", "18", "--height", "64", "--width", "96", "--batch-size", "2"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    # 22 frames: 11 for training, so the last batch of 2 holds one image (TEM's BatchNorm1d case).
-    return generate_dataset(tmp_path_factory.mktemp("data") / "syn", n_frames=22, height=64, width=96, seed=1)
+    # 23 frames: 11 for training, so the last batch of 2 holds one image (TEM's BatchNorm1d case).
+    data = generate_dataset(tmp_path_factory.mktemp("data") / "syn", n_frames=23, height=64, width=96, seed=1)
+    assert len((data / "train.txt").read_text().split()) == 11
+    return data
 
 
 @pytest.fixture(scope="module")
