@@ -60,9 +60,19 @@ def _assert_complete_run(run_dir, role):
 
 
 def test_teacher_trains_end_to_end(teacher_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     results = _assert_complete_run(teacher_run, "teacher")
     assert "edge" in results["history"][0]["train"]
     assert sum(1 for _ in (teacher_run / "tb").iterdir()) == 1
+    events = EventAccumulator(str(teacher_run / "tb"), size_guidance={"images": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/ce", "train/edge", "train/total", "train/lr", "val/mIoU", "val/loss",
+            "train/images_per_s", "val_iou/unlabeled"} <= scalars
+    assert len(events.Scalars("val/mIoU")) == 2
+    pictures = events.Images("train/thermal_rgb_gt_pred_edges")
+    assert len(pictures) == 4  # steps 3, 6, 9, 12 of 12 (--image-every 3)
+    assert pictures[0].width > 4 * 96  # thermal | RGB | truth | prediction | edge target | edge prediction
 
 
 def test_student_distils_from_the_teacher(data, runs, teacher_run):
