@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import NETWORK_ROLE, build_from_weights, model_config
-from .data import MFDataset
+from .data import MFDataset, verify_dataset
 from .distributed import resolve_device
 from .engine import autocast, to_device
 from .metrics import ConfusionMatrix, format_report
@@ -125,8 +125,9 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
     splits = args.splits or [s for s in TEST_SPLITS if (Path(args.data_dir) / f"{s}.txt").is_file()]
     if not splits:
         raise FileNotFoundError(f"{args.data_dir}: none of {', '.join(TEST_SPLITS)}.txt found; pass --splits")
+    verify_dataset(args.data_dir, splits, model.n_class, decode_images=False)  # all splits at once, each frame once
     datasets = {s: MFDataset(args.data_dir, s, height=model.height, width=model.width,
-                             n_class=model.n_class, edges=False) for s in splits}  # checks every split first
+                             n_class=model.n_class, edges=False, check=False) for s in splits}
     out_dir = new_run_dir(args.runs_dir, args.run_name, f"demo-{NETWORK_ROLE[network]}")
     show = not args.no_progress
     print(f"[{network}] weights {args.weights}  device {device}  output {out_dir}", flush=True)
