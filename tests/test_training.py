@@ -96,6 +96,21 @@ def test_student_refuses_a_student_checkpoint_as_teacher(data, runs, capsys):
         trainStudent.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "bad",
                            "--epochs", "1", "--teacher", str(runs / "gt" / "best.pth"), *SMALL])
     assert "holds EKNet (student) weights, but CENet (teacher) was asked for" in capsys.readouterr().err
+    assert not (runs / "bad").exists()
+
+
+def test_a_broken_test_split_fails_before_training(data, runs, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(data, broken)
+    (broken / "test_night.txt").write_text("99999N\n")
+    with pytest.raises(SystemExit):
+        trainTeacher.main(["--data-dir", str(broken), "--runs-dir", str(runs), "--run-name", "broken",
+                           "--epochs", "1", *SMALL])
+    err = capsys.readouterr().err
+    assert "dataset check failed" in err and "99999N" in err
+    assert not (runs / "broken").exists()
 
 
 def test_an_existing_run_folder_is_never_touched(data, runs, capsys):

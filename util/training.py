@@ -23,7 +23,7 @@ from model import CENet, EKNet
 from model.encoder import resnet_widths
 
 from .checkpoint import FORMAT, build_from_weights, export_release, load_state, model_config, save_atomic, unwrap
-from .data import MFDataset
+from .data import MFDataset, verify_dataset
 from .distributed import DistInfo, barrier, broadcast_object, cleanup_distributed, init_distributed
 from .engine import DistillTask, SupervisedTask, TeacherTask, evaluate, train_one_epoch
 from .metrics import format_report
@@ -146,7 +146,10 @@ def make_loaders(args: argparse.Namespace, role: str, info: DistInfo, device: to
     common = dict(height=args.height, width=args.width, n_class=args.n_class, seed=args.seed)
     edges = "auto" if role == "teacher" else False
     train_set = MFDataset(args.data_dir, "train", augment=not args.no_augment, edges=edges, **common)
-    val_set = MFDataset(args.data_dir, "val", edges=False, **common)
+    # val and the final test splits are checked now, in one pass, so a broken test split
+    # fails the run before training rather than after the last epoch
+    verify_dataset(args.data_dir, ["val", *present_splits(args)], args.n_class, decode_images=False)
+    val_set = MFDataset(args.data_dir, "val", edges=False, check=False, **common)
     sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=args.seed, drop_last=False)
     kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
@@ -155,10 +158,15 @@ def make_loaders(args: argparse.Namespace, role: str, info: DistInfo, device: to
     return train_set, sampler, train_loader, val_loader
 
 
-def test_loader(args: argparse.Namespace, split: str, info: DistInfo) -> Optional[DataLoader]:
-    if not (Path(args.data_dir) / f"{split}.txt").is_file():
-        return None
-    ds = MFDataset(args.data_dir, split, height=args.height, width=args.width, n_class=args.n_class, edges=False)
+def present_splits(args: argparse.Namespace) -> list[str]:
+    """The --eval-splits that exist in the data folder."""
+    return [s for s in args.eval_splits if (Path(args.data_dir) / f"{s}.txt").is_file()]
+
+
+def test_loader(args: argparse.Namespace, split: str, info: DistInfo) -> DataLoader:
+    """Batch-1 loader of a test split (checked with val in make_loaders)."""
+    ds = MFDataset(args.data_dir, split, height=args.height, width=args.width, n_class=args.n_class,
+                   edges=False, check=False)
     return DataLoader(ds, 1, sampler=ShardSampler(len(ds), info.rank, info.world_size), num_workers=args.workers)
 
 
@@ -185,19 +193,28 @@ def _fit(args: argparse.Namespace, role: str, info: DistInfo, device: torch.devi
             from .synthetic import ensure_synthetic
             _log(info, f"generating the synthetic MFNet-format data in {args.data_dir}")
             ensure_synthetic(args.data_dir)
-        if info.is_main:
-            run_dir = new_run_dir(args.runs_dir, args.run_name, role, " or continue it with --resume {path}")
-        run_dir = Path(broadcast_object(str(run_dir) if info.is_main else None))
+        barrier()
     if args.amp == "fp16" and device.type != "cuda":
         raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
     seed_everything(args.seed)
     task_name = role if role == "teacher" else ("student-gt" if args.no_distill else "student")
-    _log(info, f"[{task_name}] run folder {run_dir}  device {device}  processes {info.world_size}")
-
+    # data and teacher are checked before the run folder exists: a bad input leaves nothing behind
     train_set, sampler, train_loader, val_loader = make_loaders(args, role, info, device)
+    if role == "teacher":
+        task = TeacherTask(args.edge_loss)
+    elif args.no_distill:
+        task = SupervisedTask()
+    else:
+        task = DistillTask(load_teacher(args.teacher, args, device), args.loss_weights, args.tau)
+    if ckpt is None:
+        if info.is_main:
+            run_dir = new_run_dir(args.runs_dir, args.run_name, role, " or continue it with --resume {path}")
+        run_dir = Path(broadcast_object(str(run_dir) if info.is_main else None))
+    _log(info, f"[{task_name}] run folder {run_dir}  device {device}  processes {info.world_size}")
     if role == "teacher" and not train_set.has_edges:
         _log(info, f"note: {args.data_dir} has no edge_4x maps; training without the edge loss "
                    f"(make them with: python -m util.edges --data-dir {args.data_dir})")
+    seed_everything(args.seed)  # same initial weights with or without a teacher loaded before
     model = build_network(role, args).to(device)
     in_channels = unwrap(model).in_channels
     if args.channels_last:
@@ -208,13 +225,6 @@ def _fit(args: argparse.Namespace, role: str, info: DistInfo, device: torch.devi
         elif args.sync_bn:
             _log(info, "note: --sync-bn needs CUDA (torch's SyncBatchNorm is GPU-only); ignored on the CPU")
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    if role == "teacher":
-        task = TeacherTask(args.edge_loss)
-    elif args.no_distill:
-        task = SupervisedTask()
-    else:
-        task = DistillTask(load_teacher(args.teacher, args, device), args.loss_weights, args.tau)
 
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
@@ -305,10 +315,8 @@ def final_evaluation(args, role, task_name, model, run_dir: Path, best: dict, hi
     load_state(model, run_dir / "best.pth")
     results = {"role": task_name, "run_dir": str(run_dir), "best_epoch": best["epoch"],
                "best_val_miou": best["miou"], "config": model_config(model), "splits": {}, "history": history}
-    for split in args.eval_splits:
+    for split in present_splits(args):
         loader = test_loader(args, split, info)
-        if loader is None:
-            continue
         cm, _ = evaluate(model, loader, device, in_channels, args.n_class, amp=args.amp,
                          channels_last=args.channels_last, show=info.is_main and not args.no_progress, desc=split)
         metrics = cm.compute()
