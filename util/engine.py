@@ -31,7 +31,8 @@ def model_inputs(image: torch.Tensor, in_channels: int) -> torch.Tensor:
 class Task:
     name = "task"
 
-    def loss(self, model: nn.Module, batch: Mapping[str, Any], inputs: torch.Tensor) -> tuple[dict, Any]:
+    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> tuple[dict, Any]:
+        """(loss terms with "total", network output) for a batch prepared by `to_device`."""
         raise NotImplementedError
 
 
@@ -41,8 +42,8 @@ class TeacherTask(Task):
     def __init__(self, edge_mode: str = "release"):
         self.edge_mode = edge_mode
 
-    def loss(self, model, batch, inputs):
-        out = model(inputs)
+    def loss(self, model, batch):
+        out = model(batch["inputs"])
         return teacher_loss(out.logits, batch["label"], out.edge, out.edge_logit, batch.get("edge"),
                             self.edge_mode), out
 
@@ -53,18 +54,18 @@ class DistillTask(Task):
     def __init__(self, teacher: nn.Module, weights=(1.0, 1.0, 1.0, 1.0), tau: float = 6.0):
         self.teacher, self.weights, self.tau = teacher.eval().requires_grad_(False), tuple(weights), tau
 
-    def loss(self, model, batch, inputs):
+    def loss(self, model, batch):
         with torch.no_grad():
             out_t = self.teacher(batch["image_full"])
-        out = model(inputs)
+        out = model(batch["inputs"])
         return student_loss(out, out_t, self.weights, self.tau), out
 
 
 class SupervisedTask(Task):
     name = "student-gt"
 
-    def loss(self, model, batch, inputs):
-        out = model(inputs)
+    def loss(self, model, batch):
+        out = model(batch["inputs"])
         return supervised_student_loss(out, batch["label"]), out
 
 
@@ -80,8 +81,8 @@ def to_device(batch: Mapping[str, Any], device: torch.device, in_channels: int,
     """Move a loader batch to `device`; add `inputs` (what the network reads) and `image_full`."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-    out["image_full"] = out["image"].contiguous(memory_format=fmt)
-    out["inputs"] = model_inputs(out["image"], in_channels).contiguous(memory_format=fmt)
+    out["image_full"] = full = out["image"].contiguous(memory_format=fmt)
+    out["inputs"] = full if in_channels == 4 else model_inputs(out["image"], in_channels).contiguous(memory_format=fmt)
     return out
 
 
@@ -105,7 +106,7 @@ def train_step(model: nn.Module, task: Task, batch: Mapping[str, Any], optimizer
                where: str = "") -> tuple[dict, Any]:
     """Forward, loss (checked for NaN/inf before any update), backward and one optimiser step."""
     with autocast(device, amp):
-        losses, out = task.loss(model, batch, batch["inputs"])
+        losses, out = task.loss(model, batch)
     check_finite(losses, where)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:

@@ -245,7 +245,7 @@ def _fit(args: argparse.Namespace, role: str, info: DistInfo, device: torch.devi
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(run_dir / "tb"))
     show = info.is_main and not args.no_progress
-    saved_args = {k: v for k, v in vars(args).items()}
+    saved_args = dict(vars(args))
     done_this_call = 0
     try:
         for epoch in range(start_epoch + 1, args.epochs + 1):
