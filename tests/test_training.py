@@ -180,3 +180,11 @@ def test_torchrun_two_processes_with_gloo(data, tmp_path):
     # the reduced confusion matrix covers every test pixel exactly once
     assert results["splits"]["test"]["images"] == len((data / "test.txt").read_text().split())
     assert 0 <= results["splits"]["test"]["miou"] <= 1
+
+
+def test_fp16_autocast_is_refused_on_the_cpu(data, runs, capsys):
+    with pytest.raises(SystemExit):
+        trainTeacher.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "fp16",
+                           "--epochs", "1", "--amp", "fp16", *SMALL])
+    assert "--amp fp16 needs a CUDA device; use --amp bf16 on the CPU" in capsys.readouterr().err
+    assert not (runs / "fp16").exists()

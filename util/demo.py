@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .checkpoint import NETWORK_ROLE, build_from_weights, model_config
 from .data import MFDataset, verify_dataset
 from .distributed import resolve_device
-from .engine import autocast, to_device
+from .engine import autocast, check_amp, to_device
 from .metrics import ConfusionMatrix, format_report
 from .mfnet import CLASS_NAMES, TEST_SPLITS
 from .runs import new_run_dir, write_json
@@ -117,8 +117,7 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
     channels_last = args.channels_last
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if args.amp == "fp16" and device.type != "cuda":
-        raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
+    check_amp(args.amp, device)
     model = load_model(args.weights, network, device, args.n_class)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

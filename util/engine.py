@@ -76,6 +76,12 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
+def check_amp(amp: str, device: torch.device) -> None:
+    """Refuse an --amp setting the device cannot run (fp16 autocast here needs CUDA)."""
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
+
+
 def to_device(batch: Mapping[str, Any], device: torch.device, in_channels: int,
               channels_last: bool = False) -> dict:
     """Move a loader batch to `device`; add `inputs` (what the network reads) and `image_full`."""

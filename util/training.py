@@ -25,7 +25,7 @@ from model.encoder import resnet_widths
 from .checkpoint import FORMAT, build_from_weights, export_release, load_state, model_config, save_atomic, unwrap
 from .data import MFDataset, verify_dataset
 from .distributed import DistInfo, barrier, broadcast_object, cleanup_distributed, init_distributed
-from .engine import DistillTask, SupervisedTask, TeacherTask, evaluate, train_one_epoch
+from .engine import DistillTask, SupervisedTask, TeacherTask, check_amp, evaluate, train_one_epoch
 from .metrics import format_report
 from .mfnet import CLASS_NAMES, N_CLASS, TEST_SPLITS
 from .runs import new_run_dir, write_json
@@ -194,8 +194,7 @@ def _fit(args: argparse.Namespace, role: str, info: DistInfo, device: torch.devi
             _log(info, f"generating the synthetic MFNet-format data in {args.data_dir}")
             ensure_synthetic(args.data_dir)
         barrier()
-    if args.amp == "fp16" and device.type != "cuda":
-        raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
+    check_amp(args.amp, device)
     seed_everything(args.seed)
     task_name = role if role == "teacher" else ("student-gt" if args.no_distill else "student")
     # data and teacher are checked before the run folder exists: a bad input leaves nothing behind
