@@ -1,9 +1,143 @@
-"""The whole CEKD pipeline in one command: data, teacher, student, baseline, comparison.
+"""The whole CEKD pipeline in one command (what `make demo` runs):
 
-    python run_cekd.py               # synthetic data, a few minutes on a CPU
+synthetic data (generated when absent) -> CENet teacher -> EKNet student distilled from it
+-> for contrast, the same EKNet trained on ground truth alone -> one comparison table.
+
+    python run_cekd.py               # synthetic data, about ten minutes on a 2-core CPU
     python run_cekd.py --help        # the paper's settings: see README.md
+
+Each network is trained by the `main` of trainTeacher.py / trainStudent.py with a config
+built here, and tested on its best validation epoch; everything lands in one new folder
+under runs/.
 """
-from util.pipeline import main
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+from typing import Optional
+
+import trainStudent
+import trainTeacher
+from util.engine import StudentConfig, TeacherConfig, run_cli
+from util.engine.config import given_options
+from util.engine.folders import new_run_dir, write_json
+from util.mfnet import TEST_SPLITS
+
+STAGES = (("teacher", "CENet teacher (RGB + thermal)"),
+          ("student", "EKNet student, CEKD distillation (thermal)"),
+          ("student-gt", "EKNet student, ground truth only (thermal)"))
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Run the CEKD pipeline end to end (defaults: a few minutes on a CPU).")
+    p.add_argument("--data-dir", default="dataset/synthetic", help="MFNet-format folder (synthetic one made if absent)")
+    p.add_argument("--frames", type=int, default=240, help="frames of the synthetic set, when it is generated")
+    p.add_argument("--depth", type=int, default=18, choices=(18, 34, 50, 101, 152))
+    p.add_argument("--height", type=int, default=96)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=20, help="epochs of each of the three trainings")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=0.05, help="higher than the release's 0.01: no ImageNet weights here")
+    p.add_argument("--pretrained", action="store_true", help="ImageNet backbones (needs them cached or online)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--run-name", default=None, help="folder under --runs-dir (default: cekd and time)")
+    p.add_argument("--skip-baseline", action="store_true", help="do not train the ground-truth-only student")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                   help="further trainer options for all three trainings (e.g. --amp bf16); "
+                        "each training takes those its trainer knows")
+    return p.parse_args(argv)
+
+
+def stage_configs(args: argparse.Namespace, out: Path) -> dict[str, TeacherConfig | StudentConfig]:
+    """The teacher's, the distilled student's and the ground-truth student's configs."""
+    common = dict(data_dir=args.data_dir, depth=args.depth, height=args.height, width=args.width,
+                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
+                  workers=args.workers, seed=args.seed, runs_dir=str(out), image_every=50,
+                  pretrained=args.pretrained, progress=args.progress)
+    extra = args.extra
+    stages = {"teacher": _apply(TeacherConfig(run_name="teacher", **common), extra),
+              "student": _apply(StudentConfig(run_name="student", teacher=str(out / "teacher" / "best.pth"),
+                                              **common), extra)}
+    if not args.skip_baseline:
+        stages["student-gt"] = _apply(StudentConfig(run_name="student-gt", distill=False, **common), extra)
+    return stages
+
+
+def _apply(cfg, extra: list[str]):
+    """`cfg` with the trainer options in `extra` (e.g. ["--amp", "bf16"]) that its trainer knows."""
+    parser = (trainTeacher if isinstance(cfg, TeacherConfig) else trainStudent).get_args_parser()
+    args, _ = parser.parse_known_args(extra)
+    given = given_options(parser, extra, known_only=True)
+    cfg = dataclasses.replace(cfg, **{k: getattr(args, k) for k in given})
+    cfg.check()
+    return cfg
+
+
+def comparison_table(results: dict[str, dict]) -> str:
+    """One row per network, mIoU and mAcc (percent) per test split."""
+    splits = [s for s in TEST_SPLITS if any(s in r["splits"] for r in results.values())]
+    head = f"{'network':<46}" + "".join(f"{s + ' mIoU':>17}{s + ' mAcc':>17}" for s in splits)
+    lines = [head, "-" * len(head)]
+    labels = dict(STAGES)
+    for key, r in results.items():
+        cells = ""
+        for s in splits:
+            m = r["splits"].get(s)
+            cells += f"{100 * m['miou']:>17.2f}{100 * m['macc']:>17.2f}" if m else f"{'-':>17}{'-':>17}"
+        lines.append(f"{labels.get(key, key):<46}{cells}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> dict:
+    t_start = time.perf_counter()
+    data = Path(args.data_dir)
+    stage_configs(args, Path(args.runs_dir))  # every option checked before anything is written
+    if not data.exists():
+        from util.synthetic import ensure_synthetic
+        print(f"[1/4] generating synthetic MFNet-format data ({args.frames} frames of "
+              f"{args.height}x{args.width}) in {data}", flush=True)
+        ensure_synthetic(data, n_frames=args.frames, height=args.height, width=args.width, seed=args.seed)
+    else:
+        print(f"[1/4] using the data in {data}", flush=True)
+    out = new_run_dir(args.runs_dir, args.run_name, "cekd")
+
+    configs = stage_configs(args, out)
+    steps = {"teacher": f"[2/4] training the CENet teacher ({args.epochs} epochs)",
+             "student": "[3/4] distilling the EKNet student from the teacher",
+             "student-gt": "[4/4] for contrast, the EKNet student on ground truth alone"}
+    results, timings = {}, {}
+    for stage, cfg in configs.items():
+        t = time.perf_counter()
+        print(f"{steps[stage]} -> {out / stage}", flush=True)
+        trainer = trainTeacher if stage == "teacher" else trainStudent
+        results[stage] = trainer.main(cfg)
+        timings[stage] = time.perf_counter() - t
+
+    table = comparison_table(results)
+    total = time.perf_counter() - t_start
+    summary = {"table": table, "seconds": {**timings, "total": total},
+               "settings": {k: v for k, v in vars(args).items()},
+               "results": {k: {"run_dir": r["run_dir"], "best_epoch": r["best_epoch"], "best_val_miou": r["best_val_miou"],
+                               "splits": {s: {"miou": m["miou"], "macc": m["macc"], "images": m["images"]}
+                                          for s, m in r["splits"].items()}} for k, r in results.items()}}
+    write_json(summary, out / "comparison.json")
+    (out / "comparison.txt").write_text(table + "\n")
+    print(f"\nCEKD on {data} (ResNet-{args.depth}, {args.height}x{args.width}, {args.epochs} epochs each, "
+          f"{total / 60:.1f} min):\n{table}\n\nall outputs in {out}", flush=True)
+    summary["out_dir"] = str(out)
+    return summary
+
+
+def main(argv: Optional[list[str]] = None) -> dict:
+    args = parse_args(argv)
+    return run_cli(lambda: run(args))
+
 
 if __name__ == "__main__":
     main()

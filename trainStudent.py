@@ -1,10 +1,119 @@
-"""Distil EKNet, the thermal-only CEKD student, from a CENet teacher. See `--help` and README.md."""
-from util.training import main_for
+"""Distil EKNet, the thermal-only CEKD student, from a frozen CENet teacher.
+
+    python trainStudent.py --data-dir dataset/MFNet --run-name student --teacher runs/teacher/best.pth
+    python trainStudent.py --no-distill ...          # the same student on ground truth alone (baseline)
+    python trainStudent.py --resume runs/student [--epochs 300]
+
+EKNet sees thermal only. It learns from the teacher alone (the labels are not used), with
+four terms: pairwise similarity of the deepest features (sim), temperature-scaled soft
+labels (kdce), the edge-aware hint feature (hint) and CE against the teacher's prediction
+(seg). The run: config -> teacher -> data -> model -> loss -> optimiser and schedule ->
+resume -> per epoch (train, validate, checkpoint, log) -> the best epoch on the test splits
+-> final.pth.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+from model import EKNet
+from model.encoder import resnet_widths
+from model.losses import STUDENT_TERMS, student_loss, supervised_student_loss
+from util.engine import (ConfigError, Session, StudentConfig, add_common_args, build_from_weights, evaluate,
+                         load_config, make_optimizer, open_run, prepare_model, run_cli, seed_everything,
+                         test_best, train_one_epoch, training_data)
 
 
-def main(argv=None):
-    return main_for("student", argv)
+class DistillTask:
+    """What the student learns from the frozen teacher: the weighted CEKD terms."""
+
+    def __init__(self, teacher: nn.Module, weights: Mapping[str, float], tau: float = 6.0):
+        self.teacher, self.weights, self.tau = teacher.eval().requires_grad_(False), dict(weights), tau
+
+    def loss(self, model, batch: Mapping[str, Any]):
+        with torch.no_grad():
+            out_t = self.teacher(batch["image_full"])
+        out = model(batch["inputs"])
+        return student_loss(out, out_t, self.weights, self.tau), out
+
+
+class SupervisedTask:
+    """The baseline without a teacher: CE on the ground-truth labels."""
+
+    def loss(self, model, batch: Mapping[str, Any]):
+        out = model(batch["inputs"])
+        return supervised_student_loss(out, batch["label"]), out
+
+
+def load_teacher(cfg: StudentConfig, device: torch.device) -> nn.Module:
+    """The frozen CENet from our checkpoint or a released final.pth, checked against the student."""
+    if not Path(cfg.teacher).is_file():
+        raise FileNotFoundError(
+            f"--teacher {cfg.teacher}: file not found; train one with trainTeacher.py or put the released "
+            f"Teacher_model/final.pth there (or use --no-distill for a student without teacher)")
+    teacher = build_from_weights(cfg.teacher, expect="CENet")
+    problems = []
+    if (teacher.height, teacher.width) != (cfg.height, cfg.width):
+        problems.append(f"input size {teacher.height}x{teacher.width} vs {cfg.height}x{cfg.width}")
+    if teacher.n_class != cfg.n_class:
+        problems.append(f"{teacher.n_class} classes vs {cfg.n_class}")
+    if resnet_widths(teacher.depth) != resnet_widths(cfg.depth):
+        problems.append(f"ResNet-{teacher.depth} features vs ResNet-{cfg.depth} (hint widths differ)")
+    if problems:
+        raise ConfigError(f"--teacher {cfg.teacher} does not fit this student: " + "; ".join(problems))
+    return teacher.to(device).eval().requires_grad_(False)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Distil the CEKD student (EKNet, thermal only) from a CENet teacher.")
+    d = StudentConfig()
+    add_common_args(p, d)
+    p.add_argument("--teacher", default=d.teacher, help="CENet weights: our checkpoint or the released final.pth")
+    p.add_argument("--loss-weights", type=float, nargs=len(STUDENT_TERMS), default=list(d.loss_weights.values()),
+                   metavar=tuple(t.upper() for t in STUDENT_TERMS), help="weight of each distillation term")
+    p.add_argument("--tau", type=float, default=d.tau, help="KD temperature")
+    p.add_argument("--no-distill", dest="distill", action="store_false",
+                   help="train the student on ground truth alone (baseline without a teacher)")
+    return p
+
+
+def main(cfg: StudentConfig) -> dict:
+    role = "student" if cfg.distill else "student-gt"
+    with Session(cfg.device) as session:
+        # data and teacher are checked before the run folder exists: a bad input leaves nothing behind
+        data = training_data(cfg, session, edges=False)
+        task = DistillTask(load_teacher(cfg, session.device), cfg.loss_weights, cfg.tau) if cfg.distill \
+            else SupervisedTask()
+        with open_run(cfg, session, "EKNet", role=role) as run:
+            seed_everything(cfg.seed)  # the same initial weights with or without a teacher loaded before
+            model = prepare_model(EKNet(cfg.n_class, cfg.depth, cfg.height, cfg.width, cfg.pretrained), cfg, session)
+            optimizer, scheduler, scaler = make_optimizer(model, cfg)
+            run.restore(model, optimizer, scheduler, scaler)
+
+            for epoch in run.epochs():
+                data.set_epoch(epoch)
+                losses, images_per_s = train_one_epoch(model, task, data.train, optimizer, scaler,
+                                                       session.device, cfg, epoch, run)
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                val = evaluate(model, data.val, session.device, cfg.n_class, amp=cfg.amp,
+                               channels_last=cfg.channels_last, show=run.show, desc=f"epoch {epoch} val")
+                run.end_epoch(epoch, losses, images_per_s, lr, val)
+                if run.should_stop(epoch):
+                    return run.stopped(epoch)
+            results = test_best(model, data, run)
+            run.finish(model, results)  # results.json, and final.pth in the release's format
+            return results
+
+
+def cli(argv: Optional[list[str]] = None) -> dict:
+    parser = get_args_parser()
+    return run_cli(lambda: main(load_config(StudentConfig, parser, argv)))
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -2,6 +2,6 @@
 from .cenet import CENet
 from .common import SegOutput
 from .eknet import EKNet
-from .keymap import from_release, to_release
+from .release import from_release, to_release
 
 __all__ = ["CENet", "EKNet", "SegOutput", "from_release", "to_release"]

@@ -1,4 +1,4 @@
-"""What CENet and EKNet share: the output structure, input checks and the decoder."""
+"""What CENet and EKNet share: the output structure and the input checks."""
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
@@ -6,7 +6,6 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
-from .blocks import decoder_stage
 
 
 class SegOutput(NamedTuple):
@@ -35,13 +34,3 @@ def check_input(name: str, x: torch.Tensor, channels: int, height: int, width: i
 def check_size(name: str, height: int, width: int) -> None:
     if height <= 0 or width <= 0 or height % 32 or width % 32:
         raise ValueError(f"{name} input height and width must be positive multiples of 32, got {height}x{width}")
-
-
-def add_decoder(model: nn.Module, top_width: int, n_class: int) -> None:
-    """Attach deconv5..deconv1 (widths halving from `top_width`) and skip_transform to `model`."""
-    w = top_width
-    for k in (5, 4, 3, 2):
-        setattr(model, f"deconv{k}", decoder_stage(w, w // 2))
-        w //= 2
-    model.deconv1 = decoder_stage(w, n_class)
-    model.skip_transform = nn.Conv2d(64, top_width // 16, 3, padding=1)

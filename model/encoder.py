@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .blocks import BoTStack
+from .botnet import BoTStack
 
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 

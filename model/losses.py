@@ -1,4 +1,4 @@
-"""Training losses of CEKD (SPEC.md section 5).
+"""Training losses of CEKD (paper section III-C; what the networks learn from).
 
 Teacher CENet: L = CE(logits, label) + L_edge (auto-weighted BCE on the edge map).
 Student EKNet: L = L_sim + L_kdce + L_hint + L_seg (the paper's figure calls L_hint
@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Iterator, Mapping, Protocol, Sequence
+from typing import Iterator, Mapping, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 EDGE_MODES = ("release", "logit")
+# The student's loss terms, in the order of --loss-weights SIM KDCE HINT SEG.
+STUDENT_TERMS = ("sim", "kdce", "hint", "seg")
 
 
 class _Outputs(Protocol):
@@ -127,19 +129,24 @@ def pseudo_label_ce(z_s: Tensor, z_t: Tensor) -> Tensor:
 def student_loss(
     out_s: _Outputs,
     out_t: _Outputs,
-    weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+    weights: Mapping[str, float] | None = None,
     tau: float = 6.0,
 ) -> dict[str, Tensor]:
-    """Student loss: w0 L_sim + w1 L_kdce + w2 L_hint + w3 L_seg (all weights 1 in the release)."""
-    if len(weights) != 4:
-        raise ValueError(f"weights must be (sim, kdce, hint, seg), got {weights!r}")
+    """Student loss: the weighted sum of the terms named in STUDENT_TERMS (all weights 1 in the release).
+
+    ``weights`` maps term names to weights; a missing term has weight 1.
+    """
+    weights = dict(weights or {})
+    unknown = set(weights) - set(STUDENT_TERMS)
+    if unknown:
+        raise ValueError(f"unknown student loss term(s) {sorted(unknown)}; known: {STUDENT_TERMS}")
     terms = {
         "sim": similarity_loss(out_s.features, out_t.features),
         "kdce": kd_ce_loss(out_s.logits, out_t.logits, tau),
         "hint": hint_loss(out_s.hint, out_t.hint),
         "seg": pseudo_label_ce(out_s.logits, out_t.logits),
     }
-    terms["total"] = sum(w * v for w, v in zip(weights, terms.values()))
+    terms["total"] = sum(weights.get(k, 1.0) * v for k, v in terms.items())
     return terms
 
 
@@ -150,14 +157,20 @@ def supervised_student_loss(out_s: _Outputs, label: Tensor) -> dict[str, Tensor]
     return {"ce": ce, "total": ce}
 
 
-def check_finite(losses: Mapping[str, Tensor | float], where: str) -> None:
-    """Raise FloatingPointError naming every NaN/inf term, its value and ``where``."""
+def non_finite_terms(losses: Mapping[str, Tensor | float]) -> list[str]:
+    """"name=value" of every NaN/inf term (one device sync when all are finite)."""
     tensors = [v.detach().float().reshape(-1) for v in losses.values() if isinstance(v, Tensor)]
     ok = all(math.isfinite(float(v)) for v in losses.values() if not isinstance(v, Tensor))
-    if ok and tensors:  # one device sync in the common, all-finite case
+    if ok and tensors:
         ok = bool(torch.isfinite(torch.cat([t.to(tensors[0].device) for t in tensors])).all())
     if ok:
-        return
+        return []
     values = {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in losses.items()}
-    bad = [f"{k}={v:g}" for k, v in values.items() if not math.isfinite(v)]
-    raise FloatingPointError(f"non-finite loss at {where}: {', '.join(bad)}")
+    return [f"{k}={v:g}" for k, v in values.items() if not math.isfinite(v)]
+
+
+def check_finite(losses: Mapping[str, Tensor | float], where: str) -> None:
+    """Raise FloatingPointError naming every NaN/inf term, its value and ``where``."""
+    bad = non_finite_terms(losses)
+    if bad:
+        raise FloatingPointError(f"non-finite loss at {where}: {', '.join(bad)}")

@@ -7,9 +7,10 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from util.mfnet import PALETTE
+from ..mfnet import PALETTE
 
 _PALETTE = np.asarray(PALETTE, dtype=np.uint8)
 _TITLE_H = 20  # height of the title strip above each panel image
@@ -98,6 +99,26 @@ def make_panel(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
         if i < len(images) - 1 and pad > 0:
             tiles.append(np.full((img.shape[0], pad, 3), 255, dtype=np.uint8))
     return np.concatenate(tiles, axis=1)
+
+
+def frame_panel(image: Tensor, label: Tensor, pred: Tensor, edge_target: Tensor | None = None,
+                edge_pred: Tensor | None = None, titles: bool = False) -> np.ndarray:
+    """thermal | RGB | ground truth | prediction (| edge target | edge prediction) of one frame.
+
+    ``image`` is a (4, H, W) RGB-T tensor in [0, 1]; edge maps (any size) are shown at (H, W).
+    """
+    image = image.detach().float().cpu()
+    pred = pred.detach().cpu()
+    h, w = pred.shape
+    tiles = [thermal_to_rgb(image[3]), np.round(image[:3].permute(1, 2, 0).numpy() * 255).astype(np.uint8),
+             colorize(label.cpu()), colorize(pred)]
+    names = ["thermal", "RGB", "ground truth", "prediction"]
+    for e, name in ((edge_target, "edge target"), (edge_pred, "edge prediction")):
+        if e is not None:
+            e = F.interpolate(e.detach().float().cpu().reshape(1, 1, *e.shape[-2:]), size=(h, w), mode="nearest")
+            tiles.append(edge_to_rgb(e[0, 0]))
+            names.append(name)
+    return make_panel(tiles, titles=names if titles else None)
 
 
 def save_rgb(path: str | Path, rgb: np.ndarray, overwrite: bool = False) -> Path:

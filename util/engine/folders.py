@@ -17,6 +17,8 @@ def new_run_dir(runs_dir: str | os.PathLike, name: Optional[str], prefix: str, h
     `hint` is appended to that error; `{path}` in it stands for the folder.
     """
     path = Path(runs_dir) / (name or f"{prefix}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    if Path(runs_dir).exists() and not Path(runs_dir).is_dir():
+        raise NotADirectoryError(f"--runs-dir {runs_dir}: is a file, expected a folder")
     if path.exists():
         raise FileExistsError(f"run folder {path} already exists; choose another --run-name{hint.format(path=path)}")
     path.mkdir(parents=True)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from util.mfnet import CLASS_NAMES, N_CLASS
+from ..mfnet import CLASS_NAMES, N_CLASS
 
 
 class ConfusionMatrix:

@@ -1,0 +1,282 @@
+"""One typed configuration per trainer, with the release's defaults, checked before anything runs.
+
+`TeacherConfig` and `StudentConfig` hold every option of trainTeacher.py / trainStudent.py.
+`add_common_args` declares the options both trainers share on an argparse parser, with
+destinations named after the config fields, so `Config(**vars(args))` builds a config.
+Choices (ResNet depths, AMP modes, edge-loss modes, student loss terms) are defined here once.
+
+A resumed run takes its configuration from its checkpoint; `resumed_config` lets the
+options in `RUNTIME_OPTIONS` change (e.g. `--epochs` to extend a run) and refuses the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Optional, Sequence
+
+import torch
+
+from model.encoder import RESNET_DEPTHS
+from model.losses import EDGE_MODES, STUDENT_TERMS
+
+from ..mfnet import N_CLASS, TEST_SPLITS
+
+AMP_MODES = ("none", "bf16", "fp16")
+DEFAULT_DATA_DIR = "dataset/synthetic"
+DEFAULT_TEACHER = "weights_backup/Teacher_model/final.pth"
+MIN_SIZE = 64  # TEM pools the input 64-fold
+# Options that may differ when a run is resumed; every other option is the run's own.
+RUNTIME_OPTIONS = ("epochs", "device", "workers", "progress", "stop_after_epochs", "max_steps_per_epoch",
+                   "image_every", "eval_splits", "runs_dir", "run_name", "resume")
+
+
+class ConfigError(ValueError):
+    """An option with a value the run cannot use; the message names the flag."""
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config field: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
+@dataclass
+class TrainConfig:
+    """Options shared by both trainers (defaults: the release's recipe)."""
+    data_dir: str = DEFAULT_DATA_DIR
+    n_class: int = N_CLASS
+    depth: int = 50
+    height: int = 480
+    width: int = 640
+    epochs: int = 200
+    batch_size: int = 2
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_gamma: float = 0.95
+    pretrained: bool = True
+    augment: bool = True
+    device: str = "auto"
+    seed: int = 0
+    workers: int = 2
+    runs_dir: str = "runs"
+    run_name: Optional[str] = None
+    resume: Optional[str] = None
+    amp: str = "none"
+    channels_last: bool = False
+    sync_bn: bool = False
+    image_every: int = 200
+    eval_splits: tuple[str, ...] = TEST_SPLITS
+    stop_after_epochs: int = 0
+    max_steps_per_epoch: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.eval_splits = tuple(self.eval_splits)
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first option whose value cannot work."""
+        for name in ("height", "width"):
+            v = getattr(self, name)
+            if v < MIN_SIZE or v % 32:
+                raise ConfigError(f"{flag(name)} {v}: must be a multiple of 32 and at least {MIN_SIZE}")
+        _at_least(self, "epochs", 1)
+        _at_least(self, "batch_size", 1)
+        _at_least(self, "n_class", 2)
+        for name in ("seed", "workers", "image_every", "stop_after_epochs", "max_steps_per_epoch"):
+            _at_least(self, name, 0)
+        _positive(self, "lr")
+        _positive(self, "lr_gamma")
+        for name in ("momentum", "weight_decay"):
+            _non_negative(self, name)
+        if self.depth not in RESNET_DEPTHS:
+            raise ConfigError(f"--depth {self.depth}: must be one of {', '.join(map(str, RESNET_DEPTHS))}")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"--amp {self.amp}: must be one of {', '.join(AMP_MODES)}")
+        device = parse_device(self.device)
+        if self.amp == "fp16" and device.type != "cuda":
+            raise ConfigError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
+        runs = Path(self.runs_dir)
+        if runs.exists() and not runs.is_dir():
+            raise ConfigError(f"--runs-dir {runs}: is a file, expected a folder")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> "TrainConfig":
+        """A config from `to_dict` output, or from the argparse options our first checkpoints saved."""
+        saved = dict(saved)
+        for old, new in (("no_pretrained", "pretrained"), ("no_augment", "augment"),
+                         ("no_progress", "progress"), ("no_distill", "distill")):
+            if old in saved:
+                saved[new] = not saved.pop(old)
+        if isinstance(saved.get("loss_weights"), (list, tuple)):
+            saved["loss_weights"] = dict(zip(STUDENT_TERMS, saved["loss_weights"]))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
+
+@dataclass
+class TeacherConfig(TrainConfig):
+    """trainTeacher.py: CENet on RGB + thermal, CE + edge BCE."""
+    network: ClassVar[str] = "CENet"
+    edge_loss: str = "release"
+
+    def check(self) -> None:
+        super().check()
+        if self.edge_loss not in EDGE_MODES:
+            raise ConfigError(f"--edge-loss {self.edge_loss}: must be one of {', '.join(EDGE_MODES)}")
+
+
+@dataclass
+class StudentConfig(TrainConfig):
+    """trainStudent.py: EKNet on thermal, distilled from a frozen CENet (or on ground truth alone)."""
+    network: ClassVar[str] = "EKNet"
+    teacher: str = DEFAULT_TEACHER
+    loss_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STUDENT_TERMS, 1.0))
+    tau: float = 6.0
+    distill: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.loss_weights, Mapping):
+            self.loss_weights = dict(zip(STUDENT_TERMS, self.loss_weights))
+        self.loss_weights = {k: float(v) for k, v in self.loss_weights.items()}
+
+    def check(self) -> None:
+        super().check()
+        _positive(self, "tau")
+        unknown = set(self.loss_weights) - set(STUDENT_TERMS)
+        if unknown:
+            raise ConfigError(f"--loss-weights: unknown term(s) {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(STUDENT_TERMS)}")
+        for term, w in self.loss_weights.items():
+            if not (math.isfinite(w) and w >= 0):
+                raise ConfigError(f"--loss-weights: the {term} weight is {w}; weights must be finite and >= 0")
+
+
+def _at_least(cfg: TrainConfig, name: str, low: int) -> None:
+    v = getattr(cfg, name)
+    if v < low:
+        raise ConfigError(f"{flag(name)} {v}: must be at least {low}")
+
+
+def _positive(cfg: TrainConfig, name: str) -> None:
+    v = getattr(cfg, name)
+    if not (math.isfinite(v) and v > 0):
+        raise ConfigError(f"{flag(name)} {v}: must be a finite number greater than 0")
+
+
+def _non_negative(cfg: TrainConfig, name: str) -> None:
+    v = getattr(cfg, name)
+    if not (math.isfinite(v) and v >= 0):
+        raise ConfigError(f"{flag(name)} {v}: must be a finite number, at least 0")
+
+
+def parse_device(spec: str, local_rank: int = 0) -> torch.device:
+    """'auto' -> cuda:<local rank> when CUDA is available, else cpu; otherwise a device that exists here."""
+    if spec == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {spec}: not a device name (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {spec}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {spec}: only auto, cpu and cuda devices are supported")
+    return device
+
+
+def add_common_args(p: argparse.ArgumentParser, defaults: TrainConfig) -> argparse.ArgumentParser:
+    """The options of both trainers; each `dest` is a config field."""
+    d = defaults
+    p.add_argument("--data-dir", default=d.data_dir,
+                   help=f"MFNet-format folder (default {DEFAULT_DATA_DIR}, generated when absent)")
+    p.add_argument("--n-class", type=int, default=d.n_class)
+    p.add_argument("--depth", type=int, default=d.depth, choices=RESNET_DEPTHS, help="ResNet depth")
+    p.add_argument("--height", type=int, default=d.height, help="input height (multiple of 32)")
+    p.add_argument("--width", type=int, default=d.width, help="input width (multiple of 32)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="ExponentialLR decay per epoch")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="do not load ImageNet weights")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="no flip/crop (as the release's loader)")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
+    p.add_argument("--runs-dir", default=d.runs_dir)
+    p.add_argument("--run-name", default=d.run_name, help="folder under --runs-dir (default: role and time)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR_OR_CKPT",
+                   help="continue a run from its last.pth (a run folder or the file); "
+                        "--epochs may raise the run's epoch count")
+    p.add_argument("--amp", default=d.amp, choices=AMP_MODES, help="autocast precision")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs (torchrun)")
+    p.add_argument("--image-every", type=int, default=d.image_every,
+                   help="TensorBoard pictures every N steps (0: never)")
+    p.add_argument("--eval-splits", nargs="*", default=list(d.eval_splits),
+                   help="splits the best checkpoint is tested on at the end (absent ones are skipped)")
+    p.add_argument("--stop-after-epochs", type=int, default=d.stop_after_epochs,
+                   help="stop this invocation after N epochs (continue later with --resume)")
+    p.add_argument("--max-steps-per-epoch", type=int, default=d.max_steps_per_epoch,
+                   help="cap on training steps per epoch (0: all)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return p
+
+
+def given_options(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], known_only: bool = False) -> set[str]:
+    """The config fields set explicitly on the command line (parsed again with every default suppressed).
+
+    `known_only` ignores options the parser does not know instead of failing."""
+    defaults = [(a, a.default) for a in parser._actions]
+    for action, _ in defaults:
+        action.default = argparse.SUPPRESS
+    try:
+        if known_only:
+            return set(vars(parser.parse_known_args(argv)[0]))
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for action, default in defaults:
+            action.default = default
+
+
+def resumed_config(saved: TrainConfig, cli: TrainConfig, given: set[str]) -> TrainConfig:
+    """The saved run's config with the runtime options given on the command line.
+
+    Raises ConfigError listing every other option that was given with a value different from
+    the run's (model size, data, losses and the optimiser cannot change mid-run).
+    """
+    fixed = [f"{flag(k)} {getattr(cli, k)!r} (the run has {getattr(saved, k)!r})"
+             for k in sorted(given) if k not in RUNTIME_OPTIONS and getattr(cli, k) != getattr(saved, k)]
+    if fixed:
+        raise ConfigError("--resume: these options cannot change in a run that has started: " + "; ".join(fixed))
+    return dataclasses.replace(saved, **{k: getattr(cli, k) for k in given if k in RUNTIME_OPTIONS})
+
+
+def describe(cfg: TrainConfig) -> str:
+    """One line listing the options, e.g. for the log of a resumed run."""
+    return " ".join(f"{flag(f.name)}={getattr(cfg, f.name)}" for f in fields(cfg))
+
+
+def load_config(cls: type[TrainConfig], parser: argparse.ArgumentParser,
+                argv: Optional[Sequence[str]] = None) -> TrainConfig:
+    """The checked config of a trainer's command line; with --resume, the run's saved config
+    with the runtime options given (see `resumed_config`)."""
+    from .run import saved_config
+
+    cfg = cls(**vars(parser.parse_args(argv)))
+    if cfg.resume:
+        cfg = resumed_config(saved_config(cls, cfg.resume), cfg, given_options(parser, argv))
+    cfg.check()
+    return cfg

@@ -1,0 +1,87 @@
+"""Data loaders of a training run, and the one way to find and load evaluation splits.
+
+Training batches come from a DistributedSampler (each process its share, reshuffled per
+epoch from the seed). Validation and test splits are sharded without padding or shuffling
+(`ShardSampler`), so the confusion matrices summed over processes count every frame once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from ..data import MFDataset, verify_dataset
+from .distributed import Session, barrier
+
+
+class ShardSampler(Sampler):
+    """Every `world_size`-th index from `rank`, unshuffled, no padding (exact distributed metrics)."""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1):
+        self.indices = list(range(rank, n, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def present_splits(data_dir: str | Path, splits: Sequence[str]) -> list[str]:
+    """The splits of `splits` that have a split file in `data_dir`."""
+    return [s for s in splits if (Path(data_dir) / f"{s}.txt").is_file()]
+
+
+def split_loader(data_dir: str | Path, split: str, height: int, width: int, n_class: int, *,
+                 batch_size: int = 1, workers: int = 0, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool = False) -> DataLoader:
+    """An evaluation loader of one split (already checked), sharded over processes."""
+    ds = MFDataset(data_dir, split, height=height, width=width, n_class=n_class, edges=False, check=False)
+    return DataLoader(ds, batch_size, sampler=ShardSampler(len(ds), rank, world_size), num_workers=workers,
+                      pin_memory=pin_memory, persistent_workers=False)
+
+
+@dataclass
+class Data:
+    """The loaders of a training run and the test splits it ends with."""
+    train_set: MFDataset
+    sampler: DistributedSampler
+    train: DataLoader
+    val: DataLoader
+    test_splits: list[str] = field(default_factory=list)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select epoch `epoch`'s shuffling and augmentation draws."""
+        self.sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+
+
+def training_data(cfg, session: Session, edges: str | bool) -> Data:
+    """Train and val loaders; every frame of train, val and the test splits is checked first.
+
+    The synthetic data are generated when the default data folder is absent.
+    """
+    from ..synthetic import ensure_synthetic
+    from .config import DEFAULT_DATA_DIR
+
+    if session.is_main and cfg.data_dir == DEFAULT_DATA_DIR and not Path(cfg.data_dir).exists():
+        session.log(f"generating the synthetic MFNet-format data in {cfg.data_dir}")
+        ensure_synthetic(cfg.data_dir)
+    barrier()
+    info, device = session.info, session.device
+    tests = present_splits(cfg.data_dir, cfg.eval_splits)
+    common = dict(height=cfg.height, width=cfg.width, n_class=cfg.n_class, seed=cfg.seed)
+    train_set = MFDataset(cfg.data_dir, "train", augment=cfg.augment, edges=edges, check=False, **common)
+    # all splits in one pass, so that a broken test split fails now rather than after the last epoch
+    verify_dataset(cfg.data_dir, ["train", "val", *tests], cfg.n_class, need_edges=train_set.has_edges,
+                   decode_images=False)
+    val_set = MFDataset(cfg.data_dir, "val", edges=False, check=False, **common)
+    sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
+                                 shuffle=True, seed=cfg.seed, drop_last=False)
+    kw = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
+    train = DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=False, **kw)
+    val = DataLoader(val_set, cfg.batch_size, sampler=ShardSampler(len(val_set), info.rank, info.world_size), **kw)
+    return Data(train_set, sampler, train, val, tests)

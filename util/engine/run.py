@@ -1,0 +1,280 @@
+"""A training run on disk: its folder, TensorBoard log, history, best score and checkpoints.
+
+    runs/<run-name>/run.json    the run's configuration, written when the folder is made
+                    last.pth    everything needed to resume (atomic, every epoch)
+                    best.pth    the weights of the best validation epoch
+                    final.pth   those weights with the release's key names (at the end)
+                    results.json, tb/
+
+Only the main process writes. A folder that holds no checkpoint yet (a run stopped or
+killed before its first epoch ended) is not a dead end: running or resuming it again
+starts it from scratch. A model whose weights or validation loss stop being finite is
+never written; the run stops naming the epoch and the last good checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import (FORMAT, VERSION, export_release, first_non_finite, load_state, model_config,
+                         read_training_checkpoint, remove_partial_writes, save_atomic, unwrap)
+from .config import TrainConfig, describe
+from .distributed import Session, barrier, broadcast_object
+from .folders import new_run_dir, write_json
+from .loaders import Data, split_loader
+from .loop import evaluate
+from .metrics import format_report
+from .pictures import frame_panel, tb_image
+from ..mfnet import CLASS_NAMES
+
+CONFIG_FILE = "run.json"
+# What a run folder may hold before its first checkpoint: it is then safe to start it again.
+_OWN_FILES = {CONFIG_FILE, "tb", "best.pth"}
+
+
+class RunStopped(RuntimeError):
+    """The run ended early (diverged or interrupted); the message says where its checkpoint is."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def resume_target(resume: str | Path) -> tuple[Path, Path]:
+    """(run folder, last.pth) for `--resume RUN_DIR_OR_CKPT`."""
+    path = Path(resume)
+    if path.is_dir():
+        return path, path / "last.pth"
+    if not path.exists():
+        raise FileNotFoundError(f"--resume {resume}: no such run folder or checkpoint")
+    return path.parent, path
+
+
+def _reusable(folder: Path) -> bool:
+    """A folder made by a trainer that holds no checkpoint to resume from."""
+    if not (folder / CONFIG_FILE).is_file() or (folder / "last.pth").exists():
+        return False
+    remove_partial_writes(folder)
+    return {p.name for p in folder.iterdir()} <= _OWN_FILES
+
+
+class Run:
+    """One training run: use `with open_run(...) as run:`; the log is closed on every exit path."""
+
+    def __init__(self, cfg: TrainConfig, session: Session, network: str, role: str, folder: Path,
+                 checkpoint: Optional[dict]):
+        self.cfg, self.session, self.network, self.role, self.dir = cfg, session, network, role, folder
+        self.checkpoint = checkpoint
+        self.start_epoch, self.step, self.best, self.history = 0, 0, {"miou": -1.0, "epoch": 0}, []
+        self.is_main = session.is_main
+        self.show = self.is_main and cfg.progress
+        self._done_this_call = 0
+        self._state: dict[str, Any] = {}
+        self.writer = None
+        if self.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(folder / "tb"))
+
+    # ------------------------------------------------------------------ set-up
+    def log(self, msg: str) -> None:
+        self.session.log(f"[{self.role}] {msg}")
+
+    def restore(self, model: nn.Module, optimizer, scheduler, scaler, **extra: nn.Module) -> None:
+        """Remember what to checkpoint; when resuming, load it all from last.pth."""
+        self._state = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, extra=extra)
+        ckpt = self.checkpoint
+        if ckpt is None:
+            return
+        unwrap(model).load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        for name, module in extra.items():
+            module.load_state_dict(ckpt["extra"][name])
+        self.start_epoch, self.step, self.best, self.history = ckpt["epoch"], ckpt["step"], ckpt["best"], ckpt["history"]
+        self.checkpoint = None  # free the memory
+        self.log(f"resumed from {self.dir / 'last.pth'} after epoch {self.start_epoch}")
+
+    def epochs(self) -> range:
+        return range(self.start_epoch + 1, self.cfg.epochs + 1)
+
+    # ------------------------------------------------------------------ per step / epoch
+    def after_step(self, losses: Mapping[str, torch.Tensor], lr: float, batch: Mapping[str, Any], out: Any) -> None:
+        if self.writer is None:
+            return
+        for k, v in losses.items():
+            self.writer.add_scalar(f"train/{k}", v.item(), self.step)
+        self.writer.add_scalar("train/lr", lr, self.step)
+        every = self.cfg.image_every
+        if every and self.step % every == 0:
+            edge = getattr(out, "edge", None)  # the teacher's edge map, shown with its target
+            panel = frame_panel(batch["image"][0], batch["label"][0], out.logits[0].detach().argmax(0),
+                                batch["edge"][0] if edge is not None and "edge" in batch else None,
+                                edge[0] if edge is not None else None)
+            self.writer.add_image("train/thermal_rgb_gt_pred_edges", tb_image(panel), self.step)
+
+    def end_epoch(self, epoch: int, losses: dict[str, float], images_per_s: float, lr: float, val) -> None:
+        """Check the model is finite, record the epoch, write best.pth (if best) then last.pth, log."""
+        bad = first_non_finite(self._state["model"])
+        if bad is not None or not math.isfinite(val.loss):
+            cause = f"the weight {bad} holds NaN or inf" if bad else f"the validation loss is {val.loss}"
+            raise self._stopped(f"training diverged in epoch {epoch}: {cause}; nothing of this epoch was saved")
+        metrics = val.confusion.compute()
+        record = {"epoch": epoch, "lr": lr, "train": losses, "val_loss": val.loss, "val_miou": metrics["miou"],
+                  "val_macc": metrics["macc"], "images_per_s": images_per_s,
+                  "seconds": time.perf_counter() - getattr(self, "_t_epoch", time.perf_counter())}
+        self.history.append(record)
+        is_best = metrics["miou"] > self.best["miou"]
+        if is_best:
+            self.best = {"miou": metrics["miou"], "epoch": epoch}
+        if self.is_main:
+            self._log_epoch(record, metrics, epoch)
+            state = self._checkpoint(epoch)
+            if is_best:  # best first: a kill between the two writes never leaves last ahead of best
+                save_atomic({k: state[k] for k in ("format", "version", "network", "config", "model", "epoch", "args")},
+                            self.dir / "best.pth")
+            save_atomic(state, self.dir / "last.pth")
+            print(f"[{self.role}] epoch {epoch}/{self.cfg.epochs}  loss {losses.get('total', float('nan')):.4f}  "
+                  f"val mIoU {100 * metrics['miou']:.2f}  mAcc {100 * metrics['macc']:.2f}  "
+                  f"{images_per_s:.1f} img/s  {record['seconds']:.0f}s" + ("  (best)" if is_best else ""), flush=True)
+        self._done_this_call += 1
+        self._t_epoch = time.perf_counter()
+
+    def _checkpoint(self, epoch: int) -> dict:
+        s = self._state
+        return {"format": FORMAT, "version": VERSION, "network": self.network, "config": model_config(s["model"]),
+                "model": unwrap(s["model"]).state_dict(), "optimizer": s["optimizer"].state_dict(),
+                "lr_scheduler": s["scheduler"].state_dict(),
+                "scaler": s["scaler"].state_dict() if s["scaler"] else None,
+                "extra": {k: m.state_dict() for k, m in s["extra"].items()},
+                "epoch": epoch, "step": self.step, "best": self.best, "history": self.history,
+                "args": self.cfg.to_dict()}
+
+    def _log_epoch(self, record: dict, val: dict, epoch: int) -> None:
+        w = self.writer
+        w.add_scalar("val/loss", record["val_loss"], epoch)
+        w.add_scalar("val/mIoU", val["miou"], epoch)
+        w.add_scalar("val/mAcc", val["macc"], epoch)
+        w.add_scalar("train/images_per_s", record["images_per_s"], epoch)
+        w.add_scalar("train/epoch_lr", record["lr"], epoch)
+        for name, iou in zip(CLASS_NAMES, val["iou"]):
+            if not np.isnan(iou):
+                w.add_scalar(f"val_iou/{name}", iou, epoch)
+
+    def should_stop(self, epoch: int) -> bool:
+        """--stop-after-epochs N reached in this invocation (and the run is not finished)."""
+        n = self.cfg.stop_after_epochs
+        return bool(n) and self._done_this_call >= n and epoch < self.cfg.epochs
+
+    def stopped(self, epoch: int) -> dict:
+        self.log(f"stopped after {self._done_this_call} epoch(s); continue with --resume {self.dir}")
+        return {"run_dir": str(self.dir), "stopped_at_epoch": epoch}
+
+    # ------------------------------------------------------------------ the end
+    def finish(self, model: nn.Module, results: dict) -> None:
+        """results.json, and the best weights as final.pth with the release's key names."""
+        if self.is_main:
+            export_release(model, self.dir / "final.pth")
+            write_json(results, self.dir / "results.json")
+            print(f"[{self.role}] results in {self.dir / 'results.json'}; "
+                  f"release-format weights {self.dir / 'final.pth'}", flush=True)
+
+    def _last_good(self) -> str:
+        last = self.dir / "last.pth"
+        if not last.is_file():
+            return "no checkpoint was written yet"
+        epoch = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+        return f"the last good checkpoint is {last} (epoch {epoch}); continue with --resume {self.dir}"
+
+    def _stopped(self, reason: str, exit_code: int = 1) -> RunStopped:
+        return RunStopped(f"{reason}; {self._last_good()}", exit_code)
+
+    def __enter__(self) -> "Run":
+        self._t_epoch = time.perf_counter()
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if self.writer is not None:
+            self.writer.close()
+        if kind is KeyboardInterrupt:
+            raise self._stopped("interrupted (Ctrl-C)", exit_code=130) from None
+        if kind is FloatingPointError:
+            raise self._stopped(f"training stopped: {exc}") from None
+        return False
+
+
+def open_run(cfg: TrainConfig, session: Session, network: str, role: str) -> Run:
+    """The run folder: a new one, one that holds no checkpoint yet (started again), or the one
+    being resumed (its last.pth read and checked). Call it after every input has been checked."""
+    checkpoint, folder = None, None
+    if cfg.resume:
+        folder, ckpt_path = resume_target(cfg.resume)
+        if ckpt_path.is_file():
+            checkpoint = read_training_checkpoint(ckpt_path, network)
+            if checkpoint["epoch"] >= cfg.epochs:
+                raise ValueError(f"--resume {cfg.resume}: the run has finished its {checkpoint['epoch']} epochs; "
+                                 f"pass --epochs N with N > {checkpoint['epoch']} to extend it")
+            session.log(f"[{role}] resuming {folder} after epoch {checkpoint['epoch']} of {cfg.epochs} "
+                        f"with its saved options: {describe(cfg)}")
+        elif not _reusable(folder):
+            raise FileNotFoundError(f"--resume {cfg.resume}: no checkpoint {ckpt_path}, and not a run folder "
+                                    f"of this trainer that could start again")
+        else:
+            session.log(f"[{role}] {folder} holds no checkpoint yet: starting the run from scratch")
+    elif session.is_main:
+        folder = Path(cfg.runs_dir) / cfg.run_name if cfg.run_name else None
+        if folder is not None and folder.is_dir() and _reusable(folder):
+            session.log(f"[{role}] {folder} holds no checkpoint yet: starting the run from scratch")
+        else:
+            folder = new_run_dir(cfg.runs_dir, cfg.run_name, role, " or continue it with --resume {path}")
+    folder = Path(broadcast_object(str(folder) if session.is_main else None))
+    if session.is_main:
+        remove_partial_writes(folder)
+        if checkpoint is None:
+            write_json({"network": network, "role": role, "config": cfg.to_dict()}, folder / CONFIG_FILE)
+    barrier()
+    session.log(f"[{role}] run folder {folder}  device {session.device}  processes {session.info.world_size}")
+    return Run(cfg, session, network, role, folder, checkpoint)
+
+
+def saved_config(cls: type[TrainConfig], resume: str | Path) -> TrainConfig:
+    """The configuration of the run `--resume` points at: from its last.pth, or from the run.json
+    of a run that has no checkpoint yet."""
+    folder, ckpt_path = resume_target(resume)
+    if ckpt_path.is_file():
+        args = read_training_checkpoint(ckpt_path, cls.network, mmap=True)["args"]
+    elif (folder / CONFIG_FILE).is_file():
+        try:
+            args = json.loads((folder / CONFIG_FILE).read_text())["config"]
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"--resume {resume}: unreadable {folder / CONFIG_FILE} ({exc})") from None
+    else:
+        raise FileNotFoundError(f"--resume {resume}: no checkpoint {ckpt_path}, and not a run folder of this trainer")
+    return cls.from_dict(args)
+
+
+def test_best(model: nn.Module, data: Data, run: Run) -> dict:
+    """The best validation epoch's weights on every test split; the results (not yet written)."""
+    cfg, session = run.cfg, run.session
+    barrier()  # rank 0 has written best.pth
+    load_state(model, run.dir / "best.pth")
+    results = {"role": run.role, "run_dir": str(run.dir), "best_epoch": run.best["epoch"],
+               "best_val_miou": run.best["miou"], "config": model_config(model), "splits": {}, "history": run.history}
+    for split in data.test_splits:
+        loader = split_loader(cfg.data_dir, split, cfg.height, cfg.width, cfg.n_class, workers=cfg.workers,
+                              rank=session.info.rank, world_size=session.info.world_size)
+        ev = evaluate(model, loader, session.device, cfg.n_class, amp=cfg.amp, channels_last=cfg.channels_last,
+                      show=run.show, desc=split)
+        metrics = ev.confusion.compute()
+        results["splits"][split] = {"images": len(loader.dataset), **metrics}
+        run.log(format_report(metrics, title=f"{split}: {len(loader.dataset)} images, best epoch {run.best['epoch']}"))
+    return results
