@@ -16,3 +16,12 @@ MANIFEST = ROOT / "tests" / "data" / "official_state_dict.json"
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_tmp(tmp_path_factory):
+    """Caches (the dataset check's) go to a temporary folder, never to the home folder; session-wide so
+    that module-scoped fixtures and subprocesses are covered too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CEKD_CACHE_DIR", str(tmp_path_factory.mktemp("cekd-cache")))
+        yield

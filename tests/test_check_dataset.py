@@ -1,13 +1,23 @@
-"""Dataset check: every kind of broken folder is reported, naming the file, and nothing is modified."""
+"""Dataset check: every kind of broken folder is reported, naming the file, and nothing is modified;
+a second check decodes only the files that changed."""
+import json
 import os
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from util.check_dataset import DatasetError, check_dataset, main, verify_dataset
+import util.check_dataset as cd
+from util.check_dataset import DatasetError, cache_path, check_dataset, main, verify_dataset
 from util.synthetic import generate_dataset
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CEKD_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +136,113 @@ def test_check_modifies_nothing(folder):
     assert check_dataset(folder, need_edges=True)
     assert main(["--data-dir", str(folder), "--need-edges"]) == 1
     assert snapshot() == before
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # header intact, pixel data cut
+
+
+def test_truncated_pixel_data_is_found_by_the_default_check(folder):
+    name, edge_name = first(folder), first(folder, "val")
+    image, edge = folder / "images" / f"{name}.png", folder / "edge_4x" / f"{edge_name}.png"
+    truncate(image)
+    truncate(edge)
+    assert check_dataset(folder, decode_images=False) == []  # headers alone look fine
+    problems = check_dataset(folder)
+    assert len(problems) == 2
+    assert any(str(image) in p and "corrupt" in p for p in problems), problems
+    assert any(str(edge) in p and "corrupt" in p for p in problems), problems
+    with pytest.raises(DatasetError, match=f"2 problem.*\n.*{name}.png"):
+        verify_dataset(folder, need_edges=True, progress=False)
+
+
+def test_sixteen_bit_rgba_image(folder):
+    name = first(folder)
+    path = folder / "images" / f"{name}.png"
+    assert cv2.imwrite(str(path), cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.uint16) * 257)
+    only(check_dataset(folder, ["train"]), str(path), "4-channel uint8", "uint16")
+
+
+def test_progress_bar_on_stderr_and_off_switch(folder, capsys):
+    check_dataset(folder, ["train"])
+    assert "checking" in capsys.readouterr().err
+    check_dataset(folder, ["train"], progress=False)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """Names of the files decoded while the test runs, by folder (images, labels, edge_4x)."""
+    seen = {"images": [], "labels": [], "edge_4x": []}
+
+    def counting(fn):
+        def wrapper(path, *args):
+            seen[os.path.basename(os.path.dirname(path))].append(os.path.basename(path))
+            return fn(path, *args)
+        return wrapper
+
+    monkeypatch.setattr(cd, "load_image_file", counting(cd.load_image_file))
+    monkeypatch.setattr(cd, "_load_single_channel", counting(cd._load_single_channel))  # labels and edges
+    return seen
+
+
+def test_second_check_uses_cache_and_redecodes_changed_files(folder, decodes, cache_dir):
+    n = len(list((folder / "images").iterdir()))
+    assert check_dataset(folder, need_edges=True) == []
+    assert {k: len(v) for k, v in decodes.items()} == {"images": n, "labels": n, "edge_4x": n}
+    doc = json.loads(cache_path(folder).read_text())
+    assert cache_path(folder).parent == cache_dir and doc["data_dir"] == str(folder.resolve())
+    assert len(doc["files"]) == 3 * n
+
+    for seen in decodes.values():
+        seen.clear()
+    assert check_dataset(folder, need_edges=True) == []
+    assert decodes == {"images": [], "labels": [], "edge_4x": []}
+
+    name = first(folder)
+    image, label = folder / "images" / f"{name}.png", folder / "labels" / f"{name}.png"
+    stat = image.stat()
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same bytes, new mtime
+    bad = np.array(Image.open(label))
+    bad[0, :8] = 12  # new content and size
+    Image.fromarray(bad).save(label)
+    only(check_dataset(folder, need_edges=True), str(label), "[12]", "outside 0..8")
+    assert decodes == {"images": [f"{name}.png"], "labels": [f"{name}.png"], "edge_4x": []}
+    assert main(["--data-dir", str(folder), "--no-cache", "--no-progress"]) == 1
+    assert len(decodes["images"]) == 1 + n  # --no-cache decodes everything again
+
+
+def test_cached_label_is_judged_against_each_n_class(folder, decodes):
+    assert check_dataset(folder, ["train"]) == []
+    decodes["labels"].clear()
+    problems = check_dataset(folder, ["train"], n_class=5)
+    assert problems and all("outside 0..4" in p for p in problems)
+    assert decodes["labels"] == []  # the verdict came from the cached class ids
+
+
+def test_unusable_cache_never_breaks_the_check(folder, monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("CEKD_CACHE_DIR", str(blocker / "cache"))  # cannot be created
+    assert check_dataset(folder) == []
+    name = first(folder)
+    truncate(folder / "images" / f"{name}.png")
+    only(check_dataset(folder, ["train"]), f"images/{name}.png", "corrupt")
+
+    monkeypatch.setenv("CEKD_CACHE_DIR", str(tmp_path / "garbled"))
+    cache_path(folder).parent.mkdir()
+    cache_path(folder).write_text("{not json")
+    only(check_dataset(folder, ["train"]), f"images/{name}.png", "corrupt")
+    assert json.loads(cache_path(folder).read_text())["files"]  # replaced by a good one
+    assert [p.name for p in cache_path(folder).parent.iterdir()] == [cache_path(folder).name]  # no temp file left
+
+
+def test_cache_location_defaults(monkeypatch, tmp_path):
+    monkeypatch.delenv("CEKD_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_path("a").parent == tmp_path / "xdg" / "cekd-pytorch"
+    assert cache_path("a") != cache_path("b") and cache_path("a") == cache_path(os.path.abspath("a"))
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_path("a").parent == tmp_path / "home" / ".cache" / "cekd-pytorch"

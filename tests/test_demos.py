@@ -1,4 +1,5 @@
 """run_demo_teacher.py / run_demo_student.py end to end, and the student on a user's own frames."""
+import csv
 import json
 
 import cv2
@@ -36,7 +37,10 @@ def _check_outputs(out_dir, data, results, printed):
         assert r["images"] == len(names) and (r["height"], r["width"]) == (64, 96)
         mat = np.load(out_dir / f"confusion_{split}.npy")
         assert mat.sum() == len(names) * 64 * 96
-        assert np.array_equal(np.loadtxt(out_dir / f"confusion_{split}.csv", delimiter=",", skiprows=1), mat)
+        with open(out_dir / f"confusion_{split}.csv", newline="") as f:
+            header, *rows = list(csv.reader(f))
+        assert all(len(row) == len(header) for row in rows) and [row[0] for row in rows] == header[1:]
+        assert np.array_equal(np.array([[int(v) for v in row[1:]] for row in rows]), mat)
         assert metrics_from_confusion(mat)["miou"] == pytest.approx(r["miou"])
         assert sorted(p.stem for p in (out_dir / "predictions" / split).iterdir()) == sorted(names)
         assert len(list((out_dir / "panels" / split).iterdir())) == min(2, len(names))

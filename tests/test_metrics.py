@@ -1,4 +1,5 @@
 """Confusion matrix and metrics on hand-computed cases and against the per-frame reference."""
+import csv
 import math
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from util.metrics import (ConfusionMatrix, confusion_matrix_numpy_per_frame, format_report,
-                          metrics_from_confusion)
+                          metrics_from_confusion, write_confusion_csv)
 from util.mfnet import CLASS_NAMES, N_CLASS
 
 nan = float("nan")
@@ -107,3 +108,19 @@ def test_format_report():
     assert "25.00" in text and "nan" in text
     assert f"{100 * m['miou']:.2f}" in text and f"{100 * m['miou_nanmean']:.2f}" in text
     assert "mAcc" in text and "mIoU" in text
+
+
+def test_confusion_csv_rows_match_header(tmp_path):
+    mat = np.arange(N_CLASS * N_CLASS, dtype=np.int64).reshape(N_CLASS, N_CLASS) * 1000
+    write_confusion_csv(tmp_path / "c.csv", mat, CLASS_NAMES)
+    with open(tmp_path / "c.csv", newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == ["gt\\pred", *CLASS_NAMES]
+    assert len(rows) == N_CLASS and all(len(row) == len(header) for row in rows)
+    assert [row[0] for row in rows] == list(CLASS_NAMES)
+    np.testing.assert_array_equal(np.array([[int(v) for v in row[1:]] for row in rows]), mat)
+    # more classes than names: the extra ones are named by their index
+    write_confusion_csv(tmp_path / "d.csv", np.eye(3, dtype=np.int64), ["a"])
+    with open(tmp_path / "d.csv", newline="") as f:
+        assert list(csv.reader(f)) == [["gt\\pred", "a", "1", "2"], ["a", "1", "0", "0"],
+                                       ["1", "0", "1", "0"], ["2", "0", "0", "1"]]

@@ -1,14 +1,24 @@
 """Synthetic MFNet-format generator: determinism, classes, day/night splits, folder safety."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import ROOT
 from util.check_dataset import check_dataset
 from util.data import MFDataset
 from util.mfnet import N_CLASS, STANDARD_SPLITS
 from util.synthetic import ensure_synthetic, generate_dataset, main
 
 KW = dict(n_frames=16, height=64, width=96)
+ARGS = ["--frames", "16", "--height", "64", "--width", "96"]
 
 
 def files(folder):
@@ -63,15 +73,52 @@ def test_loadable_and_checks_clean(folder):
         assert ds[0]["image"].shape == (4, 64, 96)
 
 
-def test_refuses_non_empty_folder_and_overwrite_keeps_foreign_files(tmp_path):
+def snapshot(folder):
+    return {p: (p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_refuses_non_empty_folder(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not empty"):
         generate_dataset(out, **KW)
-    generate_dataset(out, overwrite=True, **KW)
-    assert (out / "notes.txt").read_text() == "mine" and (out / "train.txt").exists()
-    assert main(["--out", str(out), "--frames", "8", "--height", "32", "--width", "32"]) == 1
+    for flags in ([], ["--overwrite"]):
+        assert main(["--out", str(out), "--frames", "8", "--height", "32", "--width", "32", *flags]) == 1
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and str(out) in err
+    assert "notes.txt: not written by util.synthetic" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("meddle", ["extra file", "edited split", "extra folder"])
+def test_overwrite_refuses_generated_folder_holding_user_files(folder, tmp_path, capsys, meddle):
+    out = tmp_path / "out"
+    shutil.copytree(folder, out)
+    if meddle == "extra file":
+        (out / "notes.txt").write_text("mine")
+    elif meddle == "edited split":
+        (out / "train.txt").write_text("00001D\n")
+    else:
+        (out / "images" / "mine").mkdir()
+    before = snapshot(out)
+    assert main(["--out", str(out), "--overwrite", "--seed", "4", *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "refusing to overwrite" in err
+    assert ("changed since" if meddle == "edited split" else "not written by util.synthetic") in err
+    assert snapshot(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_overwrite_regenerates_purely_generated_folder(folder, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(folder, out)
+    (out / "images" / next(iter(sorted((out / "images").iterdir()))).name).unlink()  # missing files are fine
+    assert main(["--out", str(out), "--overwrite", "--seed", "4", *ARGS]) == 0
+    assert json.loads((out / "synthetic.json").read_text())["seed"] == 4
+    assert files(out) == files(generate_dataset(tmp_path / "ref", seed=4, **KW))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "ref"]
+    assert check_dataset(out, need_edges=True, progress=False) == []
 
 
 def test_size_must_be_multiple_of_32(tmp_path):
@@ -98,3 +145,43 @@ def test_ensure_synthetic_generates_once(tmp_path, capsys):
         ensure_synthetic(out, n_frames=9, height=32, width=64)
     assert main(["--out", str(tmp_path / "cli"), "--frames", "8", "--height", "32", "--width", "32"]) == 0
     assert "wrote 8 frames" in capsys.readouterr().out
+
+
+def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
+    import util.synthetic as syn
+    real, calls = syn._render, []
+
+    def failing(*args, **kw):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # half-way
+        return real(*args, **kw)
+
+    monkeypatch.setattr(syn, "_render", failing)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_synthetic(tmp_path / "s", **KW)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(syn, "_render", real)
+    assert check_dataset(ensure_synthetic(tmp_path / "s", **KW), need_edges=True, progress=False) == []
+
+
+def test_killed_run_is_cleaned_up_by_the_next(tmp_path):
+    out = tmp_path / "s"
+    code = (f"from util.synthetic import generate_dataset; "
+            f"generate_dataset({str(out)!r}, n_frames=2000, height=32, width=32)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob(".s.partial-*/images/*.png"))) < 3:  # killed half-way
+            assert proc.poll() is None and time.monotonic() < deadline, "generator ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    alive = tmp_path / f".s.partial-{socket.gethostname()}-{os.getppid()}"  # another run, still going
+    alive.mkdir()
+    assert not out.exists() and len(list(tmp_path.iterdir())) == 2
+    assert ensure_synthetic(out, **KW) == out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, "s"]
+    assert check_dataset(out, need_edges=True, progress=False) == []
+    assert len(list((out / "images").iterdir())) == KW["n_frames"]

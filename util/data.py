@@ -102,7 +102,8 @@ class MFDataset(Dataset):
         self.augment: Optional[JointAugment] = augment or None
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         if check:
-            verify_dataset(self.data_dir, [split], n_class, need_edges=self._edges, decode_images=False)
+            verify_dataset(self.data_dir, [split], n_class, need_edges=self._edges, decode_images=False,
+                           progress=False)
 
     @property
     def has_edges(self) -> bool:

@@ -23,7 +23,7 @@ from .checkpoint import NETWORK_ROLE, build_from_weights, model_config
 from .data import MFDataset, verify_dataset
 from .distributed import resolve_device
 from .engine import autocast, check_amp, to_device
-from .metrics import ConfusionMatrix, format_report
+from .metrics import ConfusionMatrix, format_report, write_confusion_csv
 from .mfnet import CLASS_NAMES, TEST_SPLITS
 from .runs import new_run_dir, write_json
 from .visualize import colorize, make_panel, save_rgb, thermal_to_rgb
@@ -104,8 +104,7 @@ def evaluate_split(model: nn.Module, loader: DataLoader, device: torch.device, o
             save_rgb(out_dir / "panels" / split / f"{name}.png", _frame_panel(batch["image"][0], batch["label"][0], pred[0]))
     mat = cm.mat.cpu().numpy()
     np.save(out_dir / f"confusion_{split}.npy", mat)
-    header = "gt\\pred," + ",".join(CLASS_NAMES[: mat.shape[0]]) if mat.shape[0] <= len(CLASS_NAMES) else ""
-    np.savetxt(out_dir / f"confusion_{split}.csv", mat, fmt="%d", delimiter=",", header=header, comments="")
+    write_confusion_csv(out_dir / f"confusion_{split}.csv", mat, CLASS_NAMES)
     timed = times[WARMUP_FRAMES:]
     ms = 1000 * float(np.mean(timed)) if timed else float("nan")
     return {"metrics": cm.compute(), "ms_per_frame": ms, "fps": 1000 / ms if timed else float("nan"),

@@ -17,9 +17,11 @@ Output is deterministic in the seed (byte-identical PNGs for the same arguments)
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 import warnings
@@ -373,12 +375,131 @@ def _splits(names: list[str], rng: np.random.Generator) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _foreign(out: Path) -> Optional[str]:
+    """Why ``out`` is not purely a folder written by :func:`generate_dataset` (None when it is): its
+    manifest must list every file there, each with the content written."""
+    try:
+        files = json.loads((out / META_FILE).read_text())["files"]
+        note = "" if isinstance(files, dict) else f"; {META_FILE} lists no files"
+    except Exception:
+        files, note = {}, f"; no file list in {META_FILE}"
+    files = files if isinstance(files, dict) else {}
+    folders = {p for rel in files for p in Path(rel).parents if p != Path(".")}
+    extra, changed = [], []
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out)
+        if path.is_symlink() or (path.is_dir() and rel not in folders):
+            extra.append(path)
+        elif path.is_file() and rel.as_posix() != META_FILE:
+            if rel.as_posix() not in files:
+                extra.append(path)
+            elif _sha256(path) != files[rel.as_posix()]:
+                changed.append(path)
+    if extra:
+        return f"{extra[0]}: not written by util.synthetic ({len(extra)} such entries{note})"
+    if changed:
+        return f"{changed[0]}: changed since util.synthetic wrote it ({len(changed)} such files)"
+    return None
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
+    """FileExistsError (one line) unless ``out`` is absent, empty, or (with ``overwrite``) purely generated."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out}: folder is not empty; refusing to write into it (pass --overwrite to "
+                              f"replace a folder that util.synthetic generated)")
+    reason = _foreign(out)
+    if reason:
+        raise FileExistsError(f"{reason}; refusing to overwrite {out} (--overwrite replaces only a folder "
+                              f"holding nothing but what util.synthetic wrote there)")
+
+
+def _work_dir(out: Path, kind: str, pid: Optional[int] = None) -> Path:
+    """Sibling folder ``.<name>.<kind>-<host>-<pid>`` used while generating (kind "partial") or replacing ("old")."""
+    return out.parent / f".{out.name}.{kind}-{socket.gethostname()}-{os.getpid() if pid is None else pid}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists but belongs to someone else
+        return True
+    return True
+
+
+def _remove_stale_work_dirs(out: Path) -> None:
+    """Remove work folders of ``out`` left on this host by processes that no longer run (or by this one)."""
+    for kind in ("partial", "old"):
+        head = _work_dir(out, kind, 0).name[:-1]
+        for path in out.parent.glob(head + "*"):
+            pid = path.name[len(head):]
+            if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_frames(root: Path, n_frames: int, height: int, width: int, seed: int, radius: float,
+                  n_day: int) -> list[str]:
+    """Render and write every frame and the split files into ``root``; return the files written."""
+    for sub in (IMAGE_DIR, LABEL_DIR, EDGE_DIR):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    master = np.random.default_rng([seed, 0])
+    is_day = np.zeros(n_frames, bool)
+    is_day[master.permutation(n_frames)[:n_day]] = True
+    names = [f"{i + 1:05d}{'D' if d else 'N'}" for i, d in enumerate(is_day)]
+    png = [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    written = []
+    for i, name in enumerate(names):
+        image, label = _render(np.random.default_rng([seed, 1, i]), height, width, bool(is_day[i]),
+                               force=1 + i % (N_CLASS - 1))
+        for rel, array in ((f"{IMAGE_DIR}/{name}.png", cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)),
+                           (f"{LABEL_DIR}/{name}.png", label)):
+            if not cv2.imwrite(str(root / rel), array, png):
+                raise OSError(f"{root / rel}: could not write")
+        write_edge_file(root / EDGE_DIR / f"{name}.png", edge_label(label, radius))
+        written += [f"{IMAGE_DIR}/{name}.png", f"{LABEL_DIR}/{name}.png", f"{EDGE_DIR}/{name}.png"]
+    for split, split_names in _splits(names, master).items():
+        (root / f"{split}.txt").write_text("".join(n + "\n" for n in split_names))
+        written.append(f"{split}.txt")
+    return written
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    """Rename the finished ``partial`` to ``out``; a non-empty ``out`` (already checked) is replaced."""
+    if out.is_dir() and any(out.iterdir()):
+        old = _work_dir(out, "old")
+        os.rename(out, old)
+        os.rename(partial, out)
+        shutil.rmtree(old)
+        return
+    try:
+        os.rename(partial, out)  # also replaces an empty folder
+    except OSError:
+        raise FileExistsError(f"{out}: filled by another process meanwhile; kept it and discarded this copy") from None
+
+
 def generate_dataset(out_dir: Union[str, os.PathLike], n_frames: int = DEFAULT_FRAMES, height: int = DEFAULT_HEIGHT,
                      width: int = DEFAULT_WIDTH, seed: int = 0, overwrite: bool = False, radius: float = 2,
                      day_fraction: float = DAY_FRACTION) -> Path:
     """Write a complete MFNet-format folder (images/, labels/, edge_4x/, the five split files) and return it.
 
-    Refuses a non-empty ``out_dir`` unless ``overwrite``, which replaces only the files written here.
+    Refuses (FileExistsError, nothing written) a non-empty ``out_dir`` unless ``overwrite``, and even then
+    unless that folder holds exactly what an earlier run wrote (listed, with checksums, in synthetic.json).
+    The set is written into a sibling ``.<name>.partial-<host>-<pid>`` folder renamed into place at the end,
+    so an interrupted run never leaves a half-written ``out_dir``; a later run removes such leftovers of
+    processes that are gone.
     """
     out = Path(out_dir)
     if height % 32 or width % 32 or height < 32 or width < 32:
@@ -388,57 +509,38 @@ def generate_dataset(out_dir: Union[str, os.PathLike], n_frames: int = DEFAULT_F
     if n_frames < 8 or min(n_day, n_frames - n_day) < 4:
         raise ValueError(f"synthetic: need at least 4 day and 4 night frames, got {n_frames} frames "
                          f"with day fraction {day_fraction}")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: folder is not empty; refusing to write into it (pass --overwrite to "
-                              f"replace the generated files)")
-    for sub in (IMAGE_DIR, LABEL_DIR, EDGE_DIR):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-
-    master = np.random.default_rng([seed, 0])
-    is_day = np.zeros(n_frames, bool)
-    is_day[master.permutation(n_frames)[:n_day]] = True
-    names = [f"{i + 1:05d}{'D' if d else 'N'}" for i, d in enumerate(is_day)]
-    png = [cv2.IMWRITE_PNG_COMPRESSION, 3]
-    for i, name in enumerate(names):
-        image, label = _render(np.random.default_rng([seed, 1, i]), height, width, bool(is_day[i]),
-                               force=1 + i % (N_CLASS - 1))
-        for path, array in ((out / IMAGE_DIR / f"{name}.png", cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)),
-                            (out / LABEL_DIR / f"{name}.png", label)):
-            if not cv2.imwrite(str(path), array, png):
-                raise OSError(f"{path}: could not write")
-        write_edge_file(out / EDGE_DIR / f"{name}.png", edge_label(label, radius))
-    for split, split_names in _splits(names, master).items():
-        (out / f"{split}.txt").write_text("".join(n + "\n" for n in split_names))
-    meta = {"generator": "util.synthetic", "n_frames": n_frames, "height": height, "width": width, "seed": seed,
-            "radius": radius, "day_fraction": day_fraction}
-    (out / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    target = Path(os.path.abspath(out))  # its parent and name also for "." or ".."
+    _check_target(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_work_dirs(target)
+    partial = _work_dir(target, "partial")
+    try:
+        written = _write_frames(partial, n_frames, height, width, seed, radius, n_day)
+        meta = {"generator": "util.synthetic", "n_frames": n_frames, "height": height, "width": width,
+                "seed": seed, "radius": radius, "day_fraction": day_fraction,
+                "files": {rel: _sha256(partial / rel) for rel in written}}
+        (partial / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+        _move_into_place(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return out
 
 
 def ensure_synthetic(out_dir: Union[str, os.PathLike] = "dataset/synthetic", **kw) -> Path:
     """Generate the synthetic set into ``out_dir`` only when that folder is absent or empty; return its path.
 
-    Generation goes to a temporary sibling folder renamed into place, so an interrupted or
-    concurrent run never leaves a half-written ``out_dir``. An existing folder is used as is
-    (a warning is given when it was generated with other arguments).
+    Generation is all-or-nothing (see :func:`generate_dataset`); when a concurrent run finishes
+    first, its folder is used. An existing folder is used as is (a warning is given when it was
+    generated with other arguments).
     """
     out = Path(out_dir)
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)  # our own leftover (same pid)
         try:
-            generate_dataset(tmp, **kw)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        try:
-            os.rename(tmp, out)  # also replaces an empty folder
-        except OSError:
-            shutil.rmtree(tmp)  # another process got there first
+            generate_dataset(out, **kw)
+        except FileExistsError:
+            if not (out.is_dir() and any(out.iterdir())):
+                raise
     missing = [s for s in STANDARD_SPLITS if not (out / f"{s}.txt").is_file()]
     if missing:
         raise DatasetError(f"{out}: exists but lacks {', '.join(m + '.txt' for m in missing)}; "
@@ -460,7 +562,8 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     parser.add_argument("--height", type=int, default=DEFAULT_HEIGHT, help=f"multiple of 32 (default {DEFAULT_HEIGHT})")
     parser.add_argument("--width", type=int, default=DEFAULT_WIDTH, help=f"multiple of 32 (default {DEFAULT_WIDTH})")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty folder, replacing generated files")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a folder generated earlier (refused if it holds anything else)")
     args = parser.parse_args(None if argv is None else list(argv))
     start = time.perf_counter()
     try:

@@ -7,7 +7,9 @@ released code; the NaN-skipping means are reported beside them.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+import csv
+import os
+from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
@@ -103,6 +105,24 @@ def format_report(metrics: dict[str, Any], class_names: Sequence[str] = CLASS_NA
     if "pixel_acc" in metrics:
         lines.append(f"{'pixel acc':<{width}}{100 * metrics['pixel_acc']:>9.2f}")
     return "\n".join(lines)
+
+
+def write_confusion_csv(path: Union[str, os.PathLike], mat: np.ndarray, class_names: Sequence[str] = CLASS_NAMES) -> None:
+    """Write ``mat`` (rows ground truth, columns prediction) as CSV: a header ``gt\\pred,<names>``, then
+    one row per ground-truth class starting with its name, so every line has the same number of fields.
+
+    Classes beyond ``class_names`` are named by their index.
+    """
+    mat = np.asarray(mat)
+    if mat.ndim != 2 or mat.shape[0] != mat.shape[1]:
+        raise ValueError(f"confusion matrix must be square, got {mat.shape}")
+    names = [str(n) for n in class_names][: mat.shape[0]]
+    names += [str(i) for i in range(len(names), mat.shape[0])]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["gt\\pred", *names])
+        for name, row in zip(names, mat.tolist()):
+            writer.writerow([name, *row])
 
 
 def confusion_matrix_numpy_per_frame(
