@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from model import CENet, EKNet
-from model.keymap import to_release
-from util.checkpoint import (FORMAT, CheckpointError, build_from_weights, export_release, load_state,
+from model.release import to_release
+from util.engine.checkpoint import (FORMAT, CheckpointError, build_from_weights, export_release, load_state,
                              model_config, save_atomic)
 
 H, W = 64, 96

@@ -12,7 +12,7 @@ import run_demo_teacher
 import trainStudent
 import trainTeacher
 from util.inference import read_thermal
-from util.metrics import metrics_from_confusion
+from util.engine.metrics import metrics_from_confusion
 from util.synthetic import generate_dataset
 
 SMALL = ["--depth", "18", "--height", "64", "--width", "96", "--no-pretrained", "--workers", "0",
@@ -25,8 +25,8 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     data = generate_dataset(root / "syn", n_frames=16, height=64, width=96, seed=2)
     runs = root / "runs"
-    trainTeacher.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "t", *SMALL])
-    trainStudent.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "s", "--no-distill", *SMALL])
+    trainTeacher.cli(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "t", *SMALL])
+    trainStudent.cli(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "s", "--no-distill", *SMALL])
     return data, runs
 
 

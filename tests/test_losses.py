@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from util.losses import (check_finite, edge_bce, hint_loss, kd_ce_loss, pseudo_label_ce,
+from model.losses import (check_finite, edge_bce, hint_loss, kd_ce_loss, pseudo_label_ce,
                          similarity_loss, student_loss, supervised_student_loss, teacher_loss)
 
 B, C, N, H, W = 2, 3, 4, 4, 5
@@ -155,10 +155,10 @@ def _outs(g, requires_grad):
 
 def test_student_loss_total_and_gradients(g):
     s, t = _outs(g, True), _outs(g, True)
-    w = (0.5, 2.0, 3.0, 0.25)
+    w = {"sim": 0.5, "kdce": 2.0, "hint": 3.0, "seg": 0.25}
     out = student_loss(s, t, weights=w, tau=6.0)
     assert set(out) == {"sim", "kdce", "hint", "seg", "total"}
-    expect = sum(wi * out[k].item() for wi, k in zip(w, ("sim", "kdce", "hint", "seg")))
+    expect = sum(w[k] * out[k].item() for k in ("sim", "kdce", "hint", "seg"))
     assert out["total"].item() == pytest.approx(expect, rel=1e-6)
     assert out["sim"].item() == pytest.approx(naive_sim(s.features.detach(), t.features.detach()), rel=1e-4)
     assert out["kdce"].item() == pytest.approx(naive_kdce(s.logits.detach(), t.logits.detach(), 6.0), rel=1e-5)
@@ -167,6 +167,14 @@ def test_student_loss_total_and_gradients(g):
         assert getattr(t, name).grad is None, f"teacher {name} got a gradient"
         grad = getattr(s, name).grad
         assert grad is not None and grad.abs().sum() > 0, f"student {name} got no gradient"
+
+
+def test_student_loss_terms_are_named(g):
+    s, t = _outs(g, False), _outs(g, False)
+    only_hint = student_loss(s, t, weights={"sim": 0, "kdce": 0, "seg": 0})  # a missing term weighs 1
+    assert only_hint["total"].item() == pytest.approx(only_hint["hint"].item(), rel=1e-6)
+    with pytest.raises(ValueError, match="unknown student loss term"):
+        student_loss(s, t, weights={"edge": 1.0})
 
 
 def test_supervised_student_loss(g):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from util.metrics import (ConfusionMatrix, confusion_matrix_numpy_per_frame, format_report,
+from util.engine.metrics import (ConfusionMatrix, confusion_matrix_numpy_per_frame, format_report,
                           metrics_from_confusion, write_confusion_csv)
 from util.mfnet import CLASS_NAMES, N_CLASS
 

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 
 from conftest import MANIFEST
 from model import CENet, EKNet
-from model.blocks import MHSA, TEM, tem_linear_width
-from model.keymap import from_release, our_key_to_release, release_key_to_ours, to_release
+from model.botnet import MHSA
+from model.tem import TEM, tem_linear_width
+from model.release import from_release, our_key_to_release, release_key_to_ours, to_release
 
 H, W = 64, 96
 
@@ -73,7 +74,7 @@ def test_key_renaming_is_a_bijection_on_release_keys(network):
     ours = [release_key_to_ours(k) for k in keys]
     assert len(set(ours)) == len(keys)
     assert [our_key_to_release(k) for k in ours] == keys
-    assert "encoder_thermal.layer4.blocks.0.body.3.pos_emb.height" in ours
+    assert "encoder_thermal.layer4.blocks.0.mhsa.pos_emb.height" in ours
     assert "skip_transform.weight" in ours
 
 

@@ -1,8 +1,8 @@
 """The main job's code path (make demo) at a very small setting."""
 import json
 
-import run_cekd  # noqa: F401  (the script imports cleanly)
-from util.pipeline import main
+
+from run_cekd import main
 
 
 def test_pipeline_end_to_end(tmp_path, capsys):

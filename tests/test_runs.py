@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from util.runs import json_safe, new_run_dir, write_json
+from util.engine.folders import json_safe, new_run_dir, write_json
 
 
 def test_new_run_dir_never_reuses_a_folder(tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 import trainStudent
 import trainTeacher
-import util.engine
+import trainTeacher as teacher_script
 from util.synthetic import generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def teacher_run(data, runs):
-    trainTeacher.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "teacher",
+    trainTeacher.cli(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "teacher",
                        "--epochs", "2", "--image-every", "3", *SMALL])
     return runs / "teacher"
 
@@ -76,24 +76,24 @@ def test_teacher_trains_end_to_end(teacher_run):
 
 
 def test_student_distils_from_the_teacher(data, runs, teacher_run):
-    trainStudent.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "student",
+    trainStudent.cli(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "student",
                        "--epochs", "2", "--teacher", str(teacher_run / "best.pth"), *SMALL])
     results = _assert_complete_run(runs / "student", "student")
     assert set(results["history"][0]["train"]) == {"sim", "kdce", "hint", "seg", "total"}
 
 
 def test_student_accepts_the_release_format_teacher(data, runs, teacher_run):
-    trainStudent.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "student-rel",
+    trainStudent.cli(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "student-rel",
                        "--epochs", "1", "--max-steps-per-epoch", "2", "--eval-splits",
                        "--teacher", str(teacher_run / "final.pth"), *SMALL])
     assert (runs / "student-rel" / "results.json").is_file()
 
 
 def test_student_refuses_a_student_checkpoint_as_teacher(data, runs, capsys):
-    trainStudent.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "gt",
+    trainStudent.cli(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "gt",
                        "--epochs", "1", "--max-steps-per-epoch", "1", "--eval-splits", "--no-distill", *SMALL])
     with pytest.raises(SystemExit):
-        trainStudent.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "bad",
+        trainStudent.cli(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "bad",
                            "--epochs", "1", "--teacher", str(runs / "gt" / "best.pth"), *SMALL])
     assert "holds EKNet (student) weights, but CENet (teacher) was asked for" in capsys.readouterr().err
     assert not (runs / "bad").exists()
@@ -106,7 +106,7 @@ def test_a_broken_test_split_fails_before_training(data, runs, tmp_path, capsys)
     shutil.copytree(data, broken)
     (broken / "test_night.txt").write_text("99999N\n")
     with pytest.raises(SystemExit):
-        trainTeacher.main(["--data-dir", str(broken), "--runs-dir", str(runs), "--run-name", "broken",
+        trainTeacher.cli(["--data-dir", str(broken), "--runs-dir", str(runs), "--run-name", "broken",
                            "--epochs", "1", *SMALL])
     err = capsys.readouterr().err
     assert "dataset check failed" in err and "99999N" in err
@@ -118,7 +118,7 @@ def test_an_existing_run_folder_is_never_touched(data, runs, capsys):
     run_dir.mkdir()
     (run_dir / "notes.txt").write_text("precious")
     with pytest.raises(SystemExit):
-        trainTeacher.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "mine",
+        trainTeacher.cli(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "mine",
                            "--epochs", "1", *SMALL])
     assert "already exists" in capsys.readouterr().err
     assert [p.name for p in run_dir.iterdir()] == ["notes.txt"]
@@ -128,11 +128,11 @@ def test_an_existing_run_folder_is_never_touched(data, runs, capsys):
 def test_kill_and_resume_gives_the_same_weights(data, runs):
     common = ["--data-dir", str(data), "--runs-dir", str(runs), "--epochs", "2", "--no-distill",
               "--eval-splits", *SMALL]
-    trainStudent.main([*common, "--run-name", "whole"])
-    trainStudent.main([*common, "--run-name", "split", "--stop-after-epochs", "1"])
+    trainStudent.cli([*common, "--run-name", "whole"])
+    trainStudent.cli([*common, "--run-name", "split", "--stop-after-epochs", "1"])
     first = torch.load(runs / "split" / "last.pth", weights_only=True)
     assert first["epoch"] == 1 and not (runs / "split" / "results.json").exists()
-    trainStudent.main(["--resume", str(runs / "split"), "--no-progress", "--workers", "0"])
+    trainStudent.cli(["--resume", str(runs / "split"), "--no-progress", "--workers", "0"])
     a = torch.load(runs / "whole" / "last.pth", weights_only=True)
     b = torch.load(runs / "split" / "last.pth", weights_only=True)
     assert b["epoch"] == 2
@@ -142,8 +142,8 @@ def test_kill_and_resume_gives_the_same_weights(data, runs):
         assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6), k
 
 
-def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(data, runs, monkeypatch):
-    real = util.engine.teacher_loss
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(data, runs, monkeypatch, capsys):
+    real = teacher_script.teacher_loss
     calls = {"n": 0}
 
     def poisoned(*a, **kw):
@@ -153,15 +153,19 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(data, run
             losses["ce"] = losses["ce"] * float("nan")
         return losses
 
-    monkeypatch.setattr(util.engine, "teacher_loss", poisoned)
-    with pytest.raises(SystemExit, match=r"non-finite|NaN|nan"):
-        trainTeacher.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "nan",
-                           "--epochs", "2", "--eval-splits", *SMALL])
+    monkeypatch.setattr(teacher_script, "teacher_loss", poisoned)
+    with pytest.raises(SystemExit) as stop:
+        trainTeacher.cli(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "nan",
+                          "--epochs", "2", "--eval-splits", *SMALL])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "non-finite loss at epoch 2" in err and "ce=nan" in err
+    assert f"the last good checkpoint is {runs / 'nan' / 'last.pth'} (epoch 1)" in err
     assert torch.load(runs / "nan" / "last.pth", weights_only=True)["epoch"] == 1
 
 
 def test_amp_bf16_and_channels_last_on_the_cpu(data, runs):
-    results = trainTeacher.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "amp",
+    results = trainTeacher.cli(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "amp",
                                  "--epochs", "1", "--max-steps-per-epoch", "2", "--amp", "bf16",
                                  "--channels-last", "--eval-splits", "test", *SMALL])
     assert torch.isfinite(torch.tensor(results["history"][0]["train"]["total"]))
@@ -184,7 +188,7 @@ def test_torchrun_two_processes_with_gloo(data, tmp_path):
 
 def test_fp16_autocast_is_refused_on_the_cpu(data, runs, capsys):
     with pytest.raises(SystemExit):
-        trainTeacher.main(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "fp16",
+        trainTeacher.cli(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "fp16",
                            "--epochs", "1", "--amp", "fp16", *SMALL])
     assert "--amp fp16 needs a CUDA device; use --amp bf16 on the CPU" in capsys.readouterr().err
     assert not (runs / "fp16").exists()

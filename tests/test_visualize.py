@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from util.mfnet import PALETTE
-from util.visualize import colorize, edge_to_rgb, make_panel, overlay, save_rgb, tb_image, thermal_to_rgb
+from util.engine.pictures import colorize, edge_to_rgb, make_panel, overlay, save_rgb, tb_image, thermal_to_rgb
 
 
 def test_colorize_exact_colours():

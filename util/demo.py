@@ -8,8 +8,6 @@ predictions/<split>/NAME.png (colourised), panels/<split>/NAME.png
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -17,16 +15,17 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from .checkpoint import NETWORK_ROLE, build_from_weights, model_config
-from .data import MFDataset, verify_dataset
-from .distributed import resolve_device
-from .engine import autocast, check_amp, to_device
-from .metrics import ConfusionMatrix, format_report, write_confusion_csv
-from .mfnet import CLASS_NAMES, TEST_SPLITS
-from .runs import new_run_dir, write_json
-from .visualize import colorize, make_panel, save_rgb, thermal_to_rgb
+from .data import verify_dataset
+from .engine.checkpoint import NETWORK_ROLE, build_from_weights, model_config
+from .engine.cli import run_cli
+from .engine.config import parse_device
+from .engine.folders import new_run_dir, write_json
+from .engine.loaders import present_splits, split_loader
+from .engine.loop import check_amp, evaluate
+from .engine.metrics import format_report, write_confusion_csv
+from .engine.pictures import colorize, frame_panel, save_rgb
+from .mfnet import CLASS_NAMES, N_CLASS, TEST_SPLITS
 
 RELEASE_WEIGHTS = {"CENet": "weights_backup/Teacher_model/final.pth",
                    "EKNet": "weights_backup/Student_model/final.pth"}
@@ -74,45 +73,37 @@ def load_model(path: str, network: str, device: torch.device, n_class: Optional[
     return model.to(device).eval()
 
 
-def _frame_panel(image: torch.Tensor, label: torch.Tensor, pred: torch.Tensor) -> np.ndarray:
-    rgb = np.round(image[:3].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
-    return make_panel([thermal_to_rgb(image[3].cpu()), rgb, colorize(label.cpu()), colorize(pred.cpu())],
-                      titles=["thermal", "RGB", "ground truth", "prediction"])
-
-
-@torch.inference_mode()
 def evaluate_split(model: nn.Module, loader: DataLoader, device: torch.device, out_dir: Path, split: str,
                    panels: int, save_predictions: bool, amp: str, channels_last: bool, show: bool) -> dict:
-    """Batch-1 evaluation: confusion matrix on the device, per-frame timing, pictures."""
-    cm = ConfusionMatrix(model.n_class, device)
-    times = []
-    for i, batch in enumerate(tqdm(loader, desc=split, disable=not show, dynamic_ncols=True)):
-        batch = to_device(batch, device, model.in_channels, channels_last)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        with autocast(device, amp):
-            pred = model(batch["inputs"]).logits.argmax(1)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-        cm.update(pred, batch["label"])
+    """Batch-1 evaluation with per-frame timing; predictions, panels and the confusion matrix to `out_dir`."""
+    def save_pictures(i: int, batch, pred: torch.Tensor) -> None:
         name = batch["name"][0]
         if save_predictions:
             save_rgb(out_dir / "predictions" / split / f"{name}.png", colorize(pred[0].cpu()))
         if panels < 0 or i < panels:
-            save_rgb(out_dir / "panels" / split / f"{name}.png", _frame_panel(batch["image"][0], batch["label"][0], pred[0]))
-    mat = cm.mat.cpu().numpy()
+            save_rgb(out_dir / "panels" / split / f"{name}.png",
+                     frame_panel(batch["image"][0], batch["label"][0], pred[0], titles=True))
+
+    ev = evaluate(model, loader, device, model.n_class, amp=amp, channels_last=channels_last, show=show,
+                  desc=split, timed=True, on_batch=save_pictures)
+    mat = ev.confusion.mat.cpu().numpy()
     np.save(out_dir / f"confusion_{split}.npy", mat)
     write_confusion_csv(out_dir / f"confusion_{split}.csv", mat, CLASS_NAMES)
-    timed = times[WARMUP_FRAMES:]
+    timed = ev.seconds[WARMUP_FRAMES:]
     ms = 1000 * float(np.mean(timed)) if timed else float("nan")
-    return {"metrics": cm.compute(), "ms_per_frame": ms, "fps": 1000 / ms if timed else float("nan"),
+    return {"metrics": ev.confusion.compute(), "ms_per_frame": ms, "fps": 1000 / ms if timed else float("nan"),
             "timed_frames": len(timed)}
 
 
+def check_classes(model: nn.Module, weights: str, data_dir: str, n_class: int = N_CLASS) -> None:
+    """Blame the weights, not the labels, when their class count is not the data's."""
+    if model.n_class != n_class:
+        raise ValueError(f"--weights {weights}: holds a {model.n_class}-class {type(model).__name__}, but the data "
+                         f"in {data_dir} have {n_class} classes; pass weights trained on these classes")
+
+
 def run_evaluation(args: argparse.Namespace, network: str) -> dict:
-    device = resolve_device(args.device)
+    device = parse_device(args.device)
     channels_last = args.channels_last
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -120,19 +111,20 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
     model = load_model(args.weights, network, device, args.n_class)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    splits = args.splits or [s for s in TEST_SPLITS if (Path(args.data_dir) / f"{s}.txt").is_file()]
+    splits = args.splits or present_splits(args.data_dir, TEST_SPLITS)
     if not splits:
         raise FileNotFoundError(f"{args.data_dir}: none of {', '.join(TEST_SPLITS)}.txt found; pass --splits")
-    verify_dataset(args.data_dir, splits, model.n_class, decode_images=False)  # all splits at once, each frame once
-    datasets = {s: MFDataset(args.data_dir, s, height=model.height, width=model.width,
-                             n_class=model.n_class, edges=False, check=False) for s in splits}
+    check_classes(model, args.weights, args.data_dir)
+    verify_dataset(args.data_dir, splits, model.n_class, progress=not args.no_progress)  # every frame, once
+    loaders = {s: split_loader(args.data_dir, s, model.height, model.width, model.n_class, workers=args.workers)
+               for s in splits}
     out_dir = new_run_dir(args.runs_dir, args.run_name, f"demo-{NETWORK_ROLE[network]}")
     show = not args.no_progress
     print(f"[{network}] weights {args.weights}  device {device}  output {out_dir}", flush=True)
     results = {"network": network, "weights": str(args.weights), "config": model_config(model),
                "device": str(device), "amp": args.amp, "channels_last": channels_last, "splits": {}}
-    for split, ds in datasets.items():
-        loader = DataLoader(ds, batch_size=1, num_workers=args.workers)
+    for split, loader in loaders.items():
+        ds = loader.dataset
         r = evaluate_split(model, loader, device, out_dir, split, args.panels, not args.no_predictions,
                            args.amp, channels_last, show)
         m = r.pop("metrics")
@@ -149,7 +141,7 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
 def run_own_frames(args: argparse.Namespace) -> dict:
     from .inference import list_frames, segment_frames
 
-    device = resolve_device(args.device)
+    device = parse_device(args.device)
     paths = list_frames(args.input)
     if not paths:
         raise FileNotFoundError(f"--input {args.input}: no .png/.tif/.tiff frames found")
@@ -169,10 +161,6 @@ def main_for(network: str, argv: Optional[list[str]] = None) -> dict:
     role = NETWORK_ROLE[network]
     parser = add_demo_args(argparse.ArgumentParser(description=f"Evaluate the CEKD {role} ({network})."), network)
     args = parser.parse_args(argv)
-    try:
-        if getattr(args, "input", None):
-            return run_own_frames(args)
-        return run_evaluation(args, network)
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    if getattr(args, "input", None):
+        return run_cli(lambda: run_own_frames(args))
+    return run_cli(lambda: run_evaluation(args, network))

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .visualize import colorize, overlay, save_rgb, thermal_to_rgb
+from .engine.pictures import colorize, overlay, save_rgb, thermal_to_rgb
 
 FRAME_EXTENSIONS = (".png", ".tif", ".tiff")
 

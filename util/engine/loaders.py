@@ -77,7 +77,7 @@ def training_data(cfg, session: Session, edges: str | bool) -> Data:
     train_set = MFDataset(cfg.data_dir, "train", augment=cfg.augment, edges=edges, check=False, **common)
     # all splits in one pass, so that a broken test split fails now rather than after the last epoch
     verify_dataset(cfg.data_dir, ["train", "val", *tests], cfg.n_class, need_edges=train_set.has_edges,
-                   decode_images=False)
+                   progress=session.is_main and cfg.progress)
     val_set = MFDataset(cfg.data_dir, "val", edges=False, check=False, **common)
     sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=cfg.seed, drop_last=False)
