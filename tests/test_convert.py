@@ -224,6 +224,25 @@ def test_fmb(tmp_path, capsys):
         assert np.array_equal(load_label_file(dst / "labels" / f"{name}.png"), expected)
 
 
+def test_fmb_colour_coded_label_is_mapped_through_the_palette(tmp_path, capsys):
+    frames = make_fmb(tmp_path / "fmb", n_train=3, n_test=1)
+    name = "tr00000"
+    ids = frames[name]["label"].copy()
+    ids[ids == 255] = 0
+    colour = np.array(FMB.palette, np.uint8)[ids]
+    write(tmp_path / "fmb" / "train" / "Label" / f"{name}.png", colour[:, :, ::-1])
+    code, _, err = run(["fmb", str(tmp_path / "fmb"), str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    assert np.array_equal(load_label_file(tmp_path / "out" / "labels" / f"{name}.png"), ids)
+
+
+def test_missing_source_is_one_line(tmp_path, capsys):
+    code, _, err = run(["fmb", str(tmp_path / "nope"), str(tmp_path / "out")], capsys)
+    assert code == 1
+    assert err.strip().splitlines()[1:] == [f"{tmp_path / 'nope'}: source folder not found"]
+    assert not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------- folders
 
 def test_folders_seeded_split_colour_labels_16bit_jpeg(tmp_path, capsys):

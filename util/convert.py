@@ -345,6 +345,9 @@ def _plan_train_test(fmt: str, src: Path, info: DatasetInfo, folders: Mapping[st
                      val_fraction: float, seed: int) -> Plan:
     """Plan for a source with ``train/`` and ``test/`` folders (PST900, FMB): val drawn from train."""
     plan = Plan(fmt, src, info, {}, {}, options={"val_fraction": val_fraction, "seed": seed})
+    if not src.is_dir():
+        plan.problems.append(f"{src}: source folder not found")
+        return plan
     found = {s: pair_modalities({m: src / s / d for m, d in folders.items()}, plan.problems)[0]
              for s in ("train", "test")}
     clash = set(found["train"]) & set(found["test"])
@@ -647,7 +650,7 @@ def convert(plan: Plan, dst: PathLike, raw_range: Optional[tuple[float, float]] 
     if problems:
         raise ConvertError(f"{len(problems)} problem(s) in {plan.source}; nothing was written:", problems)
     info = replace(plan.info, thermal_range=used_range)
-    notes = plan.notes + [_thermal_note(plan, used_range, raw_range is not None)]
+    notes = plan.notes + [_thermal_note(used_range, raw_range is not None)]
     plan = replace(plan, info=info, notes=notes)
     sizes = {s: len(n) for s, n in plan.splits.items()}
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -668,9 +671,9 @@ def convert(plan: Plan, dst: PathLike, raw_range: Optional[tuple[float, float]] 
     return ConvertResult(dst, info, sizes, used_range, notes)
 
 
-def _thermal_note(plan: Plan, used_range, given: bool) -> str:
+def _thermal_note(used_range: Optional[tuple[float, float]], given: bool) -> str:
     if used_range is None:
-        return "thermal: 8-bit values copied unchanged"
+        return "thermal: 8-bit values copied unchanged" + (" (--raw-range not used)" if given else "")
     how = "--raw-range" if given else "1st and 99th percentiles of the non-zero train thermal pixels"
     return (f"thermal: 16-bit values mapped to 0..255 from [{used_range[0]:g}, {used_range[1]:g}] ({how}); "
             f"stored as thermal_range in {INFO_FILE}")
