@@ -319,6 +319,23 @@ def test_every_problem_listed_with_its_file_and_nothing_written(tmp_path, capsys
     assert snapshot(tmp_path) == before  # no DST, no temporary folder, SRC untouched
 
 
+def test_bad_split_lists(tmp_path, capsys):
+    src = tmp_path / "src"
+    names = sorted(make_folders(src, n=4))
+    (src / "train.txt").write_text(f"{names[0]}\n{names[1]}\n{names[0]}\nghost\n")
+    (src / "val.txt").write_text(f"{names[1]}\n")
+    (src / "test.txt").write_text("\n")
+    code, _, err = run(["folders", str(src), str(tmp_path / "out"), "--classes", "a,b,c",
+                        "--palette", "0,0,0;255,0,0;0,0,255"], capsys)
+    assert code == 1
+    for fragment in (f"{src / 'train.txt'}: frame {names[0]} listed more than once",
+                     f"{src / 'train.txt'}: frame ghost: no rgb/thermal/labels file",
+                     f"{src / 'val.txt'}: frame {names[1]} is also in train.txt",
+                     f"{src / 'test.txt'}: lists no frames"):
+        assert fragment in err, (fragment, err)
+    assert "4 problem(s)" in err and not (tmp_path / "out").exists()
+
+
 def test_mixed_bit_depth_and_unknown_colours(tmp_path, capsys):
     src = tmp_path / "src"
     frames = make_folders(src, n=5)

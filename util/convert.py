@@ -65,6 +65,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -400,7 +401,7 @@ def read_split_lists(src: Path, problems: list[str]) -> dict[str, list[str]]:
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(f"{path}: unreadable split list ({exc})")
             continue
-        for name in sorted({n for n in names if names.count(n) > 1}):
+        for name in sorted(n for n, k in Counter(names).items() if k > 1):
             problems.append(f"{path}: frame {name} listed more than once")
         lists[path.stem] = list(dict.fromkeys(names))
     return lists
@@ -419,6 +420,8 @@ def _splits_from_lists(src: Path, lists: dict[str, list[str]], frames: Mapping, 
             for name in sorted(set(names) & set(lists["train"])):
                 plan.problems.append(f"{src / (split + '.txt')}: frame {name} is also in train.txt")
     splits = {s: [n for n in names if n in frames] for s, names in lists.items()}
+    for split_name in (s for s, names in lists.items() if not names):
+        plan.problems.append(f"{src / (split_name + '.txt')}: lists no frames")
     if "val" not in lists and splits["train"]:
         try:
             drawn = seeded_split(splits["train"], val_fraction, 0.0, seed)
