@@ -155,7 +155,7 @@ def run_own_frames(args: argparse.Namespace) -> dict:
     """Segment a video, image or folder (--input) with PyTorch or ONNX weights; write outputs and summary.json."""
     from .backends import TorchSegmenter, load_segmenter
     from .frames import check_thermal_range, is_video, list_frames, video_info
-    from .inference import segment_images, segment_video
+    from .inference import report_lines, segment_images, segment_video
 
     thermal_range = check_thermal_range(args.thermal_range)
     if args.batch_size < 1:
@@ -180,15 +180,8 @@ def run_own_frames(args: argparse.Namespace) -> dict:
                else segment_images(seg, paths, out_dir, thermal_range, args.batch_size, show))
     summary.update({"weights": str(args.weights), "input": str(args.input), "thermal_range": thermal_range})
     write_json(summary, out_dir / "summary.json")
-    n, bad = len(summary["segmented"]), summary["nonfinite_pixels"]
-    print(f"[EKNet] segmented {n}, skipped {len(summary['skipped'])}"
-          + (f"; {bad} NaN/infinite pixel(s) set to 0" if bad else "") + f"; outputs in {out_dir}", flush=True)
-    if n:
-        print(f"[EKNet] {summary['frames_per_second']:.1f} frames/s sustained (reading, inference, writing; "
-              f"model alone {summary['model_frames_per_second']:.1f} frames/s) over {summary['timed_frames']} frame(s)"
-              + (f" after {summary['warmup_frames']} warm-up frame(s)" if summary["warmup_frames"] else "")
-              + f" on {seg.name}, batch {args.batch_size}", flush=True)
-    else:
+    print("\n".join(f"[EKNet] {line}" for line in report_lines(summary, out_dir)), flush=True)
+    if not summary["segmented"]:
         first = summary["skipped"][0]["reason"] if summary["skipped"] else "no frames"
         raise ValueError(f"--input {args.input}: no frame could be segmented ({first})")
     summary["out_dir"] = str(out_dir)

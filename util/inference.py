@@ -219,3 +219,16 @@ def segment_video(segmenter: Segmenter, path: Path, out_dir: Path, thermal_range
     return {**records.summary(), **speed,
             "video": {"output": str(video.path), "reported_frames": info.frames, "frames_written": video.frames,
                       "black_placeholders": video.placeholders, "fps": video.fps, "fps_assumed": not info.fps}}
+
+
+def report_lines(summary: dict, out_dir: Path) -> list[str]:
+    """What was done, and the sustained speed with the backend named."""
+    bad = summary["nonfinite_pixels"]
+    lines = [f"segmented {len(summary['segmented'])}, skipped {len(summary['skipped'])}"
+             + (f"; {bad} NaN/infinite pixel(s) set to 0" if bad else "") + f"; outputs in {out_dir}"]
+    if summary["segmented"]:
+        warm = f" after {summary['warmup_frames']} warm-up frame(s)" if summary["warmup_frames"] else ""
+        lines.append(f"{summary['frames_per_second']:.1f} frames/s sustained (reading, inference, writing; model "
+                     f"alone {summary['model_frames_per_second']:.1f} frames/s) over {summary['timed_frames']} "
+                     f"frame(s){warm} on {summary['backend']}, batch {summary['batch_size']}")
+    return lines
