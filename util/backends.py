@@ -17,7 +17,6 @@ from torch import nn
 
 ONNX_SUFFIXES = (".onnx",)
 TORCH_SUFFIXES = (".pth", ".pt")
-METADATA_KEYS = ("network", "n_class", "depth", "height", "width", "precision")
 
 
 class Segmenter(Protocol):

@@ -26,8 +26,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .backends import Segmenter, TorchSegmenter
-from .frames import (FRAME_EXTENSIONS, VIDEO_EXTENSIONS, Frame, is_video, iter_images, iter_video,  # noqa: F401
-                     list_frames, read_thermal, video_info)
+from .frames import FRAME_EXTENSIONS, list_frames, read_thermal  # noqa: F401 (this module's API before frames.py)
+from .frames import Frame, iter_images, iter_video, video_info
 from .visualize import colorize, overlay, save_rgb, thermal_to_rgb
 
 DEFAULT_FPS = 25.0  # for videos whose container does not say
