@@ -31,8 +31,8 @@ from util.engine import (ConfigError, Session, StudentConfig, add_common_args, b
 class DistillTask:
     """What the student learns from the frozen teacher: the weighted CEKD terms."""
 
-    def __init__(self, teacher: nn.Module, weights: Mapping[str, float], tau: float = 6.0):
-        self.teacher, self.weights, self.tau = teacher.eval().requires_grad_(False), dict(weights), tau
+    def __init__(self, teacher: nn.Module, weights: Optional[Mapping[str, float]] = None, tau: float = 6.0):
+        self.teacher, self.weights, self.tau = teacher.eval().requires_grad_(False), dict(weights or {}), tau
 
     def loss(self, model, batch: Mapping[str, Any]):
         with torch.no_grad():

@@ -3,7 +3,7 @@
 For each network and mode it measures
 - inference: batch 1, eval mode, torch.inference_mode, after warm-up: ms/frame (median of the
   timed passes, robust to a busy machine) and FPS;
-- one training step at --batch-size: forward, the real loss (util/losses.py, through the
+- one training step at --batch-size: forward, the real loss (model/losses.py, through the
   trainers' Task classes), backward, SGD step: images/s (median step). The student's default loss is the
   distillation loss against a frozen CENet whose forward pass (under no_grad) is part of
   the step, as in trainStudent.py; --student-loss gt uses plain CE on a label instead;
@@ -38,7 +38,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import CENet, EKNet  # noqa: E402
-from util.engine import DistillTask, SupervisedTask, TeacherTask, autocast, model_inputs, train_step  # noqa: E402
+from trainStudent import DistillTask, SupervisedTask  # noqa: E402
+from trainTeacher import TeacherTask  # noqa: E402
+from util.engine.loop import autocast, model_inputs, train_step  # noqa: E402
 
 NETWORKS = ("teacher", "student")
 MODES = ("fp32", "amp", "channels-last", "amp+channels-last")

@@ -53,10 +53,14 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
     p.add_argument("--no-progress", action="store_true")
     if network == "EKNet":
         p.add_argument("--input", default=None,
-                       help="segment your own thermal frames (a file or folder of 8/16-bit PNG/TIFF "
-                            "or 4-channel MFNet PNGs) instead of evaluating on --data-dir")
+                       help="segment your own thermal frames instead of evaluating on --data-dir: a video "
+                            "(mp4, avi, mkv, mov, ...), an image, or a folder of 8/16-bit PNG/TIFF, JPEG or "
+                            "4-channel MFNet PNGs; --weights may then also be an .onnx file (python -m util.export)")
         p.add_argument("--thermal-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                        help="fixed raw-value range mapped to [0, 1] for 16-bit frames (default: per-frame min-max)")
+        p.add_argument("--batch-size", type=int, default=1, help="frames per forward pass with --input")
+        p.add_argument("--save-labels", action="store_true",
+                       help="with a video --input, also write each frame's class ids as labels/NAME_i.png")
     return p
 
 
@@ -139,20 +143,38 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
 
 
 def run_own_frames(args: argparse.Namespace) -> dict:
-    from .inference import list_frames, segment_frames
+    """Segment a video, image or folder (--input) with PyTorch or ONNX weights; write outputs and summary.json."""
+    from .backends import TorchSegmenter, load_segmenter
+    from .frames import check_thermal_range, is_video, list_frames, video_info
+    from .inference import report_lines, segment_images, segment_video
 
-    device = parse_device(args.device)
-    paths = list_frames(args.input)
-    if not paths:
-        raise FileNotFoundError(f"--input {args.input}: no .png/.tif/.tiff frames found")
-    model = load_model(args.weights, "EKNet", device, args.n_class)
+    thermal_range = check_thermal_range(args.thermal_range)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: expected at least 1")
+    video = is_video(args.input) and Path(args.input).is_file()
+    paths = [] if video else list_frames(args.input)
+    count = video_info(args.input).frames if video else len(paths)  # video_info: unreadable video -> error
+    if not video and not paths:
+        raise FileNotFoundError(f"--input {args.input}: no .png/.tif/.tiff/.jpg/.jpeg frames found")
+    if Path(args.weights).suffix.lower() == ".onnx":
+        seg = load_segmenter(args.weights, args.device)
+        if args.n_class is not None and seg.n_class != args.n_class:
+            raise ValueError(f"{args.weights} holds a {seg.n_class}-class EKNet, but --n-class {args.n_class} was given")
+    else:
+        device = parse_device(args.device)
+        seg = TorchSegmenter(load_model(args.weights, "EKNet", device, args.n_class), device, args.channels_last)
     out_dir = new_run_dir(args.runs_dir, args.run_name, "segment")
-    print(f"[EKNet] {len(paths)} frame(s) from {args.input} -> {out_dir}", flush=True)
-    summary = segment_frames(model, paths, device, out_dir, args.thermal_range, show=not args.no_progress)
-    summary.update({"weights": str(args.weights), "input": str(args.input), "thermal_range": args.thermal_range})
+    what = f"a video of {count or 'unknown'} frames" if video else f"{count} frame(s)"
+    print(f"[EKNet] {what} from {args.input} -> {out_dir}  ({seg.name}, batch {args.batch_size})", flush=True)
+    show, path = not args.no_progress, Path(args.input)
+    summary = (segment_video(seg, path, out_dir, thermal_range, args.batch_size, args.save_labels, show) if video
+               else segment_images(seg, paths, out_dir, thermal_range, args.batch_size, show))
+    summary.update({"weights": str(args.weights), "input": str(args.input), "thermal_range": thermal_range})
     write_json(summary, out_dir / "summary.json")
-    print(f"[EKNet] segmented {len(summary['segmented'])}, skipped {len(summary['skipped'])}; "
-          f"outputs in {out_dir}", flush=True)
+    print("\n".join(f"[EKNet] {line}" for line in report_lines(summary, out_dir)), flush=True)
+    if not summary["segmented"]:
+        first = summary["skipped"][0]["reason"] if summary["skipped"] else "no frames"
+        raise ValueError(f"--input {args.input}: no frame could be segmented ({first})")
     summary["out_dir"] = str(out_dir)
     return summary
 

@@ -1,19 +1,22 @@
-"""The student on a user's own thermal frames (not in MFNet layout).
+"""The student on a user's own thermal frames (not in MFNet layout): image files, folders, videos.
 
-Accepted files: single-channel 8-bit or 16-bit PNG/TIFF (also float TIFF), and MFNet-style
-4-channel PNGs (channel 4 = thermal). Scaling to [0, 1]:
-- 8-bit: value / 255, as MFNet's thermal channel.
-- 16-bit and float: per-frame min-max (the coldest pixel -> 0, the hottest -> 1) by default,
-  or a fixed range `thermal_range=(low, high)` (values clipped), which keeps a fixed
-  temperature-to-intensity mapping across frames of a radiometric camera.
-Frames are resized to the model size (bilinear) and the prediction back to the frame size
-(nearest).
+Reading and scaling of frames: util/frames.py (8-bit: value / 255; 16-bit and float: per-frame
+min-max or a fixed `thermal_range`; NaN and infinite pixels of float frames are left out of the
+scaling, set to 0 and counted in the summary). Frames are resized to the model size (bilinear),
+segmented in batches by any backend of util/backends.py, and the prediction is resized back to
+the frame size (nearest).
+
+Outputs: for image files NAME_mask.png, NAME_overlay.png and NAME_label.png (class ids); for a
+video NAME_overlay.mp4 (.avi for an .avi input) with the input's frame count and frame rate, and
+with `save_labels` labels/NAME_000123.png. A frame that cannot be used is reported and skipped;
+in the overlay video a black frame takes its place, so that frame i of the output is frame i of
+the input.
 """
 from __future__ import annotations
 
-import os
+import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -22,77 +25,210 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .backends import Segmenter, TorchSegmenter
+from .frames import FRAME_EXTENSIONS, list_frames, read_thermal  # noqa: F401 (this module's API before frames.py)
+from .frames import Frame, iter_images, iter_video, video_info
 from .engine.pictures import colorize, overlay, save_rgb, thermal_to_rgb
 
-FRAME_EXTENSIONS = (".png", ".tif", ".tiff")
+DEFAULT_FPS = 25.0  # for videos whose container does not say
 
 
-def list_frames(path: str | os.PathLike) -> list[Path]:
-    """The image files to segment: `path` itself, or the frames directly inside a folder."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS)
-    raise FileNotFoundError(f"--input {path}: no such file or folder")
+def to_model_input(thermal: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(1, height, width) float32 in [0, 1]: the frame resized bilinearly (as the demo always did)."""
+    t = torch.from_numpy(np.ascontiguousarray(thermal, dtype=np.float32))[None, None]
+    if t.shape[-2:] != (height, width):
+        t = F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)
+    return t[0].clamp(0, 1).numpy()
 
 
-def read_thermal(path: str | os.PathLike, thermal_range: Optional[Sequence[float]] = None) -> np.ndarray:
-    """One thermal frame as float32 (H, W) in [0, 1]; ValueError naming the file when unusable."""
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise ValueError(f"{path}: cannot read the image (missing, corrupt or not an image)")
-    if raw.ndim == 3:
-        if raw.shape[2] == 4:
-            raw = raw[:, :, 3]  # BGRA from cv2: alpha is MFNet's thermal channel
-        elif raw.shape[2] == 3 and np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 1], raw[..., 2]):
-            raw = raw[:, :, 0]  # grey saved as RGB
-        else:
-            raise ValueError(f"{path}: expected a single-channel thermal image or a 4-channel MFNet PNG, "
-                             f"got {raw.shape[2]} channels")
-    if thermal_range is not None:
-        low, high = map(float, thermal_range)
-        return np.clip((raw.astype(np.float32) - low) / (high - low), 0.0, 1.0)
-    if raw.dtype == np.uint8:
-        return raw.astype(np.float32) / 255.0
-    x = raw.astype(np.float32)
-    lo, hi = float(x.min()), float(x.max())
-    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+def predict_batch(segmenter: Segmenter, thermals: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Class ids (H, W) uint8 for each frame, at each frame's own size."""
+    x = np.stack([to_model_input(t, segmenter.height, segmenter.width) for t in thermals])
+    labels = torch.from_numpy(segmenter.labels(x))
+    out = []
+    for lab, t in zip(labels, thermals):
+        if lab.shape != t.shape:
+            lab = F.interpolate(lab[None, None], size=t.shape, mode="nearest")[0, 0]
+        out.append(lab.numpy())
+    return out
 
 
-@torch.inference_mode()
 def predict_frame(model: nn.Module, thermal: np.ndarray, device: torch.device) -> np.ndarray:
     """Class ids (H, W) uint8 for one thermal frame at its own size."""
-    t = torch.from_numpy(thermal)[None, None].to(device)
-    x = F.interpolate(t, size=(model.height, model.width), mode="bilinear", align_corners=False)
-    pred = model(x.clamp(0, 1)).logits.argmax(1, keepdim=True).to(torch.uint8)
-    pred = F.interpolate(pred, size=thermal.shape, mode="nearest")
-    return pred[0, 0].cpu().numpy()
+    return predict_batch(TorchSegmenter(model, device, channels_last=False), [thermal])[0]
+
+
+class Throughput:
+    """Frames per second, end to end and of the model alone, after the first batch (warm-up)."""
+
+    def __init__(self):
+        self.start = self.warm = time.perf_counter()
+        self.frames = self.warm_frames = 0
+        self.model_s = self.warm_model_s = 0.0
+
+    def add(self, frames: int, model_s: float) -> None:
+        self.frames += frames
+        self.model_s += model_s
+        if self.warm_frames == 0 and frames:
+            self.warm, self.warm_frames, self.warm_model_s = time.perf_counter(), frames, self.model_s
+
+    def summary(self) -> dict:
+        end = time.perf_counter()
+        timed, warmup = self.frames - self.warm_frames, self.warm_frames
+        if timed > 0:
+            wall, model = end - self.warm, self.model_s - self.warm_model_s
+        else:  # a single batch: nothing after the warm-up, so count it
+            timed, warmup, wall, model = self.frames, 0, end - self.start, self.model_s
+        return {"seconds": end - self.start, "timed_frames": timed, "warmup_frames": warmup,
+                "frames_per_second": timed / wall if timed and wall > 0 else float("nan"),
+                "model_frames_per_second": timed / model if timed and model > 0 else float("nan")}
+
+
+def segment_stream(segmenter: Segmenter, frames: Iterable[Frame],
+                   emit: Callable[[Frame, Optional[np.ndarray]], None], batch_size: int = 1,
+                   total: Optional[int] = None, show: bool = True) -> dict:
+    """Segment `frames` in batches of `batch_size` usable frames and pass each frame, in input
+    order, to `emit` with its class ids (None for a frame that is skipped, reported by its error)."""
+    pending: list[Frame] = []
+    speed = Throughput()
+    bar = tqdm(total=total or None, desc="segmenting", unit="frame", disable=not show, dynamic_ncols=True)
+
+    def flush() -> None:
+        ready = [f.thermal for f in pending if f.thermal is not None]
+        t0 = time.perf_counter()
+        labels = iter(predict_batch(segmenter, ready) if ready else [])
+        speed.add(len(ready), time.perf_counter() - t0)
+        for f in pending:
+            if f.thermal is None:
+                tqdm.write(f"skipped: {f.error}")
+            emit(f, next(labels) if f.thermal is not None else None)
+        bar.update(len(pending))
+        pending.clear()
+
+    with bar:
+        for frame in frames:
+            pending.append(frame)
+            if sum(f.thermal is not None for f in pending) == batch_size:
+                flush()
+        flush()
+    return {"backend": segmenter.name, "batch_size": batch_size, **speed.summary()}
+
+
+class Records:
+    """What the summary lists: segmented and skipped frames, and the non-finite pixels met."""
+
+    def __init__(self, n_class: int):
+        self.n_class, self.segmented, self.skipped, self.nonfinite = n_class, [], [], 0
+
+    def add(self, frame: Frame, pred: Optional[np.ndarray]) -> bool:
+        if pred is None:
+            self.skipped.append({"file": frame.source, "reason": frame.error})
+            return False
+        self.nonfinite += frame.nonfinite
+        self.segmented.append({"file": frame.source, "output": frame.name, "height": int(pred.shape[0]),
+                               "width": int(pred.shape[1]), "nonfinite_pixels": frame.nonfinite,
+                               "class_pixels": np.bincount(pred.ravel(), minlength=self.n_class).tolist()})
+        return True
+
+    def summary(self) -> dict:
+        return {"segmented": self.segmented, "skipped": self.skipped, "nonfinite_pixels": self.nonfinite}
+
+
+def write_label(path: Path, pred: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), pred):
+        raise OSError(f"{path}: could not write")
+
+
+def segment_images(segmenter: Segmenter, paths: Sequence[Path], out_dir: Path,
+                   thermal_range: Optional[Sequence[float]] = None, batch_size: int = 1, show: bool = True) -> dict:
+    """Segment image files; write NAME_mask.png, NAME_overlay.png and NAME_label.png (class ids)."""
+    records = Records(segmenter.n_class)
+
+    def emit(frame: Frame, pred: Optional[np.ndarray]) -> None:
+        if records.add(frame, pred):
+            mask = colorize(pred)
+            save_rgb(out_dir / f"{frame.name}_mask.png", mask)
+            save_rgb(out_dir / f"{frame.name}_overlay.png", overlay(thermal_to_rgb(frame.thermal), mask, 0.5))
+            write_label(out_dir / f"{frame.name}_label.png", pred)
+
+    speed = segment_stream(segmenter, iter_images(paths, thermal_range), emit, batch_size, len(paths), show)
+    return {**records.summary(), **speed}
 
 
 def segment_frames(model: nn.Module, paths: Sequence[Path], device: torch.device, out_dir: Path,
                    thermal_range: Optional[Sequence[float]] = None, show: bool = True) -> dict:
-    """Segment every frame; write NAME_mask.png, NAME_overlay.png and NAME_label.png (class ids).
+    """segment_images with a PyTorch model on `device`, one frame at a time."""
+    return segment_images(TorchSegmenter(model, device, channels_last=False), paths, out_dir, thermal_range, 1, show)
 
-    An unreadable frame is reported by name and skipped; the others go on.
-    """
-    model.eval()
-    stems = [p.stem for p in paths]
-    done, skipped = [], []
-    for p in tqdm(paths, desc="segmenting", disable=not show, dynamic_ncols=True):
-        name = p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix[1:]}"
-        try:
-            thermal = read_thermal(p, thermal_range)
-        except ValueError as exc:
-            tqdm.write(f"skipped: {exc}")
-            skipped.append({"file": str(p), "reason": str(exc)})
-            continue
-        pred = predict_frame(model, thermal, device)
-        mask = colorize(pred)
-        save_rgb(out_dir / f"{name}_mask.png", mask)
-        save_rgb(out_dir / f"{name}_overlay.png", overlay(thermal_to_rgb(thermal), mask, 0.5))
-        if not cv2.imwrite(str(out_dir / f"{name}_label.png"), pred):
-            raise OSError(f"{out_dir / f'{name}_label.png'}: could not write")
-        done.append({"file": str(p), "output": name, "height": int(pred.shape[0]), "width": int(pred.shape[1]),
-                     "class_pixels": np.bincount(pred.ravel(), minlength=model.n_class).tolist()})
-    return {"segmented": done, "skipped": skipped}
+
+class OverlayVideo:
+    """cv2.VideoWriter of RGB frames (mp4v in .mp4, MJPG in .avi), opened at the first frame."""
+
+    def __init__(self, path: Path, fps: float, size: Optional[tuple[int, int]]):
+        self.path, self.fps, self.size = path, fps, size
+        self.writer, self.frames, self.placeholders = None, 0, 0
+
+    def write(self, rgb: Optional[np.ndarray]) -> None:
+        """Write a frame; None writes a black frame of the video's size (a skipped frame)."""
+        if self.writer is None and (rgb is not None or self.size):
+            self._open(self.size or rgb.shape[:2])
+        if rgb is None or rgb.shape[:2] != self.size:
+            self.placeholders += 1
+            if self.writer is None:
+                return  # size not known yet: counted, written on opening
+            rgb = np.zeros(self.size + (3,), np.uint8)
+        self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def _open(self, size: tuple[int, int]) -> None:
+        self.size = tuple(size)
+        fourcc = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
+        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), self.fps, self.size[::-1])
+        if not self.writer.isOpened():
+            raise OSError(f"{self.path}: cannot write a {fourcc} video here")
+        for _ in range(self.placeholders):
+            self.writer.write(np.zeros(self.size + (3,), np.uint8))
+            self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+def segment_video(segmenter: Segmenter, path: Path, out_dir: Path, thermal_range: Optional[Sequence[float]] = None,
+                  batch_size: int = 1, save_labels: bool = False, show: bool = True) -> dict:
+    """Segment every frame of a video; write the overlay video and, with `save_labels`, labels/NAME_i.png."""
+    info = video_info(path)
+    suffix = ".avi" if path.suffix.lower() == ".avi" else ".mp4"
+    video = OverlayVideo(out_dir / f"{path.stem}_overlay{suffix}", info.fps or DEFAULT_FPS,
+                         (info.height, info.width) if info.height and info.width else None)
+    records = Records(segmenter.n_class)
+
+    def emit(frame: Frame, pred: Optional[np.ndarray]) -> None:
+        if not records.add(frame, pred):
+            return video.write(None)
+        video.write(overlay(thermal_to_rgb(frame.thermal), colorize(pred), 0.5))
+        if save_labels:
+            write_label(out_dir / "labels" / f"{frame.name}.png", pred)
+
+    try:
+        speed = segment_stream(segmenter, iter_video(path, thermal_range), emit, batch_size, info.frames, show)
+    finally:
+        video.close()
+    return {**records.summary(), **speed,
+            "video": {"output": str(video.path), "reported_frames": info.frames, "frames_written": video.frames,
+                      "black_placeholders": video.placeholders, "fps": video.fps, "fps_assumed": not info.fps}}
+
+
+def report_lines(summary: dict, out_dir: Path) -> list[str]:
+    """What was done, and the sustained speed with the backend named."""
+    bad = summary["nonfinite_pixels"]
+    lines = [f"segmented {len(summary['segmented'])}, skipped {len(summary['skipped'])}"
+             + (f"; {bad} NaN/infinite pixel(s) set to 0" if bad else "") + f"; outputs in {out_dir}"]
+    if summary["segmented"]:
+        warm = f" after {summary['warmup_frames']} warm-up frame(s)" if summary["warmup_frames"] else ""
+        lines.append(f"{summary['frames_per_second']:.1f} frames/s sustained (reading, inference, writing; model "
+                     f"alone {summary['model_frames_per_second']:.1f} frames/s) over {summary['timed_frames']} "
+                     f"frame(s){warm} on {summary['backend']}, batch {summary['batch_size']}")
+    return lines

@@ -1,0 +1,204 @@
+"""Thermal frames as a robot records them: image files, folders of them, and videos.
+
+Images: single-channel 8/16-bit PNG/TIFF (also float TIFF), JPEG (single-channel, or grey stored
+as 3 channels) and MFNet-style 4-channel PNGs (channel 4 = thermal). A 3-channel PNG/TIFF must
+hold 3 equal channels. JPEG and video are lossy, so their 3-channel frames count as grey when the
+channels differ by at most GREY_TOLERANCE levels on average (then their luma is used); a colour
+frame (e.g. a palette-coloured thermal picture) is refused with one line naming it.
+Videos: whatever cv2.VideoCapture reads (mp4, avi, mkv, mov, ...), 8 bits per pixel.
+
+Scaling to [0, 1]:
+- 8-bit: value / 255, as MFNet's thermal channel.
+- 16-bit and float: per-frame min-max (the coldest pixel -> 0, the hottest -> 1) by default, or a
+  fixed range `thermal_range=(low, high)` (values clipped), which keeps a fixed
+  temperature-to-intensity mapping across frames of a radiometric camera.
+- NaN and infinite pixels of a float frame are left out of the min-max scaling and set to 0
+  (with a fixed range too); their count is returned with the frame and reported in the summary.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import cv2
+import numpy as np
+
+FRAME_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+LOSSY_EXTENSIONS = (".jpg", ".jpeg")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv")
+GREY_TOLERANCE = 4.0  # mean channel spread (8-bit levels) still taken as grey in lossy frames
+MAX_BAD_IN_A_ROW = 50  # a video giving this many unreadable frames in a row is abandoned
+
+
+@dataclass
+class Frame:
+    """One input frame: `thermal` (H, W) float32 in [0, 1], or None with `error` saying why."""
+    name: str
+    source: str
+    thermal: Optional[np.ndarray] = None
+    nonfinite: int = 0
+    error: Optional[str] = None
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def list_frames(path: str | os.PathLike) -> list[Path]:
+    """The image files to segment: `path` itself, or the frames directly inside a folder."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS)
+    raise FileNotFoundError(f"--input {path}: no such file or folder")
+
+
+def check_thermal_range(thermal_range: Optional[Sequence[float]]) -> Optional[tuple[float, float]]:
+    """(low, high) as floats, or None; ValueError unless both are finite and low < high."""
+    if thermal_range is None:
+        return None
+    low, high = map(float, thermal_range)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"--thermal-range LOW HIGH: expected finite values with LOW < HIGH, got {low:g} {high:g}")
+    return low, high
+
+
+def single_channel(raw: np.ndarray, source: str, lossy: bool = False) -> np.ndarray:
+    """The thermal channel of a decoded frame (cv2 channel order); ValueError for colour frames."""
+    if raw.ndim == 2:
+        return raw
+    if raw.shape[2] == 4:
+        return raw[:, :, 3]  # BGRA from cv2: alpha is MFNet's thermal channel
+    if raw.shape[2] == 3:
+        if np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 1], raw[..., 2]):
+            return raw[:, :, 0]  # grey saved as RGB
+        if lossy and raw.dtype == np.uint8 and float(np.mean(raw.max(2) - raw.min(2))) <= GREY_TOLERANCE:
+            return cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY)  # grey with compression noise in the chroma
+        raise ValueError(f"{source}: expected a single-channel thermal image or a 4-channel MFNet PNG, "
+                         f"got 3 channels that differ (a colour picture)")
+    raise ValueError(f"{source}: expected a single-channel thermal image or a 4-channel MFNet PNG, "
+                     f"got {raw.shape[2]} channels")
+
+
+def scale_thermal(raw: np.ndarray, thermal_range: Optional[Sequence[float]] = None) -> tuple[np.ndarray, int]:
+    """(float32 (H, W) in [0, 1], number of non-finite pixels set to 0) for a single-channel frame."""
+    bad = ~np.isfinite(raw) if np.issubdtype(raw.dtype, np.floating) else None
+    n_bad = int(bad.sum()) if bad is not None else 0
+    if thermal_range is not None:
+        low, high = check_thermal_range(thermal_range)
+        out = np.clip((raw.astype(np.float32) - low) / (high - low), 0.0, 1.0)
+    elif raw.dtype == np.uint8:
+        out = raw.astype(np.float32) / 255.0
+    else:
+        x = raw.astype(np.float32)
+        finite = x[~bad] if n_bad else x
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        out = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    if n_bad:
+        out[bad] = 0.0
+    return out, n_bad
+
+
+def read_frame_file(path: str | os.PathLike, thermal_range: Optional[Sequence[float]] = None
+                    ) -> tuple[np.ndarray, int]:
+    """One image file scaled to [0, 1], with its count of non-finite pixels; ValueError naming the file."""
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ValueError(f"{path}: cannot read the image (missing, corrupt or not an image)")
+    raw = single_channel(raw, str(path), lossy=Path(path).suffix.lower() in LOSSY_EXTENSIONS)
+    return scale_thermal(raw, thermal_range)
+
+
+def read_thermal(path: str | os.PathLike, thermal_range: Optional[Sequence[float]] = None) -> np.ndarray:
+    """One thermal frame as float32 (H, W) in [0, 1]; ValueError naming the file when unusable."""
+    return read_frame_file(path, thermal_range)[0]
+
+
+def iter_images(paths: Sequence[Path], thermal_range: Optional[Sequence[float]] = None) -> Iterator[Frame]:
+    """The frames of image files in order; unreadable ones come with their error."""
+    stems = [p.stem for p in paths]
+    for p in paths:
+        name = p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix[1:]}"
+        try:
+            thermal, n_bad = read_frame_file(p, thermal_range)
+        except ValueError as exc:
+            yield Frame(name, str(p), error=str(exc))
+            continue
+        yield Frame(name, str(p), thermal, n_bad)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    frames: int  # as the container reports it (0 when unknown)
+    fps: float  # 0 when unknown
+    height: int
+    width: int
+
+
+def open_video(path: str | os.PathLike) -> cv2.VideoCapture:
+    """An opened cv2.VideoCapture; ValueError naming the file when it cannot be opened."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--input {path}: no such file")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"--input {path}: cannot open the video (corrupt, or a format OpenCV cannot read)")
+    return cap
+
+
+def video_info(path: str | os.PathLike) -> VideoInfo:
+    """Frame count, frame rate and frame size as the container reports them."""
+    cap = open_video(path)
+    try:
+        count, fps, height, width = (_prop(cap, p) for p in (cv2.CAP_PROP_FRAME_COUNT, cv2.CAP_PROP_FPS,
+                                                             cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FRAME_WIDTH))
+        return VideoInfo(int(count), fps, int(height), int(width))
+    finally:
+        cap.release()
+
+
+def _prop(cap: cv2.VideoCapture, prop: int) -> float:
+    """A capture property, 0 when the backend does not know it (it answers -1, 0 or NaN)."""
+    value = cap.get(prop)
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
+def iter_video(path: str | os.PathLike, thermal_range: Optional[Sequence[float]] = None) -> Iterator[Frame]:
+    """Every frame of a video in order. A frame that cannot be decoded before the reported frame
+    count is reached, or whose size differs from the video's, comes with its error and the rest
+    goes on (until MAX_BAD_IN_A_ROW unreadable frames in a row)."""
+    info = video_info(path)
+    cap = open_video(path)
+    stem, size = Path(path).stem, (info.height, info.width) if info.height > 0 else None
+    index, bad_in_a_row = 0, 0
+    try:
+        while True:
+            ok, bgr = cap.read()
+            frame = Frame(f"{stem}_{index:06d}", f"{path} frame {index}")
+            if not ok or bgr is None:
+                if index >= info.frames:
+                    return  # the end
+                bad_in_a_row += 1
+                frame.error = f"{path}: frame {index} of {info.frames} could not be decoded"
+                if bad_in_a_row >= MAX_BAD_IN_A_ROW:
+                    yield Frame(frame.name, frame.source, error=f"{frame.error}; giving up after "
+                                f"{MAX_BAD_IN_A_ROW} unreadable frames in a row")
+                    return
+            else:
+                bad_in_a_row = 0
+                size = size or bgr.shape[:2]
+                if bgr.shape[:2] != size:
+                    frame.error = f"{path}: frame {index} is {bgr.shape[1]}x{bgr.shape[0]}, the video is {size[1]}x{size[0]}"
+                else:
+                    try:
+                        frame.thermal, frame.nonfinite = scale_thermal(single_channel(bgr, frame.source, lossy=True),
+                                                                       thermal_range)
+                    except ValueError as exc:
+                        frame.error = str(exc)
+            yield frame
+            index += 1
+    finally:
+        cap.release()
