@@ -23,7 +23,7 @@ import trainTeacher
 from util.engine import StudentConfig, TeacherConfig, run_cli
 from util.engine.config import given_options
 from util.engine.folders import new_run_dir, write_json
-from util.mfnet import TEST_SPLITS
+from util.data.mfnet import TEST_SPLITS
 
 STAGES = (("teacher", "CENet teacher (RGB + thermal)"),
           ("student", "EKNet student, CEKD distillation (thermal)"),
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> dict:
     data = Path(args.data_dir)
     stage_configs(args, Path(args.runs_dir))  # every option checked before anything is written
     if not data.exists():
-        from util.synthetic import ensure_synthetic
+        from util.data.synthetic import ensure_synthetic
         print(f"[1/4] generating synthetic MFNet-format data ({args.frames} frames of "
               f"{args.height}x{args.width}) in {data}", flush=True)
         ensure_synthetic(data, n_frames=args.frames, height=args.height, width=args.width, seed=args.seed)

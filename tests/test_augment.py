@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from util.augment import JointAugment
-from util.data import MFDataset
-from util.edges import edge_label, semantic_edges, downsample_edges
-from util.synthetic import generate_dataset
+from util.data.augment import JointAugment
+from util.data.dataset import MFDataset
+from util.data.edges import edge_label, semantic_edges, downsample_edges
+from util.data.synthetic import generate_dataset
 
 
 def pattern(h=80, w=120, seed=0):

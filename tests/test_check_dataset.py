@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import util.check_dataset as cd
-from util.check_dataset import DatasetError, cache_path, check_dataset, main, verify_dataset
-from util.synthetic import generate_dataset
+import util.data.check as cd
+from util.data.check import DatasetError, cache_path, check_dataset, main, verify_dataset
+from util.data.synthetic import generate_dataset
 
 
 @pytest.fixture(autouse=True)

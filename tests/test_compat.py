@@ -20,7 +20,7 @@ import trainStudent
 import trainTeacher
 from model.release import to_release
 from util.engine.checkpoint import build_from_weights, save_atomic
-from util.synthetic import generate_dataset
+from util.data.synthetic import generate_dataset
 
 PINNED = json.loads((Path(__file__).parent / "data" / "pinned_weights.json").read_text())
 SMALL = ["--depth", "18", "--height", "64", "--width", "64", "--batch-size", "2", "--no-pretrained",

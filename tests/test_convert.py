@@ -1,4 +1,4 @@
-"""util.convert: PST900, FMB and generic folders become checked MFNet-format folders; bad sources and
+"""util.data.convert: PST900, FMB and generic folders become checked MFNet-format folders; bad sources and
 foreign destinations are refused with every problem named and nothing written; SRC is never touched."""
 import json
 import math
@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from util import convert as conv
-from util.check_dataset import check_dataset, load_edge_file, load_image_file, load_label_file
-from util.datasets import FMB, PST900, DatasetInfo, default_palette, load_dataset_info
-from util.edges import edge_label
+from util.data import convert as conv
+from util.data.check import check_dataset, load_edge_file, load_image_file, load_label_file
+from util.data.info import FMB, PST900, DatasetInfo, default_palette, load_dataset_info
+from util.data.edges import edge_label
 
 H, W = 48, 64
 RNG_SEED = 1234

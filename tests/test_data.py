@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from util.data import DatasetError, MFDataset, load_image_file, load_label_file, read_frame
-from util.synthetic import generate_dataset
+from util.data.dataset import DatasetError, MFDataset, load_image_file, load_label_file, read_frame
+from util.data.synthetic import generate_dataset
 
 H, W = 64, 96
 

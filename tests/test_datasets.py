@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from util import mfnet
-from util.check_dataset import DatasetError
-from util.datasets import (FMB, MFNET, PST900, DatasetInfo, default_palette, load_dataset_info,
+from util.data import mfnet
+from util.data.check import DatasetError
+from util.data.info import (FMB, MFNET, PST900, DatasetInfo, default_palette, load_dataset_info,
                            write_dataset_info)
 
 NAMES = ("background", "hot", "cold")

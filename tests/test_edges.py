@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from util.edges import disc_kernel, downsample_edges, edge_label, generate_edges, main, semantic_edges
+from util.data.edges import disc_kernel, downsample_edges, edge_label, generate_edges, main, semantic_edges
 
 
 def art(text: str) -> np.ndarray:

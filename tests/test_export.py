@@ -5,11 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from model import CENet, EKNet
-from util.backends import OnnxSegmenter, TorchSegmenter, load_segmenter
+from util.deploy.backends import OnnxSegmenter, TorchSegmenter, load_segmenter
 from util.engine.checkpoint import export_release, save_atomic
-from util.data import MFDataset
-from util.export import compare, export_onnx, main, random_thermal, read_metadata
-from util.synthetic import generate_dataset
+from util.data.dataset import MFDataset
+from util.deploy.export import compare, export_onnx, main, random_thermal, read_metadata
+from util.data.synthetic import generate_dataset
 
 SIZE = 64
 

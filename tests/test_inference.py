@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import run_demo_student
-import util.frames
+import util.deploy.frames
 from model import EKNet
 from util.engine.checkpoint import save_atomic
-from util.export import export_onnx
-from util.frames import read_frame_file
+from util.deploy.export import export_onnx
+from util.deploy.frames import read_frame_file
 
 DEMO = ["--no-progress", "--device", "cpu"]
 
@@ -83,8 +83,8 @@ class _Flaky:
 
 def test_broken_frames_in_a_video_are_skipped(weights, tmp_path, monkeypatch, capsys):
     video = _grey_video(tmp_path / "drive.mp4")
-    real = util.frames.open_video
-    monkeypatch.setattr(util.frames, "open_video", lambda path: _Flaky(real(path)))
+    real = util.deploy.frames.open_video
+    monkeypatch.setattr(util.deploy.frames, "open_video", lambda path: _Flaky(real(path)))
     summary = _run(weights, video, tmp_path / "out", "--batch-size", "2")
     reasons = [s["reason"] for s in summary["skipped"]]
     assert len(summary["segmented"]) == 5 and len(reasons) == 2

@@ -8,7 +8,7 @@ import torch
 
 from util.engine.metrics import (ConfusionMatrix, confusion_matrix_numpy_per_frame, format_report,
                           metrics_from_confusion, write_confusion_csv)
-from util.mfnet import CLASS_NAMES, N_CLASS
+from util.data.mfnet import CLASS_NAMES, N_CLASS
 
 nan = float("nan")
 

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from util.check_dataset import check_dataset
-from util.data import MFDataset
-from util.mfnet import N_CLASS, STANDARD_SPLITS
-from util.synthetic import ensure_synthetic, generate_dataset, main
+from util.data.check import check_dataset
+from util.data.dataset import MFDataset
+from util.data.mfnet import N_CLASS, STANDARD_SPLITS
+from util.data.synthetic import ensure_synthetic, generate_dataset, main
 
 KW = dict(n_frames=16, height=64, width=96)
 ARGS = ["--frames", "16", "--height", "64", "--width", "96"]
@@ -87,7 +87,7 @@ def test_refuses_non_empty_folder(tmp_path, capsys):
         assert main(["--out", str(out), "--frames", "8", "--height", "32", "--width", "32", *flags]) == 1
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and str(out) in err
-    assert "notes.txt: not written by util.synthetic" in err
+    assert "notes.txt: not written by util.data.synthetic" in err
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
@@ -105,7 +105,7 @@ def test_overwrite_refuses_generated_folder_holding_user_files(folder, tmp_path,
     assert main(["--out", str(out), "--overwrite", "--seed", "4", *ARGS]) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "refusing to overwrite" in err
-    assert ("changed since" if meddle == "edited split" else "not written by util.synthetic") in err
+    assert ("changed since" if meddle == "edited split" else "not written by util.data.synthetic") in err
     assert snapshot(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
@@ -148,7 +148,7 @@ def test_ensure_synthetic_generates_once(tmp_path, capsys):
 
 
 def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
-    import util.synthetic as syn
+    import util.data.synthetic as syn
     real, calls = syn._render, []
 
     def failing(*args, **kw):
@@ -167,7 +167,7 @@ def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
 
 def test_killed_run_is_cleaned_up_by_the_next(tmp_path):
     out = tmp_path / "s"
-    code = (f"from util.synthetic import generate_dataset; "
+    code = (f"from util.data.synthetic import generate_dataset; "
             f"generate_dataset({str(out)!r}, n_frames=2000, height=32, width=32)")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:

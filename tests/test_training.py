@@ -11,7 +11,7 @@ import torch
 import trainStudent
 import trainTeacher
 import trainTeacher as teacher_script
-from util.synthetic import generate_dataset
+from util.data.synthetic import generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--depth", "18", "--height", "64", "--width", "96", "--batch-size", "2", "--no-pretrained",

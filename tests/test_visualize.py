@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from util.mfnet import PALETTE
+from util.data.mfnet import PALETTE
 from util.engine.pictures import colorize, edge_to_rgb, make_panel, overlay, save_rgb, tb_image, thermal_to_rgb
 
 

@@ -25,7 +25,7 @@ from .engine.loaders import present_splits, split_loader
 from .engine.loop import check_amp, evaluate
 from .engine.metrics import format_report, write_confusion_csv
 from .engine.pictures import colorize, frame_panel, save_rgb
-from .mfnet import CLASS_NAMES, N_CLASS, TEST_SPLITS
+from .data.mfnet import CLASS_NAMES, N_CLASS, TEST_SPLITS
 
 RELEASE_WEIGHTS = {"CENet": "weights_backup/Teacher_model/final.pth",
                    "EKNet": "weights_backup/Student_model/final.pth"}
@@ -144,9 +144,9 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
 
 def run_own_frames(args: argparse.Namespace) -> dict:
     """Segment a video, image or folder (--input) with PyTorch or ONNX weights; write outputs and summary.json."""
-    from .backends import TorchSegmenter, load_segmenter
-    from .frames import check_thermal_range, is_video, list_frames, video_info
-    from .inference import report_lines, segment_images, segment_video
+    from .deploy.backends import TorchSegmenter, load_segmenter
+    from .deploy.frames import check_thermal_range, is_video, list_frames, video_info
+    from .deploy.inference import report_lines, segment_images, segment_video
 
     thermal_range = check_thermal_range(args.thermal_range)
     if args.batch_size < 1:

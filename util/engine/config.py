@@ -22,7 +22,7 @@ import torch
 from model.encoder import RESNET_DEPTHS
 from model.losses import EDGE_MODES, STUDENT_TERMS
 
-from ..mfnet import N_CLASS, TEST_SPLITS
+from ..data.mfnet import N_CLASS, TEST_SPLITS
 
 AMP_MODES = ("none", "bf16", "fp16")
 DEFAULT_DATA_DIR = "dataset/synthetic"

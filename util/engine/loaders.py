@@ -64,7 +64,7 @@ def training_data(cfg, session: Session, edges: str | bool) -> Data:
 
     The synthetic data are generated when the default data folder is absent.
     """
-    from ..synthetic import ensure_synthetic
+    from ..data.synthetic import ensure_synthetic
     from .config import DEFAULT_DATA_DIR
 
     if session.is_main and cfg.data_dir == DEFAULT_DATA_DIR and not Path(cfg.data_dir).exists():

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..mfnet import CLASS_NAMES, N_CLASS
+from ..data.mfnet import CLASS_NAMES, N_CLASS
 
 
 class ConfusionMatrix:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..mfnet import PALETTE
+from ..data.mfnet import PALETTE
 
 _PALETTE = np.asarray(PALETTE, dtype=np.uint8)
 _TITLE_H = 20  # height of the title strip above each panel image

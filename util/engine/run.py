@@ -33,7 +33,7 @@ from .loaders import Data, split_loader
 from .loop import evaluate
 from .metrics import format_report
 from .pictures import frame_panel, tb_image
-from ..mfnet import CLASS_NAMES
+from ..data.mfnet import CLASS_NAMES
 
 CONFIG_FILE = "run.json"
 # What a run folder may hold before its first checkpoint: it is then safe to start it again.

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from util.check_dataset import DatasetError
-from util.mfnet import CLASS_NAMES as MFNET_CLASS_NAMES
-from util.mfnet import PALETTE as MFNET_PALETTE
+from util.data.check import DatasetError
+from util.data.mfnet import CLASS_NAMES as MFNET_CLASS_NAMES
+from util.data.mfnet import PALETTE as MFNET_PALETTE
 
 PathLike = Union[str, os.PathLike]
 Colour = tuple[int, int, int]

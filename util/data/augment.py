@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from util.mfnet import EDGE_STRIDE
+from util.data.mfnet import EDGE_STRIDE
 
 
 class JointAugment:

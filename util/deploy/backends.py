@@ -128,8 +128,8 @@ def load_segmenter(weights: str | os.PathLike, device: str = "auto", channels_la
                    threads: Optional[int] = None) -> Segmenter:
     """The student in `weights`: an .onnx file (onnxruntime) or PyTorch weights (.pth/.pt, our
     checkpoint or a released final.pth). `device`: 'auto', 'cpu' or 'cuda:N'."""
-    from .engine.checkpoint import build_from_weights
-    from .engine.config import parse_device as resolve_device
+    from ..engine.checkpoint import build_from_weights
+    from ..engine.config import parse_device as resolve_device
 
     suffix = Path(weights).suffix.lower()
     if suffix in ONNX_SUFFIXES:

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from util.augment import JointAugment
-from util.check_dataset import (EDGE_DIR, IMAGE_DIR, LABEL_DIR, DatasetError, check_dataset, edge_size,
+from util.data.augment import JointAugment
+from util.data.check import (EDGE_DIR, IMAGE_DIR, LABEL_DIR, DatasetError, check_dataset, edge_size,
                                 load_edge_file, load_image_file, load_label_file, read_split, verify_dataset)
-from util.edges import downsample_edges
-from util.mfnet import EDGE_STRIDE, N_CLASS
+from util.data.edges import downsample_edges
+from util.data.mfnet import EDGE_STRIDE, N_CLASS
 
 __all__ = ["MFDataset", "DatasetError", "read_frame", "load_image_file", "load_label_file", "load_edge_file",
            "read_split", "check_dataset", "verify_dataset"]

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from .backends import Segmenter, TorchSegmenter
 from .frames import FRAME_EXTENSIONS, list_frames, read_thermal  # noqa: F401 (this module's API before frames.py)
 from .frames import Frame, iter_images, iter_video, video_info
-from .engine.pictures import colorize, overlay, save_rgb, thermal_to_rgb
+from ..engine.pictures import colorize, overlay, save_rgb, thermal_to_rgb
 
 DEFAULT_FPS = 25.0  # for videos whose container does not say
 

@@ -1,0 +1,16 @@
+"""Data: MFNet-format folders and everything that reads, makes or checks them.
+
+    mfnet.py     MFNet's facts: class names, palette, split names, edge stride
+    info.py      dataset.json: a dataset's name, classes, palette and ignored label id
+    dataset.py   MFDataset, the loader (RGB-T image, label, 1/4-size edge map)
+    augment.py   joint flip and crop of image, label and edge map
+    edges.py     edge labels from label maps (the paper's Edge Labels Generation)
+    check.py     the dataset check: every problem of a folder at once, with the file
+    synthetic.py a small procedural stand-in for MFNet
+    convert.py   PST900, FMB and a user's own folders into our layout
+"""
+from .check import DatasetError, check_dataset, load_image_file, load_label_file, read_split, verify_dataset
+from .dataset import MFDataset, read_frame
+
+__all__ = ["DatasetError", "MFDataset", "check_dataset", "load_image_file", "load_label_file", "read_frame",
+           "read_split", "verify_dataset"]

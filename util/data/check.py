@@ -1,0 +1,369 @@
+"""Read MFNet-format frame files and check a data folder before training.
+
+Folder layout (SPEC.md section 1): ``<split>.txt`` (one frame name per line),
+``images/NAME.png`` (4-channel uint8: R, G, B, thermal), ``labels/NAME.png``
+(uint8 class ids) and, optionally, ``edge_4x/NAME.png`` (binary semantic-edge
+map at 1/4 of the label size, or at the label size).
+
+The check decodes every file and never writes into the data folder. Files that passed are
+remembered by (path, size, mtime) in a small JSON file outside it (see :func:`cache_path`), so a
+second check decodes only what changed.
+
+    python -m util.check_dataset --data-dir dataset/synthetic [--splits train val] [--need-edges] [--no-cache]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from stat import S_ISREG
+from typing import Callable, Iterable, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from util.data.mfnet import EDGE_STRIDE, N_CLASS, STANDARD_SPLITS
+
+PathLike = Union[str, os.PathLike]
+
+IMAGE_DIR, LABEL_DIR, EDGE_DIR = "images", "labels", "edge_4x"
+
+# PIL modes that hold one 8-bit channel of integer values ("P" palette PNGs store class ids as indices).
+_SINGLE_8BIT = ("L", "P", "1")
+_CHANNELS = {"1": 1, "L": 1, "P": 1, "I": 1, "I;16": 1, "F": 1, "LA": 2, "PA": 2,
+             "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBX": 4, "CMYK": 4}
+
+
+class DatasetError(ValueError):
+    """A data folder or one of its files is missing, unreadable or malformed."""
+
+
+def _describe_mode(mode: str) -> str:
+    if mode in ("I", "I;16", "F"):
+        return f"1 channel of {'16' if mode == 'I;16' else '32'}-bit values (mode {mode})"
+    return f"{_CHANNELS.get(mode, '?')} channel(s) (mode {mode})"
+
+
+def load_image_file(path: PathLike) -> np.ndarray:
+    """Return the (H, W, 4) uint8 image in R, G, B, thermal order; DatasetError names the file otherwise."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DatasetError(f"{path}: missing, unreadable or corrupt PNG (expected a 4-channel uint8 image)")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 4:
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        raise DatasetError(f"{path}: expected a 4-channel uint8 image (R, G, B, thermal), "
+                           f"got {channels} channel(s) of {image.dtype}")
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)  # cv2 decodes 4-channel PNGs as B, G, R, A
+
+
+def _load_single_channel(path: PathLike, what: str) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            if im.mode not in _SINGLE_8BIT:
+                raise DatasetError(f"{path}: expected a single-channel 8-bit {what}, got {_describe_mode(im.mode)}")
+            # PIL, not cv2: cv2 would expand palette PNGs to colour instead of returning the indices.
+            return np.array(im.convert("L") if im.mode == "1" else im, dtype=np.uint8)
+    except DatasetError:
+        raise
+    except Exception as exc:  # PIL signals bad files with OSError, SyntaxError, ValueError, zlib/struct errors...
+        raise DatasetError(f"{path}: missing, unreadable or corrupt PNG ({exc})") from None
+
+
+def load_label_file(path: PathLike) -> np.ndarray:
+    """Return the (H, W) uint8 class-id map; DatasetError names the file when it is unreadable or not single-channel."""
+    return _load_single_channel(path, "label map")
+
+
+def load_edge_file(path: PathLike) -> np.ndarray:
+    """Return the binary edge map as uint8 0/1 (any value > 0 is an edge, so 0/1 and 0/255 files both work)."""
+    return (_load_single_channel(path, "edge map") > 0).astype(np.uint8)
+
+
+def read_split(data_dir: PathLike, split: str) -> list[str]:
+    """Frame names listed in ``data_dir/<split>.txt`` (blank lines ignored); DatasetError if the file is missing."""
+    path = Path(data_dir) / f"{split}.txt"
+    try:
+        text = path.read_text()
+    except OSError:
+        raise DatasetError(f"{path}: split file not found (expected one frame name per line)") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def edge_size(label_hw: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of the 1/4-resolution edge map for a label of size ``label_hw``: ceil(H/4), ceil(W/4)."""
+    return (-(-label_hw[0] // EDGE_STRIDE), -(-label_hw[1] // EDGE_STRIDE))
+
+
+def cache_path(data_dir: PathLike) -> Path:
+    """JSON file remembering the files of ``data_dir`` that passed the check.
+
+    It lives in ``$CEKD_CACHE_DIR``, else ``$XDG_CACHE_HOME/cekd-pytorch``, else ``~/.cache/cekd-pytorch``
+    (never inside the data folder), one file per data folder, named from a hash of its absolute path.
+    """
+    root = os.environ.get("CEKD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "cekd-pytorch")
+    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:20]
+    return Path(root) / f"check-{digest}.json"
+
+
+class _CheckCache:
+    """Facts of files that passed the check, keyed by path relative to the data folder and valid
+    while the file's (size, mtime_ns) is unchanged. A cache that cannot be read or written is ignored."""
+
+    VERSION = 1
+
+    def __init__(self, data_dir: Path, enabled: bool) -> None:
+        self.data_dir = str(data_dir.resolve())
+        self.path = cache_path(data_dir) if enabled else None
+        self.files: dict[str, dict] = self._load() if enabled else {}
+        self.dirty = False
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict[str, dict]:
+        try:
+            doc = json.loads(self.path.read_text())
+            if doc["version"] == self.VERSION and doc["data_dir"] == self.data_dir and isinstance(doc["files"], dict):
+                return doc["files"]
+        except Exception:  # absent, unreadable or malformed: start afresh
+            pass
+        return {}
+
+    def get(self, rel: str, stat: os.stat_result, keys: Sequence[str]) -> Optional[dict]:
+        """The entry of an unchanged file holding lists of ints under ``keys``, else None."""
+        entry = self.files.get(rel)
+        if not (isinstance(entry, dict) and entry.get("size") == stat.st_size
+                and entry.get("mtime_ns") == stat.st_mtime_ns):
+            return None
+        ok = all(isinstance(entry.get(k), list) and all(type(v) is int for v in entry[k]) for k in keys)
+        return entry if ok else None
+
+    def put(self, rel: str, stat: os.stat_result, facts: dict) -> None:
+        if self.path is not None:
+            with self._lock:
+                self.files[rel] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, **facts}
+                self.dirty = True
+
+    def save(self) -> None:
+        """Write atomically (temporary file, then os.replace), only when something new was learnt."""
+        if self.path is None or not self.dirty:
+            return
+        tmp = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"version": self.VERSION, "data_dir": self.data_dir, "files": self.files}, f,
+                          separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except Exception:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+
+def _inspect_image(path: Path, decode: bool) -> dict:
+    """{"hw": [h, w]} of a 4-channel uint8 image; DatasetError naming the file otherwise.
+
+    The header's mode must be RGBA (cv2 would turn grey+alpha or palette PNGs into 4 channels);
+    ``decode`` then decodes the pixels with the training loader's decoder, which catches
+    truncated data and 16-bit images (PIL reports those as RGBA too).
+    """
+    expected = "a 4-channel uint8 image (R, G, B, thermal)"
+    try:
+        with Image.open(path) as im:
+            mode, hw = im.mode, [im.height, im.width]
+    except Exception as exc:
+        raise DatasetError(f"{path}: unreadable or corrupt PNG ({exc})") from None
+    if mode != "RGBA":
+        raise DatasetError(f"{path}: expected {expected}, got {_describe_mode(mode)}")
+    if decode:
+        image = load_image_file(path)
+        hw = list(image.shape[:2])
+    return {"hw": hw}
+
+
+def _inspect_label(path: Path) -> dict:
+    """{"hw": [h, w], "ids": the class ids present}; kept per file so any n_class can be judged from the cache."""
+    label = load_label_file(path)
+    return {"hw": list(label.shape), "ids": np.flatnonzero(np.bincount(label.ravel(), minlength=256)).tolist()}
+
+
+def _inspect_edge(path: Path, decode: bool) -> dict:
+    """{"hw": [h, w]} of a single-channel 8-bit edge map (pixels decoded when ``decode``)."""
+    if decode:
+        return {"hw": list(_load_single_channel(path, "edge map").shape)}
+    try:
+        with Image.open(path) as im:
+            mode, hw = im.mode, [im.height, im.width]
+    except Exception as exc:
+        raise DatasetError(f"{path}: unreadable or corrupt PNG ({exc})") from None
+    if mode not in _SINGLE_8BIT:
+        raise DatasetError(f"{path}: expected a single-channel 8-bit edge map, got {_describe_mode(mode)}")
+    return {"hw": hw}
+
+
+def _facts(data_dir: Path, rel: str, inspect: Callable[[Path], dict], decoded: bool, cache: _CheckCache,
+           problems: list[str]) -> tuple[bool, Optional[dict]]:
+    """(exists, facts) of ``data_dir/rel``: from the cache when the file is unchanged, else from ``inspect``
+    (cached only when ``decoded``, i.e. its pixels were checked). A problem is appended and facts is None
+    when the file is bad."""
+    path = data_dir / rel
+    try:
+        stat = path.stat()
+    except OSError:
+        return False, None
+    if not S_ISREG(stat.st_mode):
+        return False, None
+    facts = cache.get(rel, stat, ("hw", "ids") if rel.startswith(LABEL_DIR + "/") else ("hw",))
+    if facts is None:
+        try:
+            facts = inspect(path)
+        except DatasetError as exc:
+            problems.append(str(exc))
+            return True, None
+        if decoded:
+            cache.put(rel, stat, facts)
+    return True, facts
+
+
+def _check_frame(data_dir: Path, name: str, n_class: int, need_edges: bool, decode_images: bool,
+                 cache: _CheckCache) -> list[str]:
+    """Problems of one frame, each naming the file."""
+    problems: list[str] = []
+    image_rel, label_rel, edge_rel = (f"{sub}/{name}.png" for sub in (IMAGE_DIR, LABEL_DIR, EDGE_DIR))
+    image_path, label_path, edge_path = (data_dir / rel for rel in (image_rel, label_rel, edge_rel))
+
+    found, image = _facts(data_dir, image_rel, lambda p: _inspect_image(p, decode_images), decode_images,
+                          cache, problems)
+    if not found:
+        problems.append(f"{image_path}: image file not found")
+    found, label = _facts(data_dir, label_rel, _inspect_label, True, cache, problems)
+    if not found:
+        problems.append(f"{label_path}: label file not found")
+    if label and max(label["ids"], default=0) >= n_class:
+        bad = [i for i in label["ids"] if i >= n_class]
+        problems.append(f"{label_path}: label ids {bad} outside 0..{n_class - 1}")
+
+    label_hw = tuple(label["hw"]) if label else None
+    if image and label and tuple(image["hw"]) != label_hw:
+        ih, iw = image["hw"]
+        problems.append(f"{image_path}: image size {ih}x{iw} differs from "
+                        f"label size {label_hw[0]}x{label_hw[1]} ({label_path})")
+
+    found, edge = _facts(data_dir, edge_rel, lambda p: _inspect_edge(p, decode_images), decode_images,
+                         cache, problems)
+    if edge and label_hw and tuple(edge["hw"]) not in (edge_size(label_hw), label_hw):
+        (h, w), (eh, ew) = edge["hw"], edge_size(label_hw)
+        problems.append(f"{edge_path}: edge map size {h}x{w}, expected {eh}x{ew} "
+                        f"(label size / {EDGE_STRIDE}, rounded up) or {label_hw[0]}x{label_hw[1]}")
+    elif not found and need_edges:
+        problems.append(f"{edge_path}: edge map not found (edges are required)")
+    return problems
+
+
+def _split_frames(data_dir: Path, splits: Sequence[str], problems: list[str]) -> list[str]:
+    """Frame names of all ``splits``, each once, in order; split-file problems appended."""
+    names: dict[str, None] = {}
+    for split in splits:
+        try:
+            split_names = read_split(data_dir, split)
+        except DatasetError as exc:
+            problems.append(str(exc))
+            continue
+        if not split_names:
+            problems.append(f"{data_dir / (split + '.txt')}: split file lists no frames")
+        seen: set[str] = set()
+        for name in split_names:
+            if name in seen:
+                problems.append(f"{data_dir / (split + '.txt')}: frame {name} listed more than once")
+            seen.add(name)
+            names[name] = None
+    return list(names)
+
+
+def check_dataset(data_dir: PathLike, splits: Optional[Sequence[str]] = None, n_class: int = N_CLASS,
+                  need_edges: bool = False, decode_images: bool = True, workers: Optional[int] = None,
+                  progress: bool = True, use_cache: bool = True) -> list[str]:
+    """Every problem of ``data_dir`` at once (empty list when the folder is usable), each naming the file.
+
+    ``splits`` defaults to the five standard splits; each frame is checked once. Images must be
+    4-channel uint8, labels and edge maps single-channel 8-bit, labels the size of their image with
+    ids < ``n_class``, edge maps 1/4 of the label size (rounded up) or the label size. Existing edge
+    maps are always checked; missing ones count only when ``need_edges``. By default every pixel is
+    decoded; ``decode_images=False`` reads only image and edge headers (labels are still decoded).
+    ``progress`` shows a progress bar on stderr. ``use_cache``: files that passed a decoding check
+    before and have not changed since (same size and mtime) are not decoded again (see :func:`cache_path`).
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        return [f"{data_dir}: data folder not found"]
+    problems: list[str] = []
+    names = _split_frames(data_dir, STANDARD_SPLITS if splits is None else splits, problems)
+    for sub in (IMAGE_DIR, LABEL_DIR):
+        if names and not (data_dir / sub).is_dir():
+            problems.append(f"{data_dir / sub}: folder not found")
+    if need_edges and names and not (data_dir / EDGE_DIR).is_dir():
+        problems.append(f"{data_dir / EDGE_DIR}: folder not found (edges are required)")
+        need_edges = False  # one line for the folder rather than one per frame
+
+    cache = _CheckCache(data_dir, use_cache)
+    workers = workers or min(8, os.cpu_count() or 1)  # decoding (zlib) releases the GIL
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(names), desc=f"checking {data_dir}", unit="frame",
+                                                    file=sys.stderr, disable=not progress, dynamic_ncols=True) as bar:
+        for frame_problems in pool.map(
+                lambda n: _check_frame(data_dir, n, n_class, need_edges, decode_images, cache), names):
+            problems.extend(frame_problems)
+            bar.update()
+    cache.save()
+    return problems
+
+
+def verify_dataset(data_dir: PathLike, splits: Optional[Sequence[str]] = None, n_class: int = N_CLASS,
+                   need_edges: bool = False, decode_images: bool = True, progress: bool = True,
+                   use_cache: bool = True) -> None:
+    """Raise DatasetError listing every problem found by :func:`check_dataset`; return None when all is well."""
+    problems = check_dataset(data_dir, splits, n_class, need_edges, decode_images, progress=progress,
+                             use_cache=use_cache)
+    if problems:
+        raise DatasetError(f"dataset check failed for {data_dir}: {len(problems)} problem(s)\n"
+                           + "\n".join(problems))
+
+
+def main(argv: Optional[Iterable[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Check an MFNet-format data folder; prints OK or every problem.")
+    parser.add_argument("--data-dir", required=True, help="folder holding images/, labels/, [edge_4x/] and <split>.txt")
+    parser.add_argument("--splits", nargs="+", default=None, help=f"splits to check (default: {' '.join(STANDARD_SPLITS)})")
+    parser.add_argument("--n-class", type=int, default=N_CLASS, help="number of classes (label ids 0..n-1)")
+    parser.add_argument("--need-edges", action="store_true", help="require edge_4x/NAME.png for every frame")
+    parser.add_argument("--quick", action="store_true", help="read only image/edge headers (labels are still decoded)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help=f"decode every file again, ignoring what earlier checks remembered ({cache_path(Path('.')).parent})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(None if argv is None else list(argv))
+
+    problems = check_dataset(args.data_dir, args.splits, args.n_class, args.need_edges, not args.quick,
+                             progress=not args.no_progress, use_cache=not args.no_cache)
+    if problems:
+        print(f"dataset check failed for {args.data_dir}: {len(problems)} problem(s)")
+        print("\n".join(problems))
+        return 1
+    splits = list(STANDARD_SPLITS if args.splits is None else args.splits)
+    counts = {s: len(read_split(args.data_dir, s)) for s in splits}
+    names = {n for s in splits for n in read_split(args.data_dir, s)}
+    n_edges = sum((Path(args.data_dir) / EDGE_DIR / f"{n}.png").is_file() for n in names)
+    print(f"OK: {args.data_dir}: " + ", ".join(f"{s} {n}" for s, n in counts.items())
+          + f" frames; edge maps for {n_edges} of {len(names)} frames")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
