@@ -21,6 +21,7 @@ from typing import Optional
 import trainStudent
 import trainTeacher
 from util.engine import StudentConfig, TeacherConfig, run_cli
+from model.encoder import RESNET_DEPTHS
 from util.engine.config import given_options
 from util.engine.folders import new_run_dir, write_json
 from util.data.mfnet import TEST_SPLITS
@@ -34,7 +35,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Run the CEKD pipeline end to end (defaults: a few minutes on a CPU).")
     p.add_argument("--data-dir", default="dataset/synthetic", help="MFNet-format folder (synthetic one made if absent)")
     p.add_argument("--frames", type=int, default=240, help="frames of the synthetic set, when it is generated")
-    p.add_argument("--depth", type=int, default=18, choices=(18, 34, 50, 101, 152))
+    p.add_argument("--depth", type=int, default=18, choices=RESNET_DEPTHS, help="ResNet depth of every network")
+    p.add_argument("--teacher-depth", type=int, default=None, choices=RESNET_DEPTHS, help="the teacher's (default --depth)")
+    p.add_argument("--student-depth", type=int, default=None, choices=RESNET_DEPTHS,
+                   help="both students' (default --depth); another family than the teacher's uses a hint adapter")
     p.add_argument("--height", type=int, default=96)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--epochs", type=int, default=20, help="epochs of each of the three trainings")
@@ -56,16 +60,18 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def stage_configs(args: argparse.Namespace, out: Path) -> dict[str, TeacherConfig | StudentConfig]:
     """The teacher's, the distilled student's and the ground-truth student's configs."""
-    common = dict(data_dir=args.data_dir, depth=args.depth, height=args.height, width=args.width,
+    common = dict(data_dir=args.data_dir, height=args.height, width=args.width,
                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
                   workers=args.workers, seed=args.seed, runs_dir=str(out), image_every=50,
                   pretrained=args.pretrained, progress=args.progress)
     extra = args.extra
-    stages = {"teacher": _apply(TeacherConfig(run_name="teacher", **common), extra),
-              "student": _apply(StudentConfig(run_name="student", teacher=str(out / "teacher" / "best.pth"),
-                                              **common), extra)}
+    t_depth, s_depth = args.teacher_depth or args.depth, args.student_depth or args.depth
+    stages = {"teacher": _apply(TeacherConfig(run_name="teacher", depth=t_depth, **common), extra),
+              "student": _apply(StudentConfig(run_name="student", depth=s_depth,
+                                              teacher=str(out / "teacher" / "best.pth"), **common), extra)}
     if not args.skip_baseline:
-        stages["student-gt"] = _apply(StudentConfig(run_name="student-gt", distill=False, **common), extra)
+        stages["student-gt"] = _apply(StudentConfig(run_name="student-gt", depth=s_depth, distill=False, **common),
+                                      extra)
     return stages
 
 
@@ -128,7 +134,8 @@ def run(args: argparse.Namespace) -> dict:
                                           for s, m in r["splits"].items()}} for k, r in results.items()}}
     write_json(summary, out / "comparison.json")
     (out / "comparison.txt").write_text(table + "\n")
-    print(f"\nCEKD on {data} (ResNet-{args.depth}, {args.height}x{args.width}, {args.epochs} epochs each, "
+    depths = {c.depth for c in configs.values()}
+    print(f"\nCEKD on {data} (ResNet-{'/'.join(map(str, sorted(depths)))}, {args.height}x{args.width}, {args.epochs} epochs each, "
           f"{total / 60:.1f} min):\n{table}\n\nall outputs in {out}", flush=True)
     summary["out_dir"] = str(out)
     return summary

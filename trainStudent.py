@@ -7,7 +7,9 @@
 EKNet sees thermal only. It learns from the teacher alone (the labels are not used), with
 four terms: pairwise similarity of the deepest features (sim), temperature-scaled soft
 labels (kdce), the edge-aware hint feature (hint) and CE against the teacher's prediction
-(seg). The run: config -> teacher -> data -> model -> loss -> optimiser and schedule ->
+(seg); `--gt-weight W` adds CE against the labels. A student of another ResNet family than
+its teacher (e.g. ResNet-18 from the released ResNet-50 CENet) learns the hint through a
+small adapter (model/hint_adapter.py), saved with the run but not part of the student. The run: config -> teacher -> data -> model -> loss -> optimiser and schedule ->
 resume -> per epoch (train, validate, checkpoint, log) -> the best epoch on the test splits
 -> final.pth.
 """
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from model import EKNet
-from model.encoder import resnet_widths
+from model.hint_adapter import HintAdapter, hint_width
 from model.losses import STUDENT_TERMS, student_loss, supervised_student_loss
 from util.engine import (ConfigError, Session, StudentConfig, add_common_args, build_from_weights, evaluate,
                          load_config, make_optimizer, open_run, prepare_model, run_cli, seed_everything,
@@ -29,24 +31,30 @@ from util.engine import (ConfigError, Session, StudentConfig, add_common_args, b
 
 
 class DistillTask:
-    """What the student learns from the frozen teacher: the weighted CEKD terms."""
+    """What the student learns from the frozen teacher: the weighted CEKD terms (and, optionally,
+    CE on the labels); `adapter` maps the student's hint to the teacher's width."""
 
-    def __init__(self, teacher: nn.Module, weights: Optional[Mapping[str, float]] = None, tau: float = 6.0):
+    def __init__(self, teacher: nn.Module, weights: Optional[Mapping[str, float]] = None, tau: float = 6.0,
+                 adapter: Optional[nn.Module] = None, ignore_index: Optional[int] = None):
         self.teacher, self.weights, self.tau = teacher.eval().requires_grad_(False), dict(weights or {}), tau
+        self.adapter, self.ignore_index = adapter, ignore_index
 
     def loss(self, model, batch: Mapping[str, Any]):
         with torch.no_grad():
             out_t = self.teacher(batch["image_full"])
         out = model(batch["inputs"])
-        return student_loss(out, out_t, self.weights, self.tau), out
+        return student_loss(out, out_t, self.weights, self.tau, batch["label"], self.ignore_index, self.adapter), out
 
 
 class SupervisedTask:
     """The baseline without a teacher: CE on the ground-truth labels."""
 
+    def __init__(self, ignore_index: Optional[int] = None):
+        self.ignore_index = ignore_index
+
     def loss(self, model, batch: Mapping[str, Any]):
         out = model(batch["inputs"])
-        return supervised_student_loss(out, batch["label"]), out
+        return supervised_student_loss(out, batch["label"], self.ignore_index), out
 
 
 def load_teacher(cfg: StudentConfig, device: torch.device) -> nn.Module:
@@ -61,8 +69,6 @@ def load_teacher(cfg: StudentConfig, device: torch.device) -> nn.Module:
         problems.append(f"input size {teacher.height}x{teacher.width} vs {cfg.height}x{cfg.width}")
     if teacher.n_class != cfg.n_class:
         problems.append(f"{teacher.n_class} classes vs {cfg.n_class}")
-    if resnet_widths(teacher.depth) != resnet_widths(cfg.depth):
-        problems.append(f"ResNet-{teacher.depth} features vs ResNet-{cfg.depth} (hint widths differ)")
     if problems:
         raise ConfigError(f"--teacher {cfg.teacher} does not fit this student: " + "; ".join(problems))
     return teacher.to(device).eval().requires_grad_(False)
@@ -75,6 +81,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default=d.teacher, help="CENet weights: our checkpoint or the released final.pth")
     p.add_argument("--loss-weights", type=float, nargs=len(STUDENT_TERMS), default=list(d.loss_weights.values()),
                    metavar=tuple(t.upper() for t in STUDENT_TERMS), help="weight of each distillation term")
+    p.add_argument("--gt-weight", type=float, default=d.gt_weight,
+                   help="weight of an added CE term on the ground-truth labels (0: the release's label-free student)")
     p.add_argument("--tau", type=float, default=d.tau, help="KD temperature")
     p.add_argument("--no-distill", dest="distill", action="store_false",
                    help="train the student on ground truth alone (baseline without a teacher)")
@@ -86,13 +94,20 @@ def main(cfg: StudentConfig) -> dict:
     with Session(cfg.device) as session:
         # data and teacher are checked before the run folder exists: a bad input leaves nothing behind
         data = training_data(cfg, session, edges=False)
-        task = DistillTask(load_teacher(cfg, session.device), cfg.loss_weights, cfg.tau) if cfg.distill \
-            else SupervisedTask()
-        with open_run(cfg, session, "EKNet", role=role) as run:
+        teacher = load_teacher(cfg, session.device) if cfg.distill else None
+        with open_run(cfg, session, "EKNet", role=role, info=data.info) as run:
             seed_everything(cfg.seed)  # the same initial weights with or without a teacher loaded before
             model = prepare_model(EKNet(cfg.n_class, cfg.depth, cfg.height, cfg.width, cfg.pretrained), cfg, session)
-            optimizer, scheduler, scaler = make_optimizer(model, cfg)
-            run.restore(model, optimizer, scheduler, scaler)
+            adapter = None
+            if teacher is not None and hint_width(teacher.depth) != hint_width(cfg.depth):
+                adapter = prepare_model(HintAdapter(hint_width(cfg.depth), hint_width(teacher.depth)), cfg, session)
+                run.log(f"hint adapter {hint_width(cfg.depth)} -> {hint_width(teacher.depth)} channels "
+                        f"(ResNet-{cfg.depth} student, ResNet-{teacher.depth} teacher)")
+            weights = {**cfg.loss_weights, "gt": cfg.gt_weight}
+            task = DistillTask(teacher, weights, cfg.tau, adapter, data.info.ignore_index) if teacher is not None \
+                else SupervisedTask(data.info.ignore_index)
+            optimizer, scheduler, scaler = make_optimizer(model, cfg, adapter.parameters() if adapter else ())
+            run.restore(model, optimizer, scheduler, scaler, **({"adapter": adapter} if adapter else {}))
 
             for epoch in run.epochs():
                 data.set_epoch(epoch)
@@ -100,8 +115,8 @@ def main(cfg: StudentConfig) -> dict:
                                                        session.device, cfg, epoch, run)
                 lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
-                val = evaluate(model, data.val, session.device, cfg.n_class, amp=cfg.amp,
-                               channels_last=cfg.channels_last, show=run.show, desc=f"epoch {epoch} val")
+                val = evaluate(model, data.val, session.device, cfg.n_class, amp=cfg.amp, channels_last=cfg.channels_last,
+                               show=run.show, desc=f"epoch {epoch} val", ignore_index=data.info.ignore_index)
                 run.end_epoch(epoch, losses, images_per_s, lr, val)
                 if run.should_stop(epoch):
                     return run.stopped(epoch)

@@ -21,15 +21,16 @@ from util.engine import (Session, TeacherConfig, add_common_args, evaluate, load
 
 
 class TeacherTask:
-    """What CENet learns from: CE(logits, label) + L_edge(edge map, edge label)."""
+    """What CENet learns from: CE(logits, label) + L_edge(edge map, edge label); a dataset's
+    ignored label is left out of both."""
 
-    def __init__(self, edge_mode: str = "release"):
-        self.edge_mode = edge_mode
+    def __init__(self, edge_mode: str = "release", ignore_index: Optional[int] = None):
+        self.edge_mode, self.ignore_index = edge_mode, ignore_index
 
     def loss(self, model, batch: Mapping[str, Any]):
         out = model(batch["inputs"])
         return teacher_loss(out.logits, batch["label"], out.edge, out.edge_logit, batch.get("edge"),
-                            self.edge_mode), out
+                            self.edge_mode, self.ignore_index, batch.get("edge_valid")), out
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -43,13 +44,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(cfg: TeacherConfig) -> dict:
     with Session(cfg.device) as session:
         data = training_data(cfg, session, edges="auto")  # every frame checked before anything is written
-        with open_run(cfg, session, "CENet", role="teacher") as run:
+        with open_run(cfg, session, "CENet", role="teacher", info=data.info) as run:
             if not data.train_set.has_edges:
                 run.log(f"note: {cfg.data_dir} has no edge_4x maps; training without the edge loss "
                         f"(make them with: python -m util.edges --data-dir {cfg.data_dir})")
             seed_everything(cfg.seed)
             model = prepare_model(CENet(cfg.n_class, cfg.depth, cfg.height, cfg.width, cfg.pretrained), cfg, session)
-            task = TeacherTask(cfg.edge_loss)
+            task = TeacherTask(cfg.edge_loss, data.info.ignore_index)
             optimizer, scheduler, scaler = make_optimizer(model, cfg)
             run.restore(model, optimizer, scheduler, scaler)
 
@@ -59,8 +60,8 @@ def main(cfg: TeacherConfig) -> dict:
                                                        session.device, cfg, epoch, run)
                 lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
-                val = evaluate(model, data.val, session.device, cfg.n_class, amp=cfg.amp,
-                               channels_last=cfg.channels_last, show=run.show, desc=f"epoch {epoch} val")
+                val = evaluate(model, data.val, session.device, cfg.n_class, amp=cfg.amp, channels_last=cfg.channels_last,
+                               show=run.show, desc=f"epoch {epoch} val", ignore_index=data.info.ignore_index)
                 run.end_epoch(epoch, losses, images_per_s, lr, val)
                 if run.should_stop(epoch):
                     return run.stopped(epoch)

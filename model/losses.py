@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Iterator, Mapping, Protocol
+from typing import Callable, Iterator, Mapping, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 EDGE_MODES = ("release", "logit")
-# The student's loss terms, in the order of --loss-weights SIM KDCE HINT SEG.
+# The student's distillation terms, in the order of --loss-weights SIM KDCE HINT SEG (weight 1 each
+# in the release), then the optional cross-entropy on the ground truth (weight 0 by default: the
+# release does not use labels for the student).
 STUDENT_TERMS = ("sim", "kdce", "hint", "seg")
+OPTIONAL_TERMS = ("gt",)
 
 
 class _Outputs(Protocol):
@@ -36,14 +39,15 @@ def _fp32(t: Tensor) -> Iterator[None]:
         yield
 
 
-def edge_bce(p: Tensor, target: Tensor) -> Tensor:
+def edge_bce(p: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
     """L_edge: auto-weighted binary cross-entropy of an edge map.
 
     Per image beta = mean(target); loss = mean(-(1-beta) y logsigmoid(p) - beta (1-y) logsigmoid(-p)).
     ``p`` is used as given. The release passes the edge head's sigmoid *output* (so a
     sigmoid is applied twice, and the loss can never reach 0); the corrected variant passes
     the pre-sigmoid logit. The caller chooses. ``target`` is a {0, 1} map, (B,H,W) or
-    (B,1,H,W), any dtype; ``p`` is (B,1,H,W) or (B,H,W).
+    (B,1,H,W), any dtype; ``p`` is (B,1,H,W) or (B,H,W). ``valid`` (same shape as the target,
+    1 = counts) leaves pixels near an ignored label out of beta and of the mean.
     """
     with _fp32(p):
         p = p.float()
@@ -54,9 +58,15 @@ def edge_bce(p: Tensor, target: Tensor) -> Tensor:
             p = p.unsqueeze(1)
         if p.shape != y.shape:
             raise ValueError(f"edge_bce: prediction {tuple(p.shape)} and target {tuple(y.shape)} differ")
-        beta = y.mean(dim=tuple(range(1, y.ndim)), keepdim=True)
+        if valid is None:
+            beta = y.mean(dim=tuple(range(1, y.ndim)), keepdim=True)
+            loss = -(1 - beta) * y * F.logsigmoid(p) - beta * (1 - y) * F.logsigmoid(-p)
+            return loss.mean()
+        v = valid.detach().float().reshape(y.shape)
+        dims = tuple(range(1, y.ndim))
+        beta = (y * v).sum(dim=dims, keepdim=True) / v.sum(dim=dims, keepdim=True).clamp(min=1)
         loss = -(1 - beta) * y * F.logsigmoid(p) - beta * (1 - y) * F.logsigmoid(-p)
-        return loss.mean()
+        return (loss * v).sum() / v.sum().clamp(min=1)
 
 
 def teacher_loss(
@@ -66,25 +76,28 @@ def teacher_loss(
     edge_logit: Tensor | None,
     edge_target: Tensor | None,
     edge_mode: str = "release",
+    ignore_index: int | None = None,
+    edge_valid: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Teacher loss: CE(logits, label) + L_edge.
 
     ``edge_mode="release"`` feeds ``edge_prob`` (the head's sigmoid output) to
     :func:`edge_bce`, as the released code does; ``"logit"`` feeds ``edge_logit``.
     With ``edge_target=None`` there is no edge term: the dict has only "ce" and "total".
-    No label is ignored (class 0 "unlabeled" is a class).
+    MFNet ignores no label (class 0 "unlabeled" is a class); a dataset's ``ignore_index`` is left
+    out of the CE, and ``edge_valid`` leaves the edge pixels next to it out of L_edge.
     """
     if edge_mode not in EDGE_MODES:
         raise ValueError(f"edge_mode must be one of {EDGE_MODES}, got {edge_mode!r}")
     with _fp32(logits):
-        ce = F.cross_entropy(logits.float(), label.long())
+        ce = F.cross_entropy(logits.float(), label.long(), ignore_index=_ignore(ignore_index))
     out = {"ce": ce}
     total = ce
     if edge_target is not None:
         p = edge_prob if edge_mode == "release" else edge_logit
         if p is None:
             raise ValueError(f"edge_mode={edge_mode!r} needs the edge {'prob' if edge_mode == 'release' else 'logit'}")
-        out["edge"] = edge_bce(p, edge_target)
+        out["edge"] = edge_bce(p, edge_target, edge_valid)
         total = total + out["edge"]
     out["total"] = total
     return out
@@ -131,29 +144,45 @@ def student_loss(
     out_t: _Outputs,
     weights: Mapping[str, float] | None = None,
     tau: float = 6.0,
+    label: Tensor | None = None,
+    ignore_index: int | None = None,
+    adapter: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, Tensor]:
-    """Student loss: the weighted sum of the terms named in STUDENT_TERMS (all weights 1 in the release).
+    """Student loss: the weighted sum of the terms in STUDENT_TERMS and, when weighted above 0,
+    OPTIONAL_TERMS ("gt": CE against ``label``, ``ignore_index`` left out).
 
-    ``weights`` maps term names to weights; a missing term has weight 1.
+    ``weights`` maps term names to weights; a missing distillation term weighs 1, a missing
+    optional one 0. ``adapter`` maps the student's hint to the teacher's width when they differ
+    (a student of another ResNet family than its teacher).
     """
     weights = dict(weights or {})
-    unknown = set(weights) - set(STUDENT_TERMS)
+    unknown = set(weights) - set(STUDENT_TERMS) - set(OPTIONAL_TERMS)
     if unknown:
-        raise ValueError(f"unknown student loss term(s) {sorted(unknown)}; known: {STUDENT_TERMS}")
+        raise ValueError(f"unknown student loss term(s) {sorted(unknown)}; known: {STUDENT_TERMS + OPTIONAL_TERMS}")
+    hint_s = out_s.hint if adapter is None else adapter(out_s.hint)
     terms = {
         "sim": similarity_loss(out_s.features, out_t.features),
         "kdce": kd_ce_loss(out_s.logits, out_t.logits, tau),
-        "hint": hint_loss(out_s.hint, out_t.hint),
+        "hint": hint_loss(hint_s, out_t.hint),
         "seg": pseudo_label_ce(out_s.logits, out_t.logits),
     }
+    if weights.get("gt", 0.0) > 0:
+        if label is None:
+            raise ValueError("the gt term needs the ground-truth label")
+        terms["gt"] = supervised_student_loss(out_s, label, ignore_index)["ce"]
     terms["total"] = sum(weights.get(k, 1.0) * v for k, v in terms.items())
     return terms
 
 
-def supervised_student_loss(out_s: _Outputs, label: Tensor) -> dict[str, Tensor]:
+def _ignore(ignore_index: int | None) -> int:
+    """F.cross_entropy's ignore_index for a dataset's ignored label (its default, -100, ignores nothing here)."""
+    return -100 if ignore_index is None else ignore_index
+
+
+def supervised_student_loss(out_s: _Outputs, label: Tensor, ignore_index: int | None = None) -> dict[str, Tensor]:
     """Plain CE on ground truth, for the student trained without distillation (baseline)."""
     with _fp32(out_s.logits):
-        ce = F.cross_entropy(out_s.logits.float(), label.long())
+        ce = F.cross_entropy(out_s.logits.float(), label.long(), ignore_index=_ignore(ignore_index))
     return {"ce": ce, "total": ce}
 
 

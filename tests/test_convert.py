@@ -461,3 +461,58 @@ def test_classes_json_error_names_file_and_field(tmp_path, capsys):
     with pytest.raises(SystemExit):
         conv.main(["folders", str(tmp_path / "src"), str(tmp_path / "out"), "--classes-json", str(spec)])
     assert f"{spec}: palette: expected 2 colours" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- train and evaluate on each
+
+@pytest.mark.parametrize("fmt", ["pst900", "fmb", "folders"])
+def test_convert_then_train_both_networks_and_evaluate(tmp_path, capsys, fmt):
+    """Each source layout converts, checks, trains both networks one short epoch at 64x64 (the frames
+    are 48x64, not a multiple of 32: metrics at the native size) and evaluates with its own classes."""
+    import run_demo_student
+    import trainStudent
+    import trainTeacher
+
+    src, dst = tmp_path / "src", tmp_path / "data"
+    {"pst900": make_pst900, "fmb": make_fmb, "folders": make_folders}[fmt](src)
+    extra = ["--classes", "background,red,blue", "--palette", "0,0,0;255,0,0;0,0,255"] if fmt == "folders" else []
+    code, _, err = run([fmt, str(src), str(dst), *extra], capsys)
+    assert code == 0, err
+    info = load_dataset_info(dst)
+    assert check_dataset(dst, ["train", "val", "test"], info.n_class, need_edges=True) == []
+    small = ["--data-dir", str(dst), "--runs-dir", str(tmp_path / "runs"), "--depth", "18", "--height", "64",
+             "--width", "64", "--batch-size", "2", "--no-pretrained", "--workers", "0", "--no-progress",
+             "--epochs", "1", "--max-steps-per-epoch", "2", "--lr", "0.01"]
+    teacher = trainTeacher.cli([*small, "--run-name", "t"])
+    student = trainStudent.cli([*small, "--run-name", "s", "--teacher", str(tmp_path / "runs" / "t" / "best.pth")])
+    for results in (teacher, student):
+        assert results["class_names"] == list(info.class_names)
+        assert results["config"]["n_class"] == info.n_class
+        test = results["splits"]["test"]
+        assert len(test["iou"]) == info.n_class
+        if info.ignore_index is not None:  # FMB's "unlabeled" is not scored
+            assert np.isnan(test["iou"][info.ignore_index])
+    demo = run_demo_student.main(["--weights", str(tmp_path / "runs" / "s" / "best.pth"), "--data-dir", str(dst),
+                                  "--runs-dir", str(tmp_path / "demo"), "--run-name", "d", "--workers", "0",
+                                  "--no-progress", "--panels", "1"])
+    n_test = len(split(dst, "test"))
+    mat = np.load(tmp_path / "demo" / "d" / "confusion_test.npy")
+    ignored = 0
+    if info.ignore_index is not None:
+        ignored = sum(int((load_label_file(dst / "labels" / f"{n}.png") == info.ignore_index).sum())
+                      for n in split(dst, "test"))
+    assert mat.sum() == n_test * H * W - ignored, "metrics at the labels' native 48x64"
+    assert demo["class_names"] == list(info.class_names)
+    header = (tmp_path / "demo" / "d" / "confusion_test.csv").read_text().splitlines()[0]
+    assert header.split(",")[1:] == list(info.class_names)
+    mask = cv2.imread(str(next((tmp_path / "demo" / "d" / "predictions" / "test").iterdir())))[:, :, ::-1]
+    assert mask.shape[:2] == (H, W)
+    colours = {tuple(int(v) for v in c) for c in mask.reshape(-1, 3)}
+    assert colours <= set(info.palette), "predictions are drawn in the dataset's palette"
+    # --input on the user's frames shows the same classes' colours without the data folder
+    frame = tmp_path / "frame.png"
+    write(frame, load_image_file(dst / "images" / f"{split(dst, 'test')[0]}.png")[:, :, 3])
+    run_demo_student.main(["--weights", str(tmp_path / "runs" / "s" / "best.pth"), "--input", str(frame),
+                           "--runs-dir", str(tmp_path / "demo"), "--run-name", "own", "--no-progress"])
+    own = cv2.imread(str(tmp_path / "demo" / "own" / "frame_mask.png"))[:, :, ::-1]
+    assert {tuple(int(v) for v in c) for c in own.reshape(-1, 3)} <= set(info.palette)

@@ -13,6 +13,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -25,7 +26,8 @@ from .engine.loaders import present_splits, split_loader
 from .engine.loop import check_amp, evaluate
 from .engine.metrics import format_report, write_confusion_csv
 from .engine.pictures import colorize, frame_panel, save_rgb
-from .data.mfnet import CLASS_NAMES, N_CLASS, TEST_SPLITS
+from .data.info import MFNET, DatasetInfo, load_dataset_info
+from .data.mfnet import TEST_SPLITS
 
 RELEASE_WEIGHTS = {"CENet": "weights_backup/Teacher_model/final.pth",
                    "EKNet": "weights_backup/Student_model/final.pth"}
@@ -78,32 +80,36 @@ def load_model(path: str, network: str, device: torch.device, n_class: Optional[
 
 
 def evaluate_split(model: nn.Module, loader: DataLoader, device: torch.device, out_dir: Path, split: str,
-                   panels: int, save_predictions: bool, amp: str, channels_last: bool, show: bool) -> dict:
+                   panels: int, save_predictions: bool, amp: str, channels_last: bool, show: bool,
+                   info: DatasetInfo = MFNET) -> dict:
     """Batch-1 evaluation with per-frame timing; predictions, panels and the confusion matrix to `out_dir`."""
     def save_pictures(i: int, batch, pred: torch.Tensor) -> None:
         name = batch["name"][0]
         if save_predictions:
-            save_rgb(out_dir / "predictions" / split / f"{name}.png", colorize(pred[0].cpu()))
+            save_rgb(out_dir / "predictions" / split / f"{name}.png", colorize(pred[0].cpu(), info.palette))
         if panels < 0 or i < panels:
+            image = batch["image"][0]
+            if pred.shape[-2:] != image.shape[-2:]:  # evaluated at the label's size: show the frame at it too
+                image = F.interpolate(image[None], size=pred.shape[-2:], mode="bilinear", align_corners=False)[0]
             save_rgb(out_dir / "panels" / split / f"{name}.png",
-                     frame_panel(batch["image"][0], batch["label"][0], pred[0], titles=True))
+                     frame_panel(image, batch["label"][0], pred[0], titles=True, palette=info.palette))
 
     ev = evaluate(model, loader, device, model.n_class, amp=amp, channels_last=channels_last, show=show,
-                  desc=split, timed=True, on_batch=save_pictures)
+                  desc=split, timed=True, ignore_index=info.ignore_index, on_batch=save_pictures)
     mat = ev.confusion.mat.cpu().numpy()
     np.save(out_dir / f"confusion_{split}.npy", mat)
-    write_confusion_csv(out_dir / f"confusion_{split}.csv", mat, CLASS_NAMES)
+    write_confusion_csv(out_dir / f"confusion_{split}.csv", mat, info.class_names)
     timed = ev.seconds[WARMUP_FRAMES:]
     ms = 1000 * float(np.mean(timed)) if timed else float("nan")
     return {"metrics": ev.confusion.compute(), "ms_per_frame": ms, "fps": 1000 / ms if timed else float("nan"),
             "timed_frames": len(timed)}
 
 
-def check_classes(model: nn.Module, weights: str, data_dir: str, n_class: int = N_CLASS) -> None:
+def check_classes(model: nn.Module, weights: str, data_dir: str, info: DatasetInfo = MFNET) -> None:
     """Blame the weights, not the labels, when their class count is not the data's."""
-    if model.n_class != n_class:
+    if model.n_class != info.n_class:
         raise ValueError(f"--weights {weights}: holds a {model.n_class}-class {type(model).__name__}, but the data "
-                         f"in {data_dir} have {n_class} classes; pass weights trained on these classes")
+                         f"in {data_dir} have {info.n_class} classes ({info.name}); pass weights trained on them")
 
 
 def run_evaluation(args: argparse.Namespace, network: str) -> dict:
@@ -118,7 +124,8 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
     splits = args.splits or present_splits(args.data_dir, TEST_SPLITS)
     if not splits:
         raise FileNotFoundError(f"{args.data_dir}: none of {', '.join(TEST_SPLITS)}.txt found; pass --splits")
-    check_classes(model, args.weights, args.data_dir)
+    info = load_dataset_info(args.data_dir)
+    check_classes(model, args.weights, args.data_dir, info)
     verify_dataset(args.data_dir, splits, model.n_class, progress=not args.no_progress)  # every frame, once
     loaders = {s: split_loader(args.data_dir, s, model.height, model.width, model.n_class, workers=args.workers)
                for s in splits}
@@ -126,15 +133,16 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
     show = not args.no_progress
     print(f"[{network}] weights {args.weights}  device {device}  output {out_dir}", flush=True)
     results = {"network": network, "weights": str(args.weights), "config": model_config(model),
-               "device": str(device), "amp": args.amp, "channels_last": channels_last, "splits": {}}
+               "device": str(device), "amp": args.amp, "channels_last": channels_last,
+               "dataset": info.to_dict(), "class_names": list(info.class_names), "splits": {}}
     for split, loader in loaders.items():
         ds = loader.dataset
         r = evaluate_split(model, loader, device, out_dir, split, args.panels, not args.no_predictions,
-                           args.amp, channels_last, show)
+                           args.amp, channels_last, show, info)
         m = r.pop("metrics")
         title = (f"[{network}] {split}: {len(ds)} images of {model.height}x{model.width}, "
                  f"{r['ms_per_frame']:.1f} ms/frame ({r['fps']:.1f} FPS, batch 1, after {WARMUP_FRAMES} warm-up frames)")
-        print(format_report(m, title=title), flush=True)
+        print(format_report(m, info.class_names, title=title), flush=True)
         results["splits"][split] = {"images": len(ds), "height": model.height, "width": model.width, **r, **m}
     write_json(results, out_dir / "results.json")
     print(f"[{network}] results in {out_dir / 'results.json'}", flush=True)

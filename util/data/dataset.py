@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from util.data.augment import JointAugment
 from util.data.check import (EDGE_DIR, IMAGE_DIR, LABEL_DIR, DatasetError, check_dataset, edge_size,
                                 load_edge_file, load_image_file, load_label_file, read_split, verify_dataset)
-from util.data.edges import downsample_edges
+from util.data.edges import disc_kernel, downsample_edges
 from util.data.mfnet import EDGE_STRIDE, N_CLASS
 
 __all__ = ["MFDataset", "DatasetError", "read_frame", "load_image_file", "load_label_file", "load_edge_file",
@@ -61,13 +61,17 @@ class MFDataset(Dataset):
     Augmentation draws from ``np.random.default_rng([seed, epoch, index])``, so it is reproducible
     and independent of DataLoader workers; call :meth:`set_epoch` each epoch (the epoch lives in
     shared memory, so persistent workers see it too).
+    ``ignore_index``: a label id left out of the losses; items then carry ``edge_valid`` (0 on the
+    1/4-size cells within the edge radius of an ignored pixel). ``native_label``: keep the label
+    at the frame's own size (evaluation at native resolution) while the image is resized.
     ``check``: verify the split's files first (label ids decoded, image headers read) and raise
     :class:`DatasetError` listing every problem.
     """
 
     def __init__(self, data_dir: Union[str, os.PathLike], split: str, height: int = 480, width: int = 640,
                  augment: Union[bool, JointAugment] = False, seed: int = 0, edges: Union[str, bool] = "auto",
-                 n_class: int = N_CLASS, check: bool = True):
+                 n_class: int = N_CLASS, check: bool = True, ignore_index: Optional[int] = None,
+                 native_label: bool = False):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.split = split
@@ -76,6 +80,7 @@ class MFDataset(Dataset):
         if seed < 0:
             raise ValueError(f"MFDataset: seed must be >= 0, got {seed}")
         self.height, self.width, self.seed, self.n_class = int(height), int(width), int(seed), n_class
+        self.ignore_index, self.native_label = ignore_index, native_label
         if not self.data_dir.is_dir():
             raise DatasetError(f"{self.data_dir}: data folder not found")
         self._names = read_split(self.data_dir, split)
@@ -140,7 +145,8 @@ class MFDataset(Dataset):
         size = (self.width, self.height)  # cv2 takes (width, height)
         if image.shape[:2] != (self.height, self.width):
             image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-            label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST_EXACT)
+            if not self.native_label:
+                label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST_EXACT)
         item = {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
             "label": torch.from_numpy(label.astype(np.int64)),
@@ -151,4 +157,7 @@ class MFDataset(Dataset):
             if edge.shape != (eh, ew):
                 edge = cv2.resize(edge, (ew, eh), interpolation=cv2.INTER_NEAREST_EXACT)
             item["edge"] = torch.from_numpy(edge.astype(np.float32))[None]
+            if self.ignore_index is not None:
+                near = downsample_edges(cv2.dilate((label == self.ignore_index).astype(np.uint8), disc_kernel(2)))
+                item["edge_valid"] = torch.from_numpy(1.0 - near.astype(np.float32))[None]
         return item

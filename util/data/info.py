@@ -229,3 +229,15 @@ FMB = DatasetInfo(
      (84, 172, 66), (79, 73, 179), (166, 99, 76), (253, 121, 66), (91, 165, 137), (152, 97, 155),
      (140, 153, 105), (158, 215, 222), (90, 113, 135)),
     ignore_index=0)
+
+
+def info_for_classes(n_class: int, stored: Optional[Mapping[str, Any]] = None) -> DatasetInfo:
+    """What a network's classes are: the description stored with its weights when there is one,
+    else MFNet's for 9 classes, else generic names (class_0, ...) with the default palette."""
+    if stored:
+        info = DatasetInfo.from_dict(stored)
+        if info.n_class == n_class:
+            return info
+    if n_class == MFNET.n_class:
+        return MFNET
+    return DatasetInfo(f"{n_class} classes", tuple(f"class_{i}" for i in range(n_class)), default_palette(n_class))

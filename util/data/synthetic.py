@@ -33,6 +33,7 @@ import numpy as np
 
 from util.data.check import EDGE_DIR, IMAGE_DIR, LABEL_DIR, DatasetError
 from util.data.edges import edge_label, write_edge_file
+from util.data.info import MFNET, DatasetInfo, write_dataset_info
 from util.data.mfnet import N_CLASS, STANDARD_SPLITS
 
 DEFAULT_FRAMES, DEFAULT_HEIGHT, DEFAULT_WIDTH = 240, 96, 128
@@ -473,6 +474,8 @@ def _write_frames(root: Path, n_frames: int, height: int, width: int, seed: int,
     for split, split_names in _splits(names, master).items():
         (root / f"{split}.txt").write_text("".join(n + "\n" for n in split_names))
         written.append(f"{split}.txt")
+    synthetic = DatasetInfo("synthetic MFNet", MFNET.class_names, MFNET.palette)  # MFNet's classes
+    written.append(write_dataset_info(synthetic, root).relative_to(root).as_posix())
     return written
 
 

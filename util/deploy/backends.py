@@ -7,6 +7,8 @@ class ids (B, height, width) uint8. Each carries `height`, `width`, `n_class` an
 """
 from __future__ import annotations
 
+import json
+
 import os
 from pathlib import Path
 from typing import Optional, Protocol
@@ -14,6 +16,8 @@ from typing import Optional, Protocol
 import numpy as np
 import torch
 from torch import nn
+
+from ..data.info import info_for_classes
 
 ONNX_SUFFIXES = (".onnx",)
 TORCH_SUFFIXES = (".pth", ".pt")
@@ -46,6 +50,7 @@ class TorchSegmenter:
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.height, self.width, self.n_class = model.height, model.width, model.n_class
+        self.info = getattr(model, "dataset_info", None) or info_for_classes(model.n_class)
         self.name = f"PyTorch {self.device}, fp32" + (", channels-last" if channels_last else "")
 
     @torch.inference_mode()
@@ -90,6 +95,7 @@ class OnnxSegmenter:
         self.width = _size(meta.get("width"), inputs[0].shape[3], path, "width")
         self.n_class = _size(meta.get("n_class"), outputs[0].shape[1], path, "class count")
         self.precision = meta.get("precision", "fp32")
+        self.info = info_for_classes(self.n_class, json.loads(meta["dataset"]) if "dataset" in meta else None)
         provider = self.session.get_providers()[0].removesuffix("ExecutionProvider")
         self.name = f"onnxruntime {provider}, {self.precision}"
 

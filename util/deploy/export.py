@@ -13,6 +13,8 @@ the int8 copy is compared with the fp32 model on held-out frames.
 """
 from __future__ import annotations
 
+import json
+
 import argparse
 import contextlib
 import os
@@ -65,8 +67,12 @@ def atomic_path(path: Path, overwrite: bool) -> Iterator[Path]:
 
 
 def model_metadata(model: nn.Module, precision: str = "fp32") -> dict[str, str]:
+    from ..data.info import info_for_classes
+
+    info = getattr(model, "dataset_info", None) or info_for_classes(model.n_class)
     return {"network": type(model).__name__, "n_class": str(model.n_class), "depth": str(model.depth),
             "height": str(model.height), "width": str(model.width), "precision": precision,
+            "dataset": json.dumps(info.to_dict()),
             "input": "thermal (B, 1, height, width) float32 in [0, 1]", "output": "logits (B, n_class, height, width)"}
 
 

@@ -147,7 +147,7 @@ def segment_images(segmenter: Segmenter, paths: Sequence[Path], out_dir: Path,
 
     def emit(frame: Frame, pred: Optional[np.ndarray]) -> None:
         if records.add(frame, pred):
-            mask = colorize(pred)
+            mask = colorize(pred, segmenter.info.palette)
             save_rgb(out_dir / f"{frame.name}_mask.png", mask)
             save_rgb(out_dir / f"{frame.name}_overlay.png", overlay(thermal_to_rgb(frame.thermal), mask, 0.5))
             write_label(out_dir / f"{frame.name}_label.png", pred)
@@ -208,7 +208,7 @@ def segment_video(segmenter: Segmenter, path: Path, out_dir: Path, thermal_range
     def emit(frame: Frame, pred: Optional[np.ndarray]) -> None:
         if not records.add(frame, pred):
             return video.write(None)
-        video.write(overlay(thermal_to_rgb(frame.thermal), colorize(pred), 0.5))
+        video.write(overlay(thermal_to_rgb(frame.thermal), colorize(pred, segmenter.info.palette), 0.5))
         if save_labels:
             write_label(out_dir / "labels" / f"{frame.name}.png", pred)
 

@@ -141,8 +141,12 @@ def build_from_weights(path: str | os.PathLike, expect: str | None = None, **ove
     w = read_weights(path)
     if expect is not None:
         _refuse_other_network(path, w.network, expect)
+    from ..data.info import info_for_classes
+
     model = {"CENet": CENet, "EKNet": EKNet}[w.network](**{**w.config, **overrides})
     model.load_state_dict(w.state_dict, strict=True)
+    # the classes' names and colours travel with our checkpoints (MFNet's, or generic, otherwise)
+    model.dataset_info = info_for_classes(model.n_class, w.raw.get("dataset") if w.kind != "release" else None)
     return model
 
 

@@ -22,7 +22,7 @@ import torch
 from model.encoder import RESNET_DEPTHS
 from model.losses import EDGE_MODES, STUDENT_TERMS
 
-from ..data.mfnet import N_CLASS, TEST_SPLITS
+from ..data.mfnet import TEST_SPLITS
 
 AMP_MODES = ("none", "bf16", "fp16")
 DEFAULT_DATA_DIR = "dataset/synthetic"
@@ -46,7 +46,7 @@ def flag(name: str) -> str:
 class TrainConfig:
     """Options shared by both trainers (defaults: the release's recipe)."""
     data_dir: str = DEFAULT_DATA_DIR
-    n_class: int = N_CLASS
+    n_class: Optional[int] = None  # None: the data folder's (dataset.json, else MFNet's 9)
     depth: int = 50
     height: int = 480
     width: int = 640
@@ -84,7 +84,8 @@ class TrainConfig:
                 raise ConfigError(f"{flag(name)} {v}: must be a multiple of 32 and at least {MIN_SIZE}")
         _at_least(self, "epochs", 1)
         _at_least(self, "batch_size", 1)
-        _at_least(self, "n_class", 2)
+        if self.n_class is not None:
+            _at_least(self, "n_class", 2)
         for name in ("seed", "workers", "image_every", "stop_after_epochs", "max_steps_per_epoch"):
             _at_least(self, name, 0)
         _positive(self, "lr")
@@ -137,6 +138,7 @@ class StudentConfig(TrainConfig):
     network: ClassVar[str] = "EKNet"
     teacher: str = DEFAULT_TEACHER
     loss_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STUDENT_TERMS, 1.0))
+    gt_weight: float = 0.0
     tau: float = 6.0
     distill: bool = True
 
@@ -149,6 +151,7 @@ class StudentConfig(TrainConfig):
     def check(self) -> None:
         super().check()
         _positive(self, "tau")
+        _non_negative(self, "gt_weight")
         unknown = set(self.loss_weights) - set(STUDENT_TERMS)
         if unknown:
             raise ConfigError(f"--loss-weights: unknown term(s) {', '.join(sorted(unknown))}; "
@@ -199,7 +202,8 @@ def add_common_args(p: argparse.ArgumentParser, defaults: TrainConfig) -> argpar
     d = defaults
     p.add_argument("--data-dir", default=d.data_dir,
                    help=f"MFNet-format folder (default {DEFAULT_DATA_DIR}, generated when absent)")
-    p.add_argument("--n-class", type=int, default=d.n_class)
+    p.add_argument("--n-class", type=int, default=d.n_class,
+                   help="class count (default: from the data folder's dataset.json, else MFNet's 9)")
     p.add_argument("--depth", type=int, default=d.depth, choices=RESNET_DEPTHS, help="ResNet depth")
     p.add_argument("--height", type=int, default=d.height, help="input height (multiple of 32)")
     p.add_argument("--width", type=int, default=d.width, help="input width (multiple of 32)")

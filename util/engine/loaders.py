@@ -14,6 +14,8 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ..data import MFDataset, verify_dataset
+from ..data.info import DatasetInfo, load_dataset_info
+from .config import ConfigError
 from .distributed import Session, barrier
 
 
@@ -38,15 +40,18 @@ def present_splits(data_dir: str | Path, splits: Sequence[str]) -> list[str]:
 def split_loader(data_dir: str | Path, split: str, height: int, width: int, n_class: int, *,
                  batch_size: int = 1, workers: int = 0, rank: int = 0, world_size: int = 1,
                  pin_memory: bool = False) -> DataLoader:
-    """An evaluation loader of one split (already checked), sharded over processes."""
-    ds = MFDataset(data_dir, split, height=height, width=width, n_class=n_class, edges=False, check=False)
+    """An evaluation loader of one split (already checked), sharded over processes; labels at
+    their native size (metrics at native resolution)."""
+    ds = MFDataset(data_dir, split, height=height, width=width, n_class=n_class, edges=False, check=False,
+                   native_label=True)
     return DataLoader(ds, batch_size, sampler=ShardSampler(len(ds), rank, world_size), num_workers=workers,
                       pin_memory=pin_memory, persistent_workers=False)
 
 
 @dataclass
 class Data:
-    """The loaders of a training run and the test splits it ends with."""
+    """The loaders of a training run, the test splits it ends with, and what the dataset is."""
+    info: DatasetInfo
     train_set: MFDataset
     sampler: DistributedSampler
     train: DataLoader
@@ -59,10 +64,22 @@ class Data:
         self.train_set.set_epoch(epoch)
 
 
+def dataset_info(cfg) -> DatasetInfo:
+    """The data folder's description (dataset.json, else MFNet); fills in cfg.n_class when not given."""
+    info = load_dataset_info(cfg.data_dir)
+    if cfg.n_class is None:
+        cfg.n_class = info.n_class
+    elif cfg.n_class != info.n_class:
+        raise ConfigError(f"--n-class {cfg.n_class}: the data in {cfg.data_dir} have {info.n_class} classes "
+                          f"({info.name}: {', '.join(info.class_names)})")
+    return info
+
+
 def training_data(cfg, session: Session, edges: str | bool) -> Data:
     """Train and val loaders; every frame of train, val and the test splits is checked first.
 
-    The synthetic data are generated when the default data folder is absent.
+    The synthetic data are generated when the default data folder is absent; cfg.n_class is
+    taken from the data folder when not given.
     """
     from ..data.synthetic import ensure_synthetic
     from .config import DEFAULT_DATA_DIR
@@ -71,17 +88,19 @@ def training_data(cfg, session: Session, edges: str | bool) -> Data:
         session.log(f"generating the synthetic MFNet-format data in {cfg.data_dir}")
         ensure_synthetic(cfg.data_dir)
     barrier()
+    data_info = dataset_info(cfg)
     info, device = session.info, session.device
     tests = present_splits(cfg.data_dir, cfg.eval_splits)
-    common = dict(height=cfg.height, width=cfg.width, n_class=cfg.n_class, seed=cfg.seed)
+    common = dict(height=cfg.height, width=cfg.width, n_class=cfg.n_class, seed=cfg.seed,
+                  ignore_index=data_info.ignore_index)
     train_set = MFDataset(cfg.data_dir, "train", augment=cfg.augment, edges=edges, check=False, **common)
     # all splits in one pass, so that a broken test split fails now rather than after the last epoch
     verify_dataset(cfg.data_dir, ["train", "val", *tests], cfg.n_class, need_edges=train_set.has_edges,
                    progress=session.is_main and cfg.progress)
-    val_set = MFDataset(cfg.data_dir, "val", edges=False, check=False, **common)
+    val_set = MFDataset(cfg.data_dir, "val", edges=False, check=False, native_label=True, **common)
     sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=cfg.seed, drop_last=False)
     kw = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
     train = DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=False, **kw)
     val = DataLoader(val_set, cfg.batch_size, sampler=ShardSampler(len(val_set), info.rank, info.world_size), **kw)
-    return Data(train_set, sampler, train, val, tests)
+    return Data(data_info, train_set, sampler, train, val, tests)

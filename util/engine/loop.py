@@ -127,15 +127,18 @@ class Evaluation(NamedTuple):
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, device: torch.device, n_class: int, *, amp: str = "none",
              channels_last: bool = False, show: bool = True, desc: str = "eval", timed: bool = False,
+             ignore_index: Optional[int] = None,
              on_batch: Optional[Callable[[int, Mapping[str, Any], torch.Tensor], None]] = None) -> Evaluation:
     """The evaluation loop of the trainers (val, test splits) and the demos.
 
-    The confusion matrix is accumulated on the device. `timed` measures each forward pass
-    (synchronising CUDA); `on_batch(index, batch, prediction)` sees every batch, e.g. to save pictures.
+    Metrics are taken at the labels' resolution: logits of another size are resized to it
+    (bilinear) before the argmax. Pixels of `ignore_index` are not scored. The confusion
+    matrix is accumulated on the device. `timed` measures each forward pass (synchronising
+    CUDA); `on_batch(index, batch, prediction)` sees every batch, e.g. to save pictures.
     """
     model.eval()
     in_channels = unwrap(model).in_channels
-    cm = ConfusionMatrix(n_class, device)
+    cm = ConfusionMatrix(n_class, device, ignore_index)
     loss_sum = torch.zeros((), device=device)
     pixels = torch.zeros((), device=device)
     seconds = []
@@ -150,8 +153,14 @@ def evaluate(model: nn.Module, loader, device: torch.device, n_class: int, *, am
             _sync(device)
             seconds.append(time.perf_counter() - t0)
         label = batch["label"]
-        loss_sum += F.cross_entropy(logits.float(), label, reduction="sum")
-        pixels += label.numel()
+        if logits.shape[-2:] != label.shape[-2:]:
+            logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
+        if ignore_index is None:
+            loss_sum += F.cross_entropy(logits.float(), label, reduction="sum")
+            pixels += label.numel()
+        else:
+            loss_sum += F.cross_entropy(logits.float(), label, reduction="sum", ignore_index=ignore_index)
+            pixels += (label != ignore_index).sum()
         pred = logits.argmax(1)
         cm.update(pred, label)
         if on_batch is not None:

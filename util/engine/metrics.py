@@ -21,8 +21,9 @@ from ..data.mfnet import CLASS_NAMES, N_CLASS
 class ConfusionMatrix:
     """Confusion matrix accumulated on ``device`` with torch.bincount (no per-frame copy to the host)."""
 
-    def __init__(self, n_class: int = N_CLASS, device: str | torch.device = "cpu") -> None:
-        self.n_class = n_class
+    def __init__(self, n_class: int = N_CLASS, device: str | torch.device = "cpu",
+                 ignore_index: int | None = None) -> None:
+        self.n_class, self.ignore_index = n_class, ignore_index
         self.mat = torch.zeros((n_class, n_class), dtype=torch.int64, device=device)
 
     @torch.no_grad()
@@ -42,7 +43,10 @@ class ConfusionMatrix:
         t = target.to(dev, torch.int64, non_blocking=True).reshape(-1)
         idx = t * n + p
         # invalid pixels go to an extra bin n*n that is dropped (no boolean-indexing sync)
-        idx.masked_fill_((t < 0) | (t >= n) | (p < 0) | (p >= n), n * n)
+        invalid = (t < 0) | (t >= n) | (p < 0) | (p >= n)
+        if self.ignore_index is not None:  # a dataset's ignored label: its pixels are not scored
+            invalid |= t == self.ignore_index
+        idx.masked_fill_(invalid, n * n)
         self.mat += torch.bincount(idx, minlength=n * n + 1)[: n * n].view(n, n)
 
     def reset(self) -> None:
@@ -55,13 +59,13 @@ class ConfusionMatrix:
             torch.distributed.all_reduce(self.mat)
 
     def compute(self) -> dict[str, Any]:
-        return metrics_from_confusion(self.mat.cpu().numpy())
+        return metrics_from_confusion(self.mat.cpu().numpy(), self.ignore_index)
 
 
-def metrics_from_confusion(mat: np.ndarray) -> dict[str, Any]:
+def metrics_from_confusion(mat: np.ndarray, ignore_index: int | None = None) -> dict[str, Any]:
     """Per-class "iou", "recall", "precision" (lists, NaN where undefined) and the means
     "miou", "macc" (NaN as 0), "miou_nanmean", "macc_nanmean" (NaN skipped), "pixel_acc";
-    all fractions in 0..1."""
+    all fractions in 0..1. An ignored class is NaN and left out of every mean."""
     mat = np.asarray(mat, dtype=np.float64)
     if mat.ndim != 2 or mat.shape[0] != mat.shape[1]:
         raise ValueError(f"confusion matrix must be square, got {mat.shape}")
@@ -74,6 +78,10 @@ def metrics_from_confusion(mat: np.ndarray) -> dict[str, Any]:
         return out
 
     iou, recall, precision = ratio(tp, rows + cols - tp), ratio(tp, rows), ratio(tp, cols)
+    scored = np.ones(len(tp), dtype=bool)
+    if ignore_index is not None:
+        scored[ignore_index] = False
+        iou[ignore_index] = recall[ignore_index] = precision[ignore_index] = np.nan
     total = mat.sum()
 
     def nanmean(x: np.ndarray) -> float:
@@ -83,10 +91,10 @@ def metrics_from_confusion(mat: np.ndarray) -> dict[str, Any]:
         "iou": iou.tolist(),
         "recall": recall.tolist(),
         "precision": precision.tolist(),
-        "miou": float(np.mean(np.nan_to_num(iou))),
-        "macc": float(np.mean(np.nan_to_num(recall))),
-        "miou_nanmean": nanmean(iou),
-        "macc_nanmean": nanmean(recall),
+        "miou": float(np.mean(np.nan_to_num(iou[scored]))),
+        "macc": float(np.mean(np.nan_to_num(recall[scored]))),
+        "miou_nanmean": nanmean(iou[scored]),
+        "macc_nanmean": nanmean(recall[scored]),
         "pixel_acc": float(tp.sum() / total) if total > 0 else float("nan"),
     }
 

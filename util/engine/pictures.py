@@ -40,12 +40,13 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
     return np.clip(a, 0, 255).astype(np.uint8)
 
 
-def colorize(label_map: np.ndarray | Tensor) -> np.ndarray:
-    """Class ids (H,W) -> RGB with the MFNet palette; ids outside the palette are white."""
+def colorize(label_map: np.ndarray | Tensor, palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Class ids (H,W) -> RGB with `palette` (default MFNet's); ids outside the palette are white."""
+    colours = _PALETTE if palette is None else np.asarray(palette, dtype=np.uint8)
     ids = _gray(label_map).astype(np.int64)
     out = np.full(ids.shape + (3,), 255, dtype=np.uint8)
-    valid = (ids >= 0) & (ids < len(_PALETTE))
-    out[valid] = _PALETTE[ids[valid]]
+    valid = (ids >= 0) & (ids < len(colours))
+    out[valid] = colours[ids[valid]]
     return out
 
 
@@ -102,7 +103,8 @@ def make_panel(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
 
 
 def frame_panel(image: Tensor, label: Tensor, pred: Tensor, edge_target: Tensor | None = None,
-                edge_pred: Tensor | None = None, titles: bool = False) -> np.ndarray:
+                edge_pred: Tensor | None = None, titles: bool = False,
+                palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
     """thermal | RGB | ground truth | prediction (| edge target | edge prediction) of one frame.
 
     ``image`` is a (4, H, W) RGB-T tensor in [0, 1]; edge maps (any size) are shown at (H, W).
@@ -111,7 +113,7 @@ def frame_panel(image: Tensor, label: Tensor, pred: Tensor, edge_target: Tensor 
     pred = pred.detach().cpu()
     h, w = pred.shape
     tiles = [thermal_to_rgb(image[3]), np.round(image[:3].permute(1, 2, 0).numpy() * 255).astype(np.uint8),
-             colorize(label.cpu()), colorize(pred)]
+             colorize(label.cpu(), palette), colorize(pred, palette)]
     names = ["thermal", "RGB", "ground truth", "prediction"]
     for e, name in ((edge_target, "edge target"), (edge_pred, "edge prediction")):
         if e is not None:

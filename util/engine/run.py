@@ -33,7 +33,7 @@ from .loaders import Data, split_loader
 from .loop import evaluate
 from .metrics import format_report
 from .pictures import frame_panel, tb_image
-from ..data.mfnet import CLASS_NAMES
+from ..data.info import MFNET, DatasetInfo
 
 CONFIG_FILE = "run.json"
 # What a run folder may hold before its first checkpoint: it is then safe to start it again.
@@ -70,8 +70,9 @@ class Run:
     """One training run: use `with open_run(...) as run:`; the log is closed on every exit path."""
 
     def __init__(self, cfg: TrainConfig, session: Session, network: str, role: str, folder: Path,
-                 checkpoint: Optional[dict]):
+                 checkpoint: Optional[dict], info: DatasetInfo = MFNET):
         self.cfg, self.session, self.network, self.role, self.dir = cfg, session, network, role, folder
+        self.info = info
         self.checkpoint = checkpoint
         self.start_epoch, self.step, self.best, self.history = 0, 0, {"miou": -1.0, "epoch": 0}, []
         self.is_main = session.is_main
@@ -99,7 +100,7 @@ class Run:
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         for name, module in extra.items():
-            module.load_state_dict(ckpt["extra"][name])
+            unwrap(module).load_state_dict(ckpt["extra"][name])
         self.start_epoch, self.step, self.best, self.history = ckpt["epoch"], ckpt["step"], ckpt["best"], ckpt["history"]
         self.checkpoint = None  # free the memory
         self.log(f"resumed from {self.dir / 'last.pth'} after epoch {self.start_epoch}")
@@ -119,7 +120,7 @@ class Run:
             edge = getattr(out, "edge", None)  # the teacher's edge map, shown with its target
             panel = frame_panel(batch["image"][0], batch["label"][0], out.logits[0].detach().argmax(0),
                                 batch["edge"][0] if edge is not None and "edge" in batch else None,
-                                edge[0] if edge is not None else None)
+                                edge[0] if edge is not None else None, palette=self.info.palette)
             self.writer.add_image("train/thermal_rgb_gt_pred_edges", tb_image(panel), self.step)
 
     def end_epoch(self, epoch: int, losses: dict[str, float], images_per_s: float, lr: float, val) -> None:
@@ -140,7 +141,8 @@ class Run:
             self._log_epoch(record, metrics, epoch)
             state = self._checkpoint(epoch)
             if is_best:  # best first: a kill between the two writes never leaves last ahead of best
-                save_atomic({k: state[k] for k in ("format", "version", "network", "config", "model", "epoch", "args")},
+                save_atomic({k: state[k] for k in ("format", "version", "network", "config", "model", "epoch", "args",
+                                                   "dataset")},
                             self.dir / "best.pth")
             save_atomic(state, self.dir / "last.pth")
             print(f"[{self.role}] epoch {epoch}/{self.cfg.epochs}  loss {losses.get('total', float('nan')):.4f}  "
@@ -155,9 +157,9 @@ class Run:
                 "model": unwrap(s["model"]).state_dict(), "optimizer": s["optimizer"].state_dict(),
                 "lr_scheduler": s["scheduler"].state_dict(),
                 "scaler": s["scaler"].state_dict() if s["scaler"] else None,
-                "extra": {k: m.state_dict() for k, m in s["extra"].items()},
+                "extra": {k: unwrap(m).state_dict() for k, m in s["extra"].items()},
                 "epoch": epoch, "step": self.step, "best": self.best, "history": self.history,
-                "args": self.cfg.to_dict()}
+                "args": self.cfg.to_dict(), "dataset": self.info.to_dict()}
 
     def _log_epoch(self, record: dict, val: dict, epoch: int) -> None:
         w = self.writer
@@ -166,7 +168,7 @@ class Run:
         w.add_scalar("val/mAcc", val["macc"], epoch)
         w.add_scalar("train/images_per_s", record["images_per_s"], epoch)
         w.add_scalar("train/epoch_lr", record["lr"], epoch)
-        for name, iou in zip(CLASS_NAMES, val["iou"]):
+        for name, iou in zip(self.info.class_names, val["iou"]):
             if not np.isnan(iou):
                 w.add_scalar(f"val_iou/{name}", iou, epoch)
 
@@ -212,7 +214,7 @@ class Run:
         return False
 
 
-def open_run(cfg: TrainConfig, session: Session, network: str, role: str) -> Run:
+def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: DatasetInfo = MFNET) -> Run:
     """The run folder: a new one, one that holds no checkpoint yet (started again), or the one
     being resumed (its last.pth read and checked). Call it after every input has been checked."""
     checkpoint, folder = None, None
@@ -243,7 +245,7 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str) -> Run
             write_json({"network": network, "role": role, "config": cfg.to_dict()}, folder / CONFIG_FILE)
     barrier()
     session.log(f"[{role}] run folder {folder}  device {session.device}  processes {session.info.world_size}")
-    return Run(cfg, session, network, role, folder, checkpoint)
+    return Run(cfg, session, network, role, folder, checkpoint, info)
 
 
 def saved_config(cls: type[TrainConfig], resume: str | Path) -> TrainConfig:
@@ -268,13 +270,14 @@ def test_best(model: nn.Module, data: Data, run: Run) -> dict:
     barrier()  # rank 0 has written best.pth
     load_state(model, run.dir / "best.pth")
     results = {"role": run.role, "run_dir": str(run.dir), "best_epoch": run.best["epoch"],
-               "best_val_miou": run.best["miou"], "config": model_config(model), "splits": {}, "history": run.history}
+               "best_val_miou": run.best["miou"], "config": model_config(model), "dataset": run.info.to_dict(),
+               "class_names": list(run.info.class_names), "splits": {}, "history": run.history}
     for split in data.test_splits:
         loader = split_loader(cfg.data_dir, split, cfg.height, cfg.width, cfg.n_class, workers=cfg.workers,
                               rank=session.info.rank, world_size=session.info.world_size)
         ev = evaluate(model, loader, session.device, cfg.n_class, amp=cfg.amp, channels_last=cfg.channels_last,
-                      show=run.show, desc=split)
+                      show=run.show, desc=split, ignore_index=run.info.ignore_index)
         metrics = ev.confusion.compute()
         results["splits"][split] = {"images": len(loader.dataset), **metrics}
-        run.log(format_report(metrics, title=f"{split}: {len(loader.dataset)} images, best epoch {run.best['epoch']}"))
+        run.log(format_report(metrics, run.info.class_names, title=f"{split}: {len(loader.dataset)} images, best epoch {run.best['epoch']}"))
     return results
