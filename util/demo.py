@@ -32,6 +32,8 @@ from .data.mfnet import TEST_SPLITS
 RELEASE_WEIGHTS = {"CENet": "weights_backup/Teacher_model/final.pth",
                    "EKNet": "weights_backup/Student_model/final.pth"}
 WARMUP_FRAMES = 5
+INTERRUPTED = ("interrupted (Ctrl-C); no results were written "
+               "(an output folder, if one was made, holds part of the outputs)")
 
 
 def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.ArgumentParser:
@@ -192,5 +194,5 @@ def main_for(network: str, argv: Optional[list[str]] = None) -> dict:
     parser = add_demo_args(argparse.ArgumentParser(description=f"Evaluate the CEKD {role} ({network})."), network)
     args = parser.parse_args(argv)
     if getattr(args, "input", None):
-        return run_cli(lambda: run_own_frames(args))
-    return run_cli(lambda: run_evaluation(args, network))
+        return run_cli(lambda: run_own_frames(args), INTERRUPTED)
+    return run_cli(lambda: run_evaluation(args, network), INTERRUPTED)

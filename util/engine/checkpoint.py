@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
@@ -24,6 +25,7 @@ from model.release import infer_config, is_release_format, network_of, upgrade_v
 FORMAT = "cekd-pytorch"
 VERSION = 2  # 1: BoT block layers stored by Sequential index (body.3...)
 NETWORK_ROLE = {"CENet": "teacher", "EKNet": "student"}
+TRAINER = {"CENet": "trainTeacher.py", "EKNet": "trainStudent.py"}
 _TMP_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # what save_atomic names its temporary files
 
 
@@ -82,12 +84,21 @@ def read_weights(path: str | os.PathLike, mmap: bool = False) -> Weights:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    is_zip = head == b"PK\x03\x04"  # torch.save's format; the legacy one is a pickle (b"\x80...")
+    try:  # mmap needs the zip format
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"cannot read weights file {path} (truncated, corrupt or not a PyTorch file): "
-                              f"{type(exc).__name__}: {first}") from None
+        size = path.stat().st_size
+        if is_zip and not zipfile.is_zipfile(path):
+            what = f"a truncated or corrupt PyTorch file ({size} bytes, its zip directory is missing)"
+        elif not is_zip and head[:1] != b"\x80":
+            what = f"not a PyTorch file ({size} bytes starting with {head!r})"
+        else:
+            first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else ""
+            what = f"a PyTorch file that cannot be read as weights ({type(exc).__name__}: {first})"
+        raise CheckpointError(f"cannot read weights file {path}: {what}") from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict or a CEKD-PyTorch checkpoint")
     obj = dict(obj)
@@ -152,8 +163,11 @@ def build_from_weights(path: str | os.PathLike, expect: str | None = None, **ove
 
 def read_training_checkpoint(path: str | os.PathLike, network: str, mmap: bool = False) -> dict:
     """Our last.pth of a `network` run, ready to resume; one line saying what the file is otherwise."""
-    w = read_weights(path, mmap)
-    role, script = NETWORK_ROLE[network], "trainTeacher.py" if network == "CENet" else "trainStudent.py"
+    try:
+        w = read_weights(path, mmap)
+    except CheckpointError as exc:
+        raise CheckpointError(f"--resume: {exc}; expected a run's last.pth") from None
+    role, script = NETWORK_ROLE[network], TRAINER[network]
     if w.kind == "release":
         raise CheckpointError(f"--resume {path}: holds plain {w.network} weights (a final.pth or released file), "
                               f"not a training checkpoint; resume from the run's last.pth")

@@ -15,8 +15,13 @@ USER_ERRORS = (ConfigError, CheckpointError, DatasetError, ValueError, FileNotFo
                NotADirectoryError, IsADirectoryError, PermissionError)
 
 
-def run_cli(job: Callable[[], T]) -> T:
-    """Run `job`; a user error or an early stop prints `error: ...` on stderr and exits (2, or the stop's code)."""
+TRAINER_INTERRUPTED = "interrupted (Ctrl-C) before training started; nothing was written"
+
+
+def run_cli(job: Callable[[], T], interrupted: str = TRAINER_INTERRUPTED) -> T:
+    """Run `job`; a user error or an early stop prints `error: ...` on stderr and exits (2, or the stop's code).
+
+    `interrupted` is the line for a Ctrl-C outside a training run (a run says where its checkpoint is)."""
     try:
         return job()
     except RunStopped as exc:
@@ -26,7 +31,7 @@ def run_cli(job: Callable[[], T]) -> T:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        print("error: interrupted (Ctrl-C) before training started; nothing was written", file=sys.stderr)
+        print(f"error: {interrupted}", file=sys.stderr)
         raise SystemExit(130) from None
 
 

@@ -8,7 +8,8 @@
 
 Only the main process writes. A folder that holds no checkpoint yet (a run stopped or
 killed before its first epoch ended) is not a dead end: running or resuming it again
-starts it from scratch. A model whose weights or validation loss stop being finite is
+starts it from scratch; a run stopped after its last epoch but before its final test is
+finished by --resume. A model whose weights or validation loss stop being finite is
 never written; the run stops naming the epoch and the last good checkpoint.
 """
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import (FORMAT, VERSION, export_release, first_non_finite, load_state, model_config,
-                         read_training_checkpoint, remove_partial_writes, save_atomic, unwrap)
+from .checkpoint import (FORMAT, NETWORK_ROLE, TRAINER, VERSION, export_release, first_non_finite, load_state,
+                         model_config, read_training_checkpoint, remove_partial_writes, save_atomic, unwrap)
 from .config import TrainConfig, describe
 from .distributed import Session, barrier, broadcast_object
 from .folders import new_run_dir, write_json
@@ -177,8 +178,11 @@ class Run:
         n = self.cfg.stop_after_epochs
         return bool(n) and self._done_this_call >= n and epoch < self.cfg.epochs
 
+    def resume_command(self) -> str:
+        return f"python {TRAINER[self.network]} --resume {self.dir}"
+
     def stopped(self, epoch: int) -> dict:
-        self.log(f"stopped after {self._done_this_call} epoch(s); continue with --resume {self.dir}")
+        self.log(f"stopped after {self._done_this_call} epoch(s); continue with: {self.resume_command()}")
         return {"run_dir": str(self.dir), "stopped_at_epoch": epoch}
 
     # ------------------------------------------------------------------ the end
@@ -195,7 +199,7 @@ class Run:
         if not last.is_file():
             return "no checkpoint was written yet"
         epoch = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"]
-        return f"the last good checkpoint is {last} (epoch {epoch}); continue with --resume {self.dir}"
+        return f"the last good checkpoint is {last} (epoch {epoch}); continue with: {self.resume_command()}"
 
     def _stopped(self, reason: str, exit_code: int = 1) -> RunStopped:
         return RunStopped(f"{reason}; {self._last_good()}", exit_code)
@@ -222,11 +226,14 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
         folder, ckpt_path = resume_target(cfg.resume)
         if ckpt_path.is_file():
             checkpoint = read_training_checkpoint(ckpt_path, network)
-            if checkpoint["epoch"] >= cfg.epochs:
-                raise ValueError(f"--resume {cfg.resume}: the run has finished its {checkpoint['epoch']} epochs; "
-                                 f"pass --epochs N with N > {checkpoint['epoch']} to extend it")
-            session.log(f"[{role}] resuming {folder} after epoch {checkpoint['epoch']} of {cfg.epochs} "
-                        f"with its saved options: {describe(cfg)}")
+            done = checkpoint["epoch"]
+            finished = (folder / "results.json").is_file()
+            if done > cfg.epochs or (done == cfg.epochs and finished):
+                raise ValueError(f"--resume {cfg.resume}: the run has {'finished its' if finished else 'done'} "
+                                 f"{done} epochs; pass --epochs N with N > {done} to extend it")
+            what = (f"after epoch {done} of {cfg.epochs}" if done < cfg.epochs else
+                    f"whose {done} epochs are done but not its final test: testing its best epoch")
+            session.log(f"[{role}] resuming {folder} {what}, with its saved options: {describe(cfg)}")
         elif not _reusable(folder):
             raise FileNotFoundError(f"--resume {cfg.resume}: no checkpoint {ckpt_path}, and not a run folder "
                                     f"of this trainer that could start again")
@@ -256,9 +263,14 @@ def saved_config(cls: type[TrainConfig], resume: str | Path) -> TrainConfig:
         args = read_training_checkpoint(ckpt_path, cls.network, mmap=True)["args"]
     elif (folder / CONFIG_FILE).is_file():
         try:
-            args = json.loads((folder / CONFIG_FILE).read_text())["config"]
-        except (ValueError, KeyError) as exc:
+            saved = json.loads((folder / CONFIG_FILE).read_text())
+            network, args = saved["network"], saved["config"]
+        except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"--resume {resume}: unreadable {folder / CONFIG_FILE} ({exc})") from None
+        if network != cls.network:
+            raise ValueError(f"--resume {resume}: {folder} is a {network} ({NETWORK_ROLE.get(network, '?')}) run "
+                             f"folder, but {TRAINER[cls.network]} resumes {cls.network} "
+                             f"({NETWORK_ROLE[cls.network]}) runs")
     else:
         raise FileNotFoundError(f"--resume {resume}: no checkpoint {ckpt_path}, and not a run folder of this trainer")
     return cls.from_dict(args)
