@@ -1,0 +1,94 @@
+"""benchmarks/bench_deploy.py and benchmarks/bench_gpu.py at a tiny size (the figures themselves are not checked)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_deploy  # noqa: E402
+import bench_gpu  # noqa: E402
+
+SIZE = 64
+
+
+def test_deploy_rows_run_in_their_own_processes(tmp_path):
+    """One row per backend kind: the onnxruntime rows load no torch; the table renders."""
+    from model import EKNet
+    from util.deploy.export import export_onnx, quantize_int8
+
+    torch.manual_seed(0)
+    fp32 = export_onnx(EKNet(depth=18, height=SIZE, width=SIZE), tmp_path / "m.onnx")
+    int8 = quantize_int8(fp32, tmp_path / "m.int8.onnx", np.random.default_rng(0).random((2, 1, SIZE, SIZE), np.float32))
+    rows = []
+    for backend, path in (("ort-fp32", fp32), ("ort-int8", int8), ("torch-cl", None)):
+        spec = {"depth": 18, "backend": backend, "height": SIZE, "width": SIZE, "seed": 0, "threads": 1,
+                "warmup": 0, "iters": 2, "onnx": str(path) if path else None}
+        result = bench_deploy.spawn_row(spec, timeout=120)
+        assert "error" not in result, result
+        assert len(result["ms_each"]) == 2 and result["peak_rss_mib"] > 0
+        assert result["torch_imported"] == (backend == "torch-cl")
+        rows.append({"depth": 18, "backend": backend, "label": bench_deploy.BACKENDS[backend], "params_m": 14.2,
+                     "gflop": 0.5, "ms": result["ms_each"][0], "speedup": 1.0, "note": "", **result})
+    rows.append({"depth": 50, "backend": "torch-fp32", "label": "PyTorch fp32", "params_m": 1.0, "gflop": 1.0,
+                 "note": "error: exit 1: boom"})
+    text = bench_deploy.text_table(["header"], rows)
+    assert "onnxruntime int8" in text and "error: exit 1: boom" in text
+    assert bench_deploy.markdown_table(["header"], rows).count("\n| EKNet-") == 4
+
+
+def test_deploy_worker_failure_is_a_row_error():
+    spec = {"depth": 18, "backend": "ort-fp32", "height": SIZE, "width": SIZE, "seed": 0, "threads": 1,
+            "warmup": 0, "iters": 1, "onnx": "/nonexistent.onnx"}
+    assert bench_deploy.spawn_row(spec, timeout=60)["error"].startswith("exit 1:")
+
+
+@pytest.mark.slow
+def test_deploy_cli_tiny(tmp_path):
+    out = [str(tmp_path / "t.json"), str(tmp_path / "t.md")]
+    rows = bench_deploy.main(["--height", str(SIZE), "--width", str(SIZE), "--warmup", "0", "--iters", "1",
+                              "--depths", "18", "--out", *out])
+    assert [(r["depth"], r["backend"]) for r in rows][0] == (50, "torch-fp32")
+    assert len(rows) == 6 and all(r.get("ms") for r in rows)
+    assert json.loads((tmp_path / "t.json").read_text())["rows"][0]["note"] == "baseline"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_gpu_refuses_without_cuda():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py")], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [bench_gpu.NEEDS_GPU]
+
+
+def _dry(*extra):
+    return ["--cpu-dry-run", "--height", str(SIZE), "--width", str(SIZE), "--depth", "18", "--warmup", "0",
+            "--iters", "1", "--train-warmup", "0", "--train-iters", "1", *extra]
+
+
+def test_gpu_rows_on_cpu_and_failures_in_the_table(monkeypatch, capsys):
+    def broken(*a, **k):
+        raise RuntimeError("no compiler\nsecond line")
+    monkeypatch.setattr(torch, "compile", broken)
+    rows = bench_gpu.main(_dry("--networks", "student", "--no-train"))
+    assert [r["setting"] for r in rows][:2] == ["fp32, release-equivalent", "fp32"]
+    assert all(r.get("ms") for r in rows if not r["compile"])
+    assert rows[0]["speedup"] == 1.0 and rows[1]["max_abs_dlogits"] == 0.0
+    assert [r["note"] for r in rows if r["compile"]] == ["error: RuntimeError: no compiler"] * 2
+    assert "error: RuntimeError: no compiler" in capsys.readouterr().out
+
+
+def test_gpu_budget_skips_rows():
+    rows = bench_gpu.main(_dry("--budget-s", "0"))
+    assert rows and all(r["note"].startswith("skipped: time budget") for r in rows)
+
+
+@pytest.mark.slow
+def test_gpu_training_rows_on_cpu():
+    rows = bench_gpu.main(_dry("--no-compile"))
+    train = [r for r in rows if r["phase"] == "train"]
+    assert len(train) == 8 and all(r.get("ms") for r in train), [r["note"] for r in train]
