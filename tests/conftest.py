@@ -6,7 +6,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 # A copy of ../shared/reference/official_state_dict.json: every key and shape of the released weights.
-MANIFEST = ROOT / "tests" / "data" / "official_state_dict.json"
+FIXTURES = ROOT / "tests" / "fixtures"
+MANIFEST = FIXTURES / "official_state_dict.json"
 
 
 @pytest.fixture(autouse=True)
