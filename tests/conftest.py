@@ -1,3 +1,9 @@
+"""Fixtures shared by every test folder.
+
+The tests are grouped like the code: model/, data/, engine/, deploy/, and scripts/ (the trainers, demos,
+pipeline and compatibility runs); fixtures/ holds JSON reference files. The folders have no __init__.py,
+so every test file's name must be unique across folders (pytest imports each under its basename).
+"""
 from pathlib import Path
 
 import pytest
