@@ -11,7 +11,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A copy of ../shared/reference/official_state_dict.json: every key and shape of the released weights.
+# Every key and tensor shape, and the parameter count, of the released CENet and EKNet checkpoints
+# (ResNet-50, 9 classes, 480x640): the compatibility tests check our models against it without the weights.
 FIXTURES = ROOT / "tests" / "fixtures"
 MANIFEST = FIXTURES / "official_state_dict.json"
 
