@@ -1,7 +1,7 @@
 """Time the on-device confusion matrix against the release's per-frame host loop.
 
 The release copied each frame's prediction and label to the host and called scikit-learn's
-confusion_matrix; here the host side is util.metrics.confusion_matrix_numpy_per_frame
+confusion_matrix; here the host side is util.engine.metrics.confusion_matrix_numpy_per_frame
 (np.add.at, the same counting scikit-learn does without its input checks).
 
     python benchmarks/bench_confusion.py --frames 100 --device cpu

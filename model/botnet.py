@@ -1,5 +1,5 @@
 """BoTNet (Srinivas et al., CVPR 2021): bottleneck blocks with multi-head self-attention,
-which replace ResNet's layer4 in every CEKD encoder (SPEC.md section 2).
+which replace ResNet's layer4 in every CEKD encoder (teacher and student alike).
 
 Each block: 1x1 reduce, MHSA over all positions with absolute 2-D position embeddings,
 2x2 average pool when downsampling, 1x1 expand; plus a (projection) shortcut.

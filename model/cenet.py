@@ -1,4 +1,4 @@
-"""CENet: the RGB-thermal teacher with the edge detection head (SPEC.md section 3)."""
+"""CENet: the RGB-thermal teacher with ED, the edge detection head (paper Sec. III-B)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""The decoder shared by CENet and EKNet (RTFNet-style, SPEC.md section 2).
+"""The decoder shared by CENet and EKNet (RTFNet-style: from the encoder's 1/32 feature back to full size).
 
 `deconv5` ... `deconv1` are decoder stages: each is a same-size `TransBottleneck`
 followed by one that doubles the resolution with transposed convolutions. The widths

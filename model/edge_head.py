@@ -2,7 +2,7 @@
 CDCM (compact dilation convolution module) and CSAM (compact spatial attention module).
 
 ED reads the 1/4-resolution decoder feature and predicts semantic edges; CENet adds the
-edge probability back into that feature (SPEC.md sections 2-3).
+edge probability back into that feature (the edge-privileged teacher, paper Sec. III-B).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""EKNet: the thermal-only student with the thermal enhancement module (SPEC.md section 4)."""
+"""EKNet: the thermal-only student, with TEM, the thermal enhancement module (paper Sec. III-A)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""ResNet encoders with a BoTNet stack in place of layer4 (SPEC.md sections 2-3)."""
+"""ResNet encoders with a BoTNet stack in place of layer4: the backbone of CENet (two of them) and EKNet (one)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""TEM, the student's thermal enhancement module (SPEC.md section 2).
+"""TEM, the student's thermal enhancement module (paper Sec. III-A).
 
 From the thermal image t in [0, 1] a tiny CNN + MLP predicts one exponent per image;
 the enhanced map t ** (exponent + 2) is returned at 1/2 ... 1/32 scale and added to

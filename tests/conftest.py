@@ -1,3 +1,9 @@
+"""Fixtures shared by every test folder.
+
+The tests are grouped like the code: model/, data/, engine/, deploy/, and scripts/ (the trainers, demos,
+pipeline and compatibility runs); fixtures/ holds JSON reference files. The folders have no __init__.py,
+so every test file's name must be unique across folders (pytest imports each under its basename).
+"""
 from pathlib import Path
 
 import pytest
@@ -5,8 +11,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A copy of ../shared/reference/official_state_dict.json: every key and shape of the released weights.
-MANIFEST = ROOT / "tests" / "data" / "official_state_dict.json"
+# Every key and tensor shape, and the parameter count, of the released CENet and EKNet checkpoints
+# (ResNet-50, 9 classes, 480x640): the compatibility tests check our models against it without the weights.
+FIXTURES = ROOT / "tests" / "fixtures"
+MANIFEST = FIXTURES / "official_state_dict.json"
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """Read MFNet-format frame files and check a data folder before training.
 
-Folder layout (SPEC.md section 1): ``<split>.txt`` (one frame name per line),
+Folder layout (the MFNet dataset's, as the released code reads it): ``<split>.txt`` (one frame name per line),
 ``images/NAME.png`` (4-channel uint8: R, G, B, thermal), ``labels/NAME.png``
 (uint8 class ids) and, optionally, ``edge_4x/NAME.png`` (binary semantic-edge
 map at 1/4 of the label size, or at the label size).

@@ -1,4 +1,4 @@
-"""MFNet RGB-thermal data loading (SPEC.md section 1), with the edge_4x semantic-edge labels of CEKD.
+"""MFNet-format RGB-thermal data loading, with the edge_4x semantic-edge labels of CEKD.
 
 Each item is a dict: ``image`` float32 (4, H, W) in [0, 1] (R, G, B, thermal = PNG / 255),
 ``label`` int64 (H, W), ``edge`` float32 (1, ceil(H/4), ceil(W/4)) of 0/1 (only when the

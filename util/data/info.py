@@ -1,6 +1,6 @@
 """What a data folder holds: class names, palette, ignored class and thermal scaling (``dataset.json``).
 
-A data folder in our layout (see util/check_dataset.py) may hold a ``dataset.json``::
+A data folder in our layout (see util/data/check.py) may hold a ``dataset.json``::
 
     {
       "name": "PST900",
@@ -21,7 +21,7 @@ Conventions:
   names a class such as FMB's "unlabeled" (id 0) that keeps its name and palette colour for
   pictures but is left out of the loss (``CrossEntropyLoss(ignore_index=k)``) and of mIoU.
   A source's void id outside the class list (e.g. 255) is mapped onto that class when the
-  folder is converted (util/convert.py ``--map 255=0``). MFNet and PST900 ignore nothing
+  folder is converted (``python -m util.convert ... --map 255=0``). MFNet and PST900 ignore nothing
   (their class 0, "unlabeled"/"background", is trained and scored as in their papers).
 - ``thermal_range`` ``[LOW, HIGH]``: the thermal channel was converted from 16-bit raw values
   as ``clip(floor((raw - LOW) * 255 / (HIGH - LOW) + 0.5), 0, 255)``; null when the source

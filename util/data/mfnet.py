@@ -8,7 +8,7 @@ CLASS_NAMES: tuple[str, ...] = (
     "car_stop", "guardrail", "color_cone", "bump",
 )
 
-# RGB colour of each class id, used for every colour picture (SPEC.md section 1).
+# RGB colour of each class id (the MFNet palette of RTFNet's pictures), used for every colour picture.
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (0, 0, 0), (64, 0, 128), (64, 64, 0), (0, 128, 192), (0, 0, 192),
     (128, 128, 0), (64, 64, 128), (192, 128, 128), (192, 64, 0),

@@ -68,7 +68,7 @@ class TorchSegmenter:
 
 
 class OnnxSegmenter:
-    """An exported student (util/export.py) in an onnxruntime session; size and classes from its metadata."""
+    """An exported student (python -m util.export) in an onnxruntime session; size and classes from its metadata."""
 
     def __init__(self, path: str | os.PathLike, providers: Optional[list] = None, threads: Optional[int] = None):
         import onnxruntime as ort

@@ -1,9 +1,9 @@
 """The student on a user's own thermal frames (not in MFNet layout): image files, folders, videos.
 
-Reading and scaling of frames: util/frames.py (8-bit: value / 255; 16-bit and float: per-frame
+Reading and scaling of frames: frames.py (8-bit: value / 255; 16-bit and float: per-frame
 min-max or a fixed `thermal_range`; NaN and infinite pixels of float frames are left out of the
 scaling, set to 0 and counted in the summary). Frames are resized to the model size (bilinear),
-segmented in batches by any backend of util/backends.py, and the prediction is resized back to
+segmented in batches by any backend of backends.py, and the prediction is resized back to
 the frame size (nearest).
 
 Outputs: for image files NAME_mask.png, NAME_overlay.png and NAME_label.png (class ids); for a

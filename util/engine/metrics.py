@@ -1,4 +1,4 @@
-"""Segmentation metrics (SPEC.md section 7).
+"""Segmentation metrics: per-class Acc and IoU, mAcc and mIoU, as in the paper's tables.
 
 One confusion matrix (rows ground truth, columns prediction) accumulated over every pixel
 of a split. Per class: precision TP / column sum, recall ("Acc") TP / row sum, IoU

@@ -1,4 +1,4 @@
-"""Each loss against a loop-based computation of the SPEC.md section 5 formula."""
+"""Each loss against a loop-based computation of its formula (paper Sec. III-C)."""
 import math
 from types import SimpleNamespace
 

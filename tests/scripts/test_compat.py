@@ -11,18 +11,18 @@ import hashlib
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 import trainStudent
 import trainTeacher
+from conftest import FIXTURES
 from model.release import to_release
 from util.engine.checkpoint import build_from_weights, save_atomic
 from util.data.synthetic import generate_dataset
 
-PINNED = json.loads((Path(__file__).parent / "data" / "pinned_weights.json").read_text())
+PINNED = json.loads((FIXTURES / "pinned_weights.json").read_text())
 SMALL = ["--depth", "18", "--height", "64", "--width", "64", "--batch-size", "2", "--no-pretrained",
          "--workers", "0", "--no-progress", "--lr", "0.01", "--epochs", "2", "--eval-splits"]
 

@@ -1,4 +1,4 @@
-"""util/export.py: ONNX export of the student, its checks, int8 quantisation and refusals."""
+"""util/deploy/export.py (python -m util.export): ONNX export of the student, its checks, int8 quantisation and refusals."""
 import numpy as np
 import pytest
 import torch

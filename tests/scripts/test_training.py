@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +10,9 @@ import torch
 import trainStudent
 import trainTeacher
 import trainTeacher as teacher_script
+from conftest import ROOT
 from util.data.synthetic import generate_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--depth", "18", "--height", "64", "--width", "96", "--batch-size", "2", "--no-pretrained",
          "--workers", "0", "--no-progress", "--lr", "0.01"]
 
