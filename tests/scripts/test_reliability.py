@@ -17,7 +17,7 @@ from model import EKNet
 from util.data.synthetic import generate_dataset
 from util.engine.checkpoint import export_release
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # --eval-splits without a value: no final test, the runs stay short
 SMALL = ["--depth", "18", "--height", "64", "--width", "64", "--batch-size", "2", "--no-pretrained",
          "--workers", "0", "--no-progress", "--max-steps-per-epoch", "2", "--lr", "0.01", "--eval-splits"]
