@@ -124,6 +124,10 @@ def run(args: argparse.Namespace) -> dict:
         trainer = trainTeacher if stage == "teacher" else trainStudent
         results[stage] = trainer.main(cfg)
         timings[stage] = time.perf_counter() - t
+        if "stopped_at_epoch" in results[stage]:
+            print(f"{stage} stopped after epoch {results[stage]['stopped_at_epoch']} (--stop-after-epochs); "
+                  f"no comparison. Continue it with its trainer's --resume {out / stage}", flush=True)
+            return {"out_dir": str(out), "stopped": stage}
 
     table = comparison_table(results)
     total = time.perf_counter() - t_start

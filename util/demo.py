@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from .data import verify_dataset
 from .engine.checkpoint import NETWORK_ROLE, build_from_weights, model_config
 from .engine.cli import run_cli
-from .engine.config import parse_device
+from .engine.config import AMP_MODES, parse_device
 from .engine.folders import new_run_dir, write_json
 from .engine.loaders import present_splits, split_loader
 from .engine.loop import check_amp, evaluate
@@ -49,7 +49,7 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
     p.add_argument("--panels", type=int, default=-1,
                    help="side-by-side panels for the first N frames of each split (-1: all, 0: none)")
     p.add_argument("--no-predictions", action="store_true", help="do not save colourised predictions")
-    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"),
+    p.add_argument("--amp", default="none", choices=AMP_MODES,
                    help="autocast precision (changes results slightly; off by default)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="channels-last memory format: faster on CPU and GPU, same results (default: on)")

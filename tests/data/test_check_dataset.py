@@ -246,3 +246,15 @@ def test_cache_location_defaults(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_path("a").parent == tmp_path / "home" / ".cache" / "cekd-pytorch"
+
+
+def test_the_command_reads_the_class_count_from_dataset_json(folder, capsys):
+    from util.data.info import DatasetInfo, default_palette, write_dataset_info
+
+    (folder / "dataset.json").unlink(missing_ok=True)
+    assert main(["--data-dir", str(folder), "--no-progress"]) == 0
+    write_dataset_info(DatasetInfo("five", tuple(f"c{i}" for i in range(5)), default_palette(5)), folder)
+    capsys.readouterr()
+    assert main(["--data-dir", str(folder), "--no-progress"]) == 1  # the synthetic labels use ids up to 8
+    assert "outside 0..4" in capsys.readouterr().out
+    assert main(["--data-dir", str(folder), "--no-progress", "--n-class", "9"]) == 0

@@ -341,14 +341,26 @@ def verify_dataset(data_dir: PathLike, splits: Optional[Sequence[str]] = None, n
 def main(argv: Optional[Iterable[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Check an MFNet-format data folder; prints OK or every problem.")
     parser.add_argument("--data-dir", required=True, help="folder holding images/, labels/, [edge_4x/] and <split>.txt")
-    parser.add_argument("--splits", nargs="+", default=None, help=f"splits to check (default: {' '.join(STANDARD_SPLITS)})")
-    parser.add_argument("--n-class", type=int, default=N_CLASS, help="number of classes (label ids 0..n-1)")
+    parser.add_argument("--splits", nargs="+", default=None,
+                        help="splits to check (default: train, val and those of test, test_day, test_night present)")
+    parser.add_argument("--n-class", type=int, default=None,
+                        help="number of classes (label ids 0..n-1; default: the folder's dataset.json, else MFNet's 9)")
     parser.add_argument("--need-edges", action="store_true", help="require edge_4x/NAME.png for every frame")
     parser.add_argument("--quick", action="store_true", help="read only image/edge headers (labels are still decoded)")
     parser.add_argument("--no-cache", action="store_true",
                         help=f"decode every file again, ignoring what earlier checks remembered ({cache_path(Path('.')).parent})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(None if argv is None else list(argv))
+    if args.n_class is None:
+        from util.data.info import load_dataset_info
+
+        try:
+            args.n_class = load_dataset_info(args.data_dir).n_class
+        except DatasetError as exc:
+            print(f"dataset check failed for {args.data_dir}: 1 problem(s)\n{exc}")
+            return 1
+    if args.splits is None and Path(args.data_dir).is_dir():  # as the trainers: train, val and the tests present
+        args.splits = ["train", "val"] + [s for s in STANDARD_SPLITS[2:] if (Path(args.data_dir) / f"{s}.txt").is_file()]
 
     problems = check_dataset(args.data_dir, args.splits, args.n_class, args.need_edges, not args.quick,
                              progress=not args.no_progress, use_cache=not args.no_cache)

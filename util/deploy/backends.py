@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..data.info import info_for_classes
+from ..engine.config import parse_device
 
 ONNX_SUFFIXES = (".onnx",)
 TORCH_SUFFIXES = (".pth", ".pt")
@@ -121,7 +122,7 @@ def onnx_providers(device: str) -> list:
     has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
     if device == "auto":
         device = "cuda" if has_cuda else "cpu"
-    dev = torch.device(device)
+    dev = parse_device(device)
     if dev.type == "cpu":
         return ["CPUExecutionProvider"]
     if dev.type != "cuda" or not has_cuda:

@@ -188,7 +188,7 @@ def remove_partial_writes(folder: str | os.PathLike) -> list[Path]:
     removed = []
     for p in Path(folder).iterdir() if Path(folder).is_dir() else ():
         if p.is_file() and _TMP_PATTERN.match(p.name):
-            p.unlink()
+            p.unlink(missing_ok=True)  # another process may have removed it first
             removed.append(p)
     return removed
 

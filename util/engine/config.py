@@ -183,6 +183,8 @@ def parse_device(spec: str, local_rank: int = 0) -> torch.device:
     """'auto' -> cuda:<local rank> when CUDA is available, else cpu; otherwise a device that exists here."""
     if spec == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if spec == "cuda" and torch.cuda.is_available():
+        return torch.device(f"cuda:{local_rank}")  # under torchrun: each process its own GPU
     try:
         device = torch.device(spec)
     except (RuntimeError, ValueError):

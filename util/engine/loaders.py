@@ -95,8 +95,9 @@ def training_data(cfg, session: Session, edges: str | bool) -> Data:
                   ignore_index=data_info.ignore_index)
     train_set = MFDataset(cfg.data_dir, "train", augment=cfg.augment, edges=edges, check=False, **common)
     # all splits in one pass, so that a broken test split fails now rather than after the last epoch
-    verify_dataset(cfg.data_dir, ["train", "val", *tests], cfg.n_class, need_edges=train_set.has_edges,
-                   progress=session.is_main and cfg.progress)
+    show = session.is_main and cfg.progress
+    verify_dataset(cfg.data_dir, ["train"], cfg.n_class, need_edges=train_set.has_edges, progress=show)
+    verify_dataset(cfg.data_dir, ["val", *tests], cfg.n_class, progress=show)
     val_set = MFDataset(cfg.data_dir, "val", edges=False, check=False, native_label=True, **common)
     sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=cfg.seed, drop_last=False)

@@ -67,6 +67,13 @@ def _reusable(folder: Path) -> bool:
     return {p.name for p in folder.iterdir()} <= _OWN_FILES
 
 
+def _network_of_run(folder: Path) -> Optional[str]:
+    try:
+        return json.loads((folder / CONFIG_FILE).read_text()).get("network")
+    except (OSError, ValueError):
+        return None
+
+
 class Run:
     """One training run: use `with open_run(...) as run:`; the log is closed on every exit path."""
 
@@ -126,7 +133,8 @@ class Run:
 
     def end_epoch(self, epoch: int, losses: dict[str, float], images_per_s: float, lr: float, val) -> None:
         """Check the model is finite, record the epoch, write best.pth (if best) then last.pth, log."""
-        bad = first_non_finite(self._state["model"])
+        bad = next((b for b in map(first_non_finite, [self._state["model"], *self._state["extra"].values()])
+                    if b is not None), None)
         if bad is not None or not math.isfinite(val.loss):
             cause = f"the weight {bad} holds NaN or inf" if bad else f"the validation loss is {val.loss}"
             raise self._stopped(f"training diverged in epoch {epoch}: {cause}; nothing of this epoch was saved")
@@ -241,7 +249,7 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
             session.log(f"[{role}] {folder} holds no checkpoint yet: starting the run from scratch")
     elif session.is_main:
         folder = Path(cfg.runs_dir) / cfg.run_name if cfg.run_name else None
-        if folder is not None and folder.is_dir() and _reusable(folder):
+        if folder is not None and folder.is_dir() and _reusable(folder) and _network_of_run(folder) == network:
             session.log(f"[{role}] {folder} holds no checkpoint yet: starting the run from scratch")
         else:
             folder = new_run_dir(cfg.runs_dir, cfg.run_name, role, " or continue it with --resume {path}")
