@@ -72,6 +72,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     ap.add_argument("--no-train", action="store_true", help="inference only")
     ap.add_argument("--seed", type=int, default=0, help="weights and inputs")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write the header and rows here")
+    ap.add_argument("--deploy-table", action="store_true",
+                    help="instead: the student's depth x backend deployment table (benchmarks/bench_deploy.py; "
+                         "its options follow)")
     args = ap.parse_args(argv)
     if args.iters < 1 or args.train_iters < 1:
         ap.error("--iters and --train-iters must be at least 1")
@@ -311,6 +314,12 @@ def print_table(header: list[str], rows: list[dict]) -> None:
 # ----------------------------------------------------------------------------- main
 
 def main(argv: Optional[list[str]] = None) -> list[dict]:
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--deploy-table" in argv:  # the student's depth x backend table lives in bench_deploy.py
+        import bench_deploy
+
+        return bench_deploy.main([a for a in argv if a != "--deploy-table"])
     args = parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
