@@ -106,7 +106,7 @@ def deploy_all(args: argparse.Namespace, out: Path, results: dict) -> dict[str, 
 def speed_of(speed: Optional[dict], depth: int, backend: str) -> Optional[float]:
     for row in (speed or {}).get("rows", []):
         if row.get("depth") == depth and row.get("backend") == backend:
-            return row.get("ms_per_frame")
+            return row.get("ms")
     return None
 
 
