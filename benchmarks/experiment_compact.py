@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]

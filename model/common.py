@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 import torch
-from torch import nn
 
 
 

@@ -198,8 +198,13 @@ def non_finite_terms(losses: Mapping[str, Tensor | float]) -> list[str]:
     return [f"{k}={v:g}" for k, v in values.items() if not math.isfinite(v)]
 
 
-def check_finite(losses: Mapping[str, Tensor | float], where: str) -> None:
-    """Raise FloatingPointError naming every NaN/inf term, its value and ``where``."""
+def check_finite(losses: Mapping[str, Tensor | float], where: str,
+                 agree: Callable[[bool], bool] | None = None) -> None:
+    """Raise FloatingPointError naming every NaN/inf term, its value and ``where``.
+
+    ``agree(ok)`` turns this process's verdict into everyone's (distributed training), so that
+    all processes raise together when any one of them saw a non-finite loss."""
     bad = non_finite_terms(losses)
-    if bad:
-        raise FloatingPointError(f"non-finite loss at {where}: {', '.join(bad)}")
+    ok = not bad if agree is None else agree(not bad)
+    if not ok:
+        raise FloatingPointError(f"non-finite loss at {where}: {', '.join(bad) or 'on another process'}")

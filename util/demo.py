@@ -20,10 +20,10 @@ from torch.utils.data import DataLoader
 from .data import verify_dataset
 from .engine.checkpoint import NETWORK_ROLE, build_from_weights, model_config
 from .engine.cli import run_cli
-from .engine.config import AMP_MODES, parse_device
+from .engine.config import AMP_MODES, check_amp, parse_device
 from .engine.folders import new_run_dir, write_json
 from .engine.loaders import present_splits, split_loader
-from .engine.loop import check_amp, evaluate
+from .engine.loop import evaluate
 from .engine.metrics import format_report, write_confusion_csv
 from .engine.pictures import colorize, frame_panel, save_rgb
 from .data.info import MFNET, DatasetInfo, load_dataset_info

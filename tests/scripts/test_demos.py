@@ -11,7 +11,7 @@ import run_demo_student
 import run_demo_teacher
 import trainStudent
 import trainTeacher
-from util.deploy.inference import read_thermal
+from util.deploy.frames import read_thermal
 from util.engine.metrics import metrics_from_confusion
 from util.data.synthetic import generate_dataset
 

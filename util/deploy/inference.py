@@ -22,11 +22,9 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
-from .backends import Segmenter, TorchSegmenter
-from .frames import FRAME_EXTENSIONS, list_frames, read_thermal  # noqa: F401 (this module's API before frames.py)
+from .backends import Segmenter
 from .frames import Frame, iter_images, iter_video, video_info
 from ..engine.pictures import colorize, overlay, save_rgb, thermal_to_rgb
 
@@ -51,11 +49,6 @@ def predict_batch(segmenter: Segmenter, thermals: Sequence[np.ndarray]) -> list[
             lab = F.interpolate(lab[None, None], size=t.shape, mode="nearest")[0, 0]
         out.append(lab.numpy())
     return out
-
-
-def predict_frame(model: nn.Module, thermal: np.ndarray, device: torch.device) -> np.ndarray:
-    """Class ids (H, W) uint8 for one thermal frame at its own size."""
-    return predict_batch(TorchSegmenter(model, device, channels_last=False), [thermal])[0]
 
 
 class Throughput:
@@ -154,12 +147,6 @@ def segment_images(segmenter: Segmenter, paths: Sequence[Path], out_dir: Path,
 
     speed = segment_stream(segmenter, iter_images(paths, thermal_range), emit, batch_size, len(paths), show)
     return {**records.summary(), **speed}
-
-
-def segment_frames(model: nn.Module, paths: Sequence[Path], device: torch.device, out_dir: Path,
-                   thermal_range: Optional[Sequence[float]] = None, show: bool = True) -> dict:
-    """segment_images with a PyTorch model on `device`, one frame at a time."""
-    return segment_images(TorchSegmenter(model, device, channels_last=False), paths, out_dir, thermal_range, 1, show)
 
 
 class OverlayVideo:

@@ -183,11 +183,16 @@ def read_training_checkpoint(path: str | os.PathLike, network: str, mmap: bool =
     return {**w.raw, "model": w.state_dict}
 
 
+def is_partial_write(name: str) -> bool:
+    """Whether a file name is one of `save_atomic`'s temporary files."""
+    return bool(_TMP_PATTERN.match(name))
+
+
 def remove_partial_writes(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that `save_atomic` calls killed mid-write left in `folder`."""
     removed = []
     for p in Path(folder).iterdir() if Path(folder).is_dir() else ():
-        if p.is_file() and _TMP_PATTERN.match(p.name):
+        if p.is_file() and is_partial_write(p.name):
             p.unlink(missing_ok=True)  # another process may have removed it first
             removed.append(p)
     return removed

@@ -96,9 +96,7 @@ class TrainConfig:
             raise ConfigError(f"--depth {self.depth}: must be one of {', '.join(map(str, RESNET_DEPTHS))}")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"--amp {self.amp}: must be one of {', '.join(AMP_MODES)}")
-        device = parse_device(self.device)
-        if self.amp == "fp16" and device.type != "cuda":
-            raise ConfigError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
+        check_amp(self.amp, parse_device(self.device))
         runs = Path(self.runs_dir)
         if runs.exists() and not runs.is_dir():
             raise ConfigError(f"--runs-dir {runs}: is a file, expected a folder")
@@ -177,6 +175,12 @@ def _non_negative(cfg: TrainConfig, name: str) -> None:
     v = getattr(cfg, name)
     if not (math.isfinite(v) and v >= 0):
         raise ConfigError(f"{flag(name)} {v}: must be a finite number, at least 0")
+
+
+def check_amp(amp: str, device: torch.device) -> None:
+    """Refuse an --amp setting the device cannot run (fp16 autocast here needs CUDA)."""
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
 
 
 def parse_device(spec: str, local_rank: int = 0) -> torch.device:

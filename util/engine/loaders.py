@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ..data import MFDataset, verify_dataset
@@ -94,7 +93,8 @@ def training_data(cfg, session: Session, edges: str | bool) -> Data:
     common = dict(height=cfg.height, width=cfg.width, n_class=cfg.n_class, seed=cfg.seed,
                   ignore_index=data_info.ignore_index)
     train_set = MFDataset(cfg.data_dir, "train", augment=cfg.augment, edges=edges, check=False, **common)
-    # all splits in one pass, so that a broken test split fails now rather than after the last epoch
+    # every split now, so that a broken test split fails before training rather than after the last epoch;
+    # edge maps are needed for train only
     show = session.is_main and cfg.progress
     verify_dataset(cfg.data_dir, ["train"], cfg.n_class, need_edges=train_set.has_edges, progress=show)
     verify_dataset(cfg.data_dir, ["val", *tests], cfg.n_class, progress=show)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from model.losses import non_finite_terms
+from model.losses import check_finite
 
 from .checkpoint import unwrap
 from .distributed import all_agree, all_reduce_sum
@@ -39,12 +39,6 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def check_amp(amp: str, device: torch.device) -> None:
-    """Refuse an --amp setting the device cannot run (fp16 autocast here needs CUDA)."""
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
-
-
 def to_device(batch: Mapping[str, Any], device: torch.device, in_channels: int,
               channels_last: bool = False) -> dict:
     """Move a loader batch to `device`; add `inputs` (what the network reads) and `image_full`."""
@@ -66,9 +60,7 @@ def train_step(model: nn.Module, task: Task, batch: Mapping[str, Any], optimizer
     """
     with autocast(device, amp):
         losses, out = task.loss(model, batch)
-    bad = non_finite_terms(losses)
-    if not all_agree(not bad, device):
-        raise FloatingPointError(f"non-finite loss at {where}: {', '.join(bad) or 'on another process'}")
+    check_finite(losses, where, agree=lambda ok: all_agree(ok, device))
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(losses["total"]).backward()

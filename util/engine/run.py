@@ -14,7 +14,6 @@ never written; the run stops naming the epoch and the last good checkpoint.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -25,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import (FORMAT, NETWORK_ROLE, TRAINER, VERSION, export_release, first_non_finite, load_state,
-                         model_config, read_training_checkpoint, remove_partial_writes, save_atomic, unwrap)
+from .checkpoint import (FORMAT, NETWORK_ROLE, TRAINER, VERSION, export_release, first_non_finite, is_partial_write,
+                         load_state, model_config, read_training_checkpoint, remove_partial_writes, save_atomic,
+                         unwrap)
 from .config import TrainConfig, describe
 from .distributed import Session, barrier, broadcast_object
 from .folders import new_run_dir, write_json
@@ -63,8 +63,7 @@ def _reusable(folder: Path) -> bool:
     """A folder made by a trainer that holds no checkpoint to resume from."""
     if not (folder / CONFIG_FILE).is_file() or (folder / "last.pth").exists():
         return False
-    remove_partial_writes(folder)
-    return {p.name for p in folder.iterdir()} <= _OWN_FILES
+    return {p.name for p in folder.iterdir() if not is_partial_write(p.name)} <= _OWN_FILES
 
 
 def _network_of_run(folder: Path) -> Optional[str]:
@@ -141,7 +140,7 @@ class Run:
         metrics = val.confusion.compute()
         record = {"epoch": epoch, "lr": lr, "train": losses, "val_loss": val.loss, "val_miou": metrics["miou"],
                   "val_macc": metrics["macc"], "images_per_s": images_per_s,
-                  "seconds": time.perf_counter() - getattr(self, "_t_epoch", time.perf_counter())}
+                  "seconds": time.perf_counter() - self._t_epoch}
         self.history.append(record)
         is_best = metrics["miou"] > self.best["miou"]
         if is_best:
