@@ -102,3 +102,20 @@ def test_export_our_checkpoint_format(fitted, tmp_path):
     x = random_thermal(2, SIZE, SIZE)
     agree = load_segmenter(tmp_path / "s.onnx").labels(x) == load_segmenter(ckpt, "cpu").labels(x)
     assert agree.mean() >= 0.999
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_export_leaves_the_model_as_it_found_it(tmp_path, dtype):
+    """Mode of every module, weights (bitwise), dtype and device are the caller's after export_onnx."""
+    torch.manual_seed(0)
+    model = EKNet(depth=18, height=SIZE, width=SIZE).to(dtype).train()
+    next(iter(model.children())).eval()  # a mixed tree: one branch in eval mode, the rest training
+    modes = {name: m.training for name, m in model.named_modules()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    export_onnx(model, tmp_path / "s.onnx")
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert len(set(modes.values())) == 2  # the check covers both modes
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) and after[k].dtype == v.dtype for k, v in state.items())
+    assert next(model.parameters()).dtype == dtype and next(model.parameters()).device.type == "cpu"
+    assert read_metadata(tmp_path / "s.onnx")["precision"] == "fp32"

@@ -17,6 +17,7 @@ import json
 
 import argparse
 import contextlib
+import copy
 import os
 import sys
 import tempfile
@@ -95,23 +96,32 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Path:
-    """Write `model` (an EKNet, any depth and size; put in eval mode on the CPU) as ONNX with its
-    logits as the only output, a dynamic batch dimension and metadata; atomically, never over an
-    existing file unless `overwrite`."""
+    """Write `model` (an EKNet, any depth and size; exported in eval mode, in float32 on the CPU) as
+    ONNX with its logits as the only output, a dynamic batch dimension and metadata; atomically,
+    never over an existing file unless `overwrite`. `model` is left as it was found: every module's
+    mode, its weights, device and dtype (a model elsewhere than float32 on the CPU is exported from a copy)."""
     path = Path(path)
     if opset not in OPSETS:
         raise ValueError(f"--opset {opset}: expected {OPSETS.start} to {OPSETS.stop - 1}")
     check_new_file(path, overwrite, "--out")
-    model = model.cpu().float().eval()
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.device.type != "cpu" or (t.is_floating_point() and t.dtype != torch.float32) for t in tensors):
+        model = copy.deepcopy(model).cpu().float()  # the caller's model keeps its device and dtype
+    modes = {m: m.training for m in model.modules()}
     example = torch.rand(2, 1, model.height, model.width)
-    with atomic_path(path, overwrite) as tmp, warnings.catch_warnings():
-        # TracerWarnings come from the input-shape checks (the fixed H and W), not from the batch size.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(LogitsOnly(model), (example,), str(tmp), dynamo=False, opset_version=opset,
-                          input_names=["thermal"], output_names=["logits"],
-                          dynamic_axes={"thermal": {0: "batch"}, "logits": {0: "batch"}})
-        write_metadata(tmp, model_metadata(model))
+    try:
+        wrapper = LogitsOnly(model.eval()).eval()  # the exporter restores the wrapper's mode onto the tree
+        with atomic_path(path, overwrite) as tmp, warnings.catch_warnings():
+            # TracerWarnings come from the input-shape checks (the fixed H and W), not from the batch size.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(wrapper, (example,), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=["thermal"], output_names=["logits"],
+                              dynamic_axes={"thermal": {0: "batch"}, "logits": {0: "batch"}})
+            write_metadata(tmp, model_metadata(model))
+    finally:
+        for module, training in modes.items():
+            module.training = training
     return path
 
 
