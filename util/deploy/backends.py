@@ -72,8 +72,9 @@ class OnnxSegmenter:
     """An exported student (python -m util.export) in an onnxruntime session; size and classes from its metadata."""
 
     def __init__(self, path: str | os.PathLike, providers: Optional[list] = None, threads: Optional[int] = None):
-        import onnxruntime as ort
+        from .runtimes import import_onnxruntime
 
+        ort = import_onnxruntime()
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {path}")
@@ -117,7 +118,9 @@ def _size(meta_value: Optional[str], dim: object, path: Path, what: str) -> int:
 
 def onnx_providers(device: str) -> list:
     """onnxruntime providers for a --device value: 'cpu', 'cuda[:N]' or 'auto' (CUDA when available)."""
-    import onnxruntime as ort
+    from .runtimes import import_onnxruntime
+
+    ort = import_onnxruntime()
 
     has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
     if device == "auto":

@@ -9,25 +9,32 @@ n_class, depth, height, width and precision (fp32 or int8). The TorchScript-base
 (torch.onnx.export(..., dynamo=False)) is used: the dynamo exporter gives the same graph
 numerically but takes about 8x longer and needs onnxscript.
 After writing, the file is run with onnxruntime (CPU) against PyTorch on random thermal inputs;
-the int8 copy is compared with the fp32 model on held-out frames.
+the int8 copy (util/deploy/quantize.py: uint8 activations x int8 per-channel weights, calibration
+method and float node groups chosen by measurement here) is compared with the fp32 model on
+held-out frames, in argmax agreement and in ms/frame on this machine.
 """
 from __future__ import annotations
 
 import json
 
 import argparse
-import contextlib
 import copy
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from .agreement import compare, format_comparison, random_thermal
+from .onnxfile import atomic_path, check_new_file, read_metadata, write_metadata
+from .agreement import agreement_percent
+from .cpu import cpu_info
+from .quantize import ACTIVATIONS, CALIB_METHODS, INT8_MIN_AGREEMENT, tune_int8
+from .quantize import quantize_int8  # noqa: F401  (the export API: util.deploy.export.quantize_int8)
 
 OPSETS = range(14, 21)  # scaled_dot_product_attention needs 14; the TorchScript exporter stops at 20
 DEFAULT_OPSET = 17
@@ -44,29 +51,6 @@ class LogitsOnly(nn.Module):
         return self.model(x).logits
 
 
-def check_new_file(path: Path, overwrite: bool, option: str) -> None:
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{option} {path} exists; pass --overwrite to replace it")
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed over it when the block succeeds (removed otherwise)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
-    try:
-        yield Path(tmp)
-        check_new_file(path, overwrite, "output")  # it may have appeared meanwhile
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def model_metadata(model: nn.Module, precision: str = "fp32") -> dict[str, str]:
     from ..data.info import info_for_classes
 
@@ -75,24 +59,6 @@ def model_metadata(model: nn.Module, precision: str = "fp32") -> dict[str, str]:
             "height": str(model.height), "width": str(model.width), "precision": precision,
             "dataset": json.dumps(info.to_dict()),
             "input": "thermal (B, 1, height, width) float32 in [0, 1]", "output": "logits (B, n_class, height, width)"}
-
-
-def write_metadata(path: Path, metadata: dict[str, str]) -> None:
-    """Replace the model's metadata_props with `metadata` and check the file."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    import onnx
-
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Path:
@@ -123,67 +89,6 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_
         for module, training in modes.items():
             module.training = training
     return path
-
-
-class _FrameReader:
-    """onnxruntime CalibrationDataReader over frames (N, 1, H, W), one at a time."""
-
-    def __init__(self, input_name: str, frames: np.ndarray):
-        self._items = iter([{input_name: frames[i:i + 1]} for i in range(len(frames))])
-
-    def get_next(self) -> Optional[dict]:
-        return next(self._items, None)
-
-
-def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib_frames: np.ndarray,
-                  overwrite: bool = False) -> Path:
-    """Static int8 quantisation (QDQ, int8 activations and per-channel int8 weights, MinMax ranges)
-    of an exported fp32 model, calibrated on `calib_frames` float32 (N, 1, H, W) in [0, 1]."""
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    fp32_path, out_path = Path(fp32_path), Path(out_path)
-    check_new_file(out_path, overwrite, "--int8-out")
-    if len(calib_frames) == 0:
-        raise ValueError("quantize_int8: no calibration frames")
-    metadata = {**read_metadata(fp32_path), "precision": "int8"}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_path.parent) as work, atomic_path(out_path, overwrite) as tmp:
-        pre = Path(work) / "pre.onnx"
-        quant_pre_process(str(fp32_path), str(pre))  # folds BatchNorms into convolutions, infers shapes
-        graph = onnx.load(str(pre)).graph
-        # the BatchNorms left (after pooling and in TEM's MLP) stay float: per-channel int8 does not fit them
-        keep_float = [n.name for n in graph.node if n.op_type == "BatchNormalization"]
-        quantize_static(str(pre), str(tmp), _FrameReader(graph.input[0].name, calib_frames.astype(np.float32)),
-                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=keep_float)
-        write_metadata(tmp, metadata)
-    return out_path
-
-
-def compare(reference: Callable[[np.ndarray], np.ndarray], candidate: Callable[[np.ndarray], np.ndarray],
-            inputs: np.ndarray, batch_size: int = 1) -> dict[str, float]:
-    """Logits of two segmenters on `inputs` (N, 1, H, W) in batches: the largest absolute difference,
-    that relative to the largest reference logit, and the argmax (label) agreement over all pixels."""
-    max_abs, max_ref, agree, total = 0.0, 0.0, 0, 0
-    for i in range(0, len(inputs), batch_size):
-        a, b = reference(inputs[i:i + batch_size]), candidate(inputs[i:i + batch_size])
-        max_abs = max(max_abs, float(np.abs(a - b).max()))
-        max_ref = max(max_ref, float(np.abs(a).max()))
-        agree += int((a.argmax(1) == b.argmax(1)).sum())
-        total += a.shape[0] * a.shape[2] * a.shape[3]
-    return {"frames": len(inputs), "batch_size": batch_size, "max_abs_diff": max_abs,
-            "relative_diff": max_abs / max_ref if max_ref > 0 else max_abs, "agreement": agree / total}
-
-
-def format_comparison(title: str, r: dict[str, float]) -> str:
-    return (f"{title}: {r['frames']} frame(s), batch {r['batch_size']}: max|Δlogits| {r['max_abs_diff']:.3g} "
-            f"(relative {r['relative_diff']:.3g}), argmax agreement {100 * r['agreement']:.2f}%")
-
-
-def random_thermal(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).random((n, 1, height, width), dtype=np.float32)
 
 
 def _spread(items: Sequence, n: int) -> list:
@@ -260,6 +165,19 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    "held out), or a folder, image or video of thermal frames (as --input of run_demo_student.py)")
     p.add_argument("--calib-frames", type=int, default=32, help="frames to calibrate on")
     p.add_argument("--heldout-frames", type=int, default=16, help="frames to compare int8 with fp32 on")
+    p.add_argument("--int8-activations", choices=ACTIVATIONS, default="uint8",
+                   help="uint8 (default): uint8 activations x int8 weights, the fast pair of x86 VNNI/AMX "
+                        "kernels; int8: symmetric activations, for targets that need them (TensorRT, NPUs, "
+                        "Arm) and x86 CPUs without VNNI, where uint8 x int8 kernels can saturate")
+    p.add_argument("--calib-method", choices=("auto",) + CALIB_METHODS, default="auto",
+                   help="activation ranges; auto: the one whose int8 file agrees best with fp32 on the "
+                        "held-out frames")
+    p.add_argument("--keep-float", choices=("auto", "none"), default="auto",
+                   help="auto: leave in float the node groups (transposed convolutions, attention, resizes "
+                        "and pools) that run faster unquantised on this machine; none: quantise all")
+    p.add_argument("--min-agreement", type=agreement_percent, default=INT8_MIN_AGREEMENT, metavar="PERCENT",
+                   help=f"with --keep-float auto, a node group is left in float only if the argmax agreement "
+                        f"with fp32 stays at least this (default {100 * INT8_MIN_AGREEMENT:g})")
     p.add_argument("--thermal-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="fixed raw-value range for 16-bit calibration frames (default: per-frame min-max)")
     return p.parse_args(argv)
@@ -312,11 +230,18 @@ def run(args: argparse.Namespace) -> dict:
         calib, held, where = calibration_frames(args.calib_data, model.height, model.width, args.calib_frames,
                                                 args.heldout_frames, args.thermal_range)
         print(f"[export] int8: calibrating on {where}", flush=True)
-        quantize_int8(out, int8_out, calib, args.overwrite)
+        methods = CALIB_METHODS if args.calib_method == "auto" else (args.calib_method,)
+        tuned = tune_int8(out, int8_out, calib, held, args.overwrite, args.int8_activations, methods,
+                          args.keep_float == "auto", args.min_agreement,
+                          log=lambda line: print(f"[export] {line}", flush=True))
         r = compare(fp32, OnnxSegmenter(int8_out), held, batch_size=1)
-        print(f"[export] wrote {int8_out} ({int8_out.stat().st_size / 2**20:.1f} MiB)", flush=True)
+        print(f"[export] wrote {int8_out} ({int8_out.stat().st_size / 2**20:.1f} MiB; {tuned['description']})",
+              flush=True)
         print(format_comparison("[export] int8 vs fp32 (onnxruntime CPU), held-out frames", r), flush=True)
-        result.update({"int8_out": str(int8_out), "int8_vs_fp32": r, "calibration": where})
+        print(f"[export] int8 {tuned['int8_ms']:.1f} ms/frame vs fp32 {tuned['fp32_ms']:.1f} ms/frame "
+              f"({tuned['fp32_ms'] / tuned['int8_ms']:.2f}x), onnxruntime CPU, batch 1, on this machine "
+              f"({cpu_info().describe()})", flush=True)
+        result.update({"int8_out": str(int8_out), "int8_vs_fp32": r, "calibration": where, "int8": tuned})
     return result
 
 

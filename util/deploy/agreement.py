@@ -1,0 +1,44 @@
+"""Two segmenters side by side: logits differences and argmax (label) agreement."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+def compare(reference: Callable[[np.ndarray], np.ndarray], candidate: Callable[[np.ndarray], np.ndarray],
+            inputs: np.ndarray, batch_size: int = 1) -> dict[str, float]:
+    """Logits of two segmenters on `inputs` (N, 1, H, W) in batches: the largest absolute difference,
+    that relative to the largest reference logit, and the argmax (label) agreement over all pixels."""
+    max_abs, max_ref, agree, total = 0.0, 0.0, 0, 0
+    for i in range(0, len(inputs), batch_size):
+        a, b = reference(inputs[i:i + batch_size]), candidate(inputs[i:i + batch_size])
+        max_abs = max(max_abs, float(np.abs(a - b).max()))
+        max_ref = max(max_ref, float(np.abs(a).max()))
+        agree += int((a.argmax(1) == b.argmax(1)).sum())
+        total += a.shape[0] * a.shape[2] * a.shape[3]
+    return {"frames": len(inputs), "batch_size": batch_size, "max_abs_diff": max_abs,
+            "relative_diff": max_abs / max_ref if max_ref > 0 else max_abs, "agreement": agree / total}
+
+
+def format_comparison(title: str, r: dict[str, float]) -> str:
+    return (f"{title}: {r['frames']} frame(s), batch {r['batch_size']}: max|Δlogits| {r['max_abs_diff']:.3g} "
+            f"(relative {r['relative_diff']:.3g}), argmax agreement {100 * r['agreement']:.2f}%")
+
+
+def random_thermal(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 1, height, width), dtype=np.float32)
+
+
+def agreement_percent(text: str) -> float:
+    """argparse type of --min-agreement: a percentage in (0, 100], returned as a fraction."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and 0 < value <= 100):
+        raise argparse.ArgumentTypeError(f"expected a percentage above 0 and at most 100, got {text!r}")
+    return value / 100.0
