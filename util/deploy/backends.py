@@ -1,4 +1,4 @@
-"""Backends that segment batches of thermal frames: PyTorch or onnxruntime, one interface.
+"""Backends that segment batches of thermal frames: PyTorch, onnxruntime or OpenVINO, one interface.
 
 A segmenter takes float32 (B, 1, height, width) thermal in [0, 1] (a NumPy array at the model
 size) and returns the logits (B, n_class, height, width) as float32 NumPy; `labels` returns the
@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.info import info_for_classes
+from ..data.info import DatasetInfo, info_for_classes
 from ..engine.config import parse_device
 
 ONNX_SUFFIXES = (".onnx",)
 TORCH_SUFFIXES = (".pth", ".pt")
+PRECISIONS = ("fp32", "bf16")
 
 
 class Segmenter(Protocol):
@@ -42,24 +43,33 @@ def _check_batch(x: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 class TorchSegmenter:
-    """An EKNet (nn.Module) on a torch device, in inference mode, optionally channels-last."""
+    """An EKNet (nn.Module) on a torch device, in inference mode, optionally channels-last.
 
-    def __init__(self, model: nn.Module, device: torch.device | str = "cpu", channels_last: bool = True):
+    `precision` "bf16": bfloat16 autocast (always with channels-last), the fast path of CPUs with
+    native bf16 (see cpu.py) and of recent GPUs; the logits come back as float32."""
+
+    def __init__(self, model: nn.Module, device: torch.device | str = "cpu", channels_last: bool = True,
+                 precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.channels_last = channels_last
-        if channels_last:
+        self.precision = precision
+        self.channels_last = channels_last or precision == "bf16"
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.height, self.width, self.n_class = model.height, model.width, model.n_class
         self.info = getattr(model, "dataset_info", None) or info_for_classes(model.n_class)
-        self.name = f"PyTorch {self.device}, fp32" + (", channels-last" if channels_last else "")
+        self.name = (f"PyTorch {self.device}, " + ("bf16 autocast" if precision == "bf16" else "fp32")
+                     + (", channels-last" if self.channels_last else ""))
 
     @torch.inference_mode()
     def _logits(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(_check_batch(x, self.height, self.width)).to(self.device)
         if self.channels_last:
             t = t.contiguous(memory_format=torch.channels_last)
-        return self.model(t).logits
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.model(t).logits
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self._logits(x).float().cpu().numpy()
@@ -87,22 +97,89 @@ class OnnxSegmenter:
             raise ValueError(f"{path}: cannot load the ONNX model ({str(exc).splitlines()[0][:200]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 1:
-            raise ValueError(f"{path}: expected one thermal input of shape (B, 1, H, W), "
-                             f"got {[tuple(i.shape) for i in inputs]}")
-        if meta.get("network", "EKNet") != "EKNet":
-            raise ValueError(f"{path} holds {meta['network']}; only the EKNet student takes thermal frames alone")
         self.input_name = inputs[0].name
-        self.height = _size(meta.get("height"), inputs[0].shape[2], path, "height")
-        self.width = _size(meta.get("width"), inputs[0].shape[3], path, "width")
-        self.n_class = _size(meta.get("n_class"), outputs[0].shape[1], path, "class count")
-        self.precision = meta.get("precision", "fp32")
-        self.info = info_for_classes(self.n_class, json.loads(meta["dataset"]) if "dataset" in meta else None)
+        self.height, self.width, self.n_class, self.precision, self.info = student_facts(
+            path, meta, [list(i.shape) for i in inputs], [list(o.shape) for o in outputs])
         provider = self.session.get_providers()[0].removesuffix("ExecutionProvider")
         self.name = f"onnxruntime {provider}, {self.precision}"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: _check_batch(x, self.height, self.width)})[0]
+
+    def labels(self, x: np.ndarray) -> np.ndarray:
+        return self(x).argmax(1).astype(np.uint8)
+
+
+def student_facts(path: Path, meta: dict[str, str], input_shapes: list[list], output_shapes: list[list]
+                  ) -> tuple[int, int, int, str, DatasetInfo]:
+    """(height, width, n_class, precision, dataset info) of an exported student, from its metadata and
+    its input/output shapes; ValueError naming the file when it is not an EKNet of ours."""
+    if len(input_shapes) != 1 or len(input_shapes[0]) != 4 or input_shapes[0][1] != 1:
+        raise ValueError(f"{path}: expected one thermal input of shape (B, 1, H, W), "
+                         f"got {[tuple(s) for s in input_shapes]}")
+    if meta.get("network", "EKNet") != "EKNet":
+        raise ValueError(f"{path} holds {meta['network']}; only the EKNet student takes thermal frames alone")
+    height = _size(meta.get("height"), input_shapes[0][2], path, "height")
+    width = _size(meta.get("width"), input_shapes[0][3], path, "width")
+    n_class = _size(meta.get("n_class"), output_shapes[0][1], path, "class count")
+    info = info_for_classes(n_class, json.loads(meta["dataset"]) if "dataset" in meta else None)
+    return height, width, n_class, meta.get("precision", "fp32"), info
+
+
+class OpenVinoSegmenter:
+    """An exported student (fp32, or an int8 QDQ file as it is) compiled by OpenVINO for the CPU.
+
+    `precision` is OpenVINO's INFERENCE_PRECISION_HINT for what runs in floating point: "fp32", or
+    "bf16" (fast on CPUs with native bf16, see cpu.py). The model is compiled for each batch size
+    met (static shapes run faster than a dynamic batch). Nothing is written outside: no model cache,
+    and no telemetry (runtimes.py)."""
+
+    def __init__(self, path: str | os.PathLike, precision: str = "fp32", threads: Optional[int] = None):
+        from .onnxfile import read_metadata
+        from .runtimes import import_openvino
+
+        path = Path(path)
+        if precision not in PRECISIONS:
+            raise ValueError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        try:
+            ov = import_openvino()
+        except ImportError:
+            raise ValueError("--backend openvino: the openvino package is not installed "
+                             "(pip install openvino)") from None
+        self.core = ov.Core()
+        try:
+            self.model = self.core.read_model(str(path))
+            meta = read_metadata(path)
+        except Exception as exc:  # OpenVINO and onnx raise their own exception types for bad files
+            raise ValueError(f"{path}: cannot load the ONNX model ({str(exc).splitlines()[0][:200]})") from None
+
+        def dims(shape) -> list:
+            return [d.get_length() if d.is_static else None for d in shape]
+        self.height, self.width, self.n_class, file_precision, self.info = student_facts(
+            path, meta, [dims(i.get_partial_shape()) for i in self.model.inputs],
+            [dims(o.get_partial_shape()) for o in self.model.outputs])
+        self.precision = precision
+        self.config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                       "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._compiled: dict[int, object] = {}
+        kind = f"{file_precision} file, {precision} hint" if file_precision == "int8" else precision
+        self.name = f"OpenVINO CPU, {kind}"
+
+    def _compiled_for(self, batch: int):
+        if batch not in self._compiled:
+            model = self.model.clone()
+            model.reshape([batch, 1, self.height, self.width])
+            self._compiled[batch] = self.core.compile_model(model, "CPU", self.config)
+        return self._compiled[batch]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = _check_batch(x, self.height, self.width)
+        compiled = self._compiled_for(len(x))
+        return np.asarray(compiled(x)[compiled.output(0)], dtype=np.float32)
 
     def labels(self, x: np.ndarray) -> np.ndarray:
         return self(x).argmax(1).astype(np.uint8)
