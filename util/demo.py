@@ -65,7 +65,24 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
         p.add_argument("--batch-size", type=int, default=1, help="frames per forward pass with --input")
         p.add_argument("--save-labels", action="store_true",
                        help="with a video --input, also write each frame's class ids as labels/NAME_i.png")
+        add_inference_args(p)
     return p
+
+
+def add_inference_args(p: argparse.ArgumentParser) -> None:
+    """--backend, --precision and --min-agreement of --input (util/deploy/choose.py)."""
+    from .deploy.agreement import agreement_percent
+    from .deploy.choose import BACKEND_CHOICES, PRECISION_CHOICES
+
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="with --input: auto (default) times the paths the weights offer on a few input frames "
+                        "(PyTorch fp32/bf16 for .pth; onnxruntime and OpenVINO, and NAME.int8.onnx beside an "
+                        ".onnx file) and takes the fastest that agrees with fp32; the choice is cached")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                   help="with --input: auto: bf16 where the CPU (or GPU) has it natively, else fp32 "
+                        "(with --backend auto: both measured); bf16: PyTorch autocast or OpenVINO's hint")
+    p.add_argument("--min-agreement", type=agreement_percent, default=None, metavar="PERCENT",
+                   help="with --backend auto: least argmax agreement with fp32 (default 99, int8 files 97)")
 
 
 def load_model(path: str, network: str, device: torch.device, n_class: Optional[int]) -> nn.Module:
@@ -154,8 +171,8 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
 
 def run_own_frames(args: argparse.Namespace) -> dict:
     """Segment a video, image or folder (--input) with PyTorch or ONNX weights; write outputs and summary.json."""
-    from .deploy.backends import TorchSegmenter, load_segmenter
-    from .deploy.frames import check_thermal_range, is_video, list_frames, video_info
+    from .deploy.choose import TIMED_FRAMES, open_segmenter, sample_frames
+    from .deploy.frames import check_thermal_range, is_video, iter_images, iter_video, list_frames, video_info
     from .deploy.inference import report_lines, segment_images, segment_video
 
     thermal_range = check_thermal_range(args.thermal_range)
@@ -166,20 +183,23 @@ def run_own_frames(args: argparse.Namespace) -> dict:
     count = video_info(args.input).frames if video else len(paths)  # video_info: unreadable video -> error
     if not video and not paths:
         raise FileNotFoundError(f"--input {args.input}: no .png/.tif/.tiff/.jpg/.jpeg frames found")
-    if Path(args.weights).suffix.lower() == ".onnx":
-        seg = load_segmenter(args.weights, args.device)
-        if args.n_class is not None and seg.n_class != args.n_class:
-            raise ValueError(f"{args.weights} holds a {seg.n_class}-class EKNet, but --n-class {args.n_class} was given")
-    else:
-        device = parse_device(args.device)
-        seg = TorchSegmenter(load_model(args.weights, "EKNet", device, args.n_class), device, args.channels_last)
+    device = parse_device(args.device)
+    sample = (lambda h, w: sample_frames(iter_video(args.input, thermal_range) if video
+                                         else iter_images(paths[:2 * TIMED_FRAMES], thermal_range), TIMED_FRAMES, h, w))
+    seg, inference = open_segmenter(args.weights, device, args.backend, args.precision, args.min_agreement,
+                                    lambda: load_model(args.weights, "EKNet", device, args.n_class), sample,
+                                    args.channels_last, log=lambda line: print(f"[EKNet] {line}", flush=True))
+    if args.n_class is not None and seg.n_class != args.n_class:
+        raise ValueError(f"{args.weights} holds a {seg.n_class}-class EKNet, but --n-class {args.n_class} was given")
     out_dir = new_run_dir(args.runs_dir, args.run_name, "segment")
     what = f"a video of {count or 'unknown'} frames" if video else f"{count} frame(s)"
     print(f"[EKNet] {what} from {args.input} -> {out_dir}  ({seg.name}, batch {args.batch_size})", flush=True)
     show, path = not args.no_progress, Path(args.input)
     summary = (segment_video(seg, path, out_dir, thermal_range, args.batch_size, args.save_labels, show) if video
                else segment_images(seg, paths, out_dir, thermal_range, args.batch_size, show))
-    summary.update({"weights": str(args.weights), "input": str(args.input), "thermal_range": thermal_range})
+    summary.update({"weights": str(args.weights), "input": str(args.input), "thermal_range": thermal_range,
+                    "inference": {**inference, "path": seg.name,
+                                  "ms_per_frame": 1000 / summary["model_frames_per_second"]}})
     write_json(summary, out_dir / "summary.json")
     print("\n".join(f"[EKNet] {line}" for line in report_lines(summary, out_dir)), flush=True)
     if not summary["segmented"]:

@@ -103,16 +103,21 @@ def edge_size(label_hw: tuple[int, int]) -> tuple[int, int]:
     return (-(-label_hw[0] // EDGE_STRIDE), -(-label_hw[1] // EDGE_STRIDE))
 
 
+def cache_dir() -> Path:
+    """The project's cache folder: ``$CEKD_CACHE_DIR``, else ``$XDG_CACHE_HOME/cekd-pytorch``, else
+    ``~/.cache/cekd-pytorch`` (the dataset check's and the deployment choice's small JSON files)."""
+    return Path(os.environ.get("CEKD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "cekd-pytorch"))
+
+
 def cache_path(data_dir: PathLike) -> Path:
     """JSON file remembering the files of ``data_dir`` that passed the check.
 
-    It lives in ``$CEKD_CACHE_DIR``, else ``$XDG_CACHE_HOME/cekd-pytorch``, else ``~/.cache/cekd-pytorch``
-    (never inside the data folder), one file per data folder, named from a hash of its absolute path.
+    It lives in :func:`cache_dir` (never inside the data folder), one file per data folder, named from
+    a hash of its absolute path.
     """
-    root = os.environ.get("CEKD_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "cekd-pytorch")
     digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:20]
-    return Path(root) / f"check-{digest}.json"
+    return cache_dir() / f"check-{digest}.json"
 
 
 class _CheckCache:

@@ -1,7 +1,9 @@
-"""Two segmenters side by side: logits differences and argmax (label) agreement."""
+"""Segmenters side by side: logits differences, argmax (label) agreement, and speed timed interleaved."""
 from __future__ import annotations
 
-from typing import Callable
+import statistics
+import time
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -42,3 +44,18 @@ def agreement_percent(text: str) -> float:
     if not (math.isfinite(value) and 0 < value <= 100):
         raise argparse.ArgumentTypeError(f"expected a percentage above 0 and at most 100, got {text!r}")
     return value / 100.0
+
+
+def ms_per_frame(segmenters: Sequence[Callable[[np.ndarray], np.ndarray]], frames: np.ndarray,
+                 reps: int = 5, warmup: int = 2) -> list[float]:
+    """Median ms of a batch-1 pass of each segmenter, timed interleaved (pass i of every segmenter,
+    then pass i + 1), so that a machine that slows down or speeds up meanwhile affects all alike."""
+    times: list[list[float]] = [[] for _ in segmenters]
+    for i in range(warmup + reps):
+        x = frames[i % len(frames):i % len(frames) + 1]
+        for seg, t in zip(segmenters, times):
+            t0 = time.perf_counter()
+            seg(x)
+            if i >= warmup:
+                t.append(1000.0 * (time.perf_counter() - t0))
+    return [statistics.median(t) for t in times]

@@ -216,6 +216,7 @@ def report_lines(summary: dict, out_dir: Path) -> list[str]:
     if summary["segmented"]:
         warm = f" after {summary['warmup_frames']} warm-up frame(s)" if summary["warmup_frames"] else ""
         lines.append(f"{summary['frames_per_second']:.1f} frames/s sustained (reading, inference, writing; model "
-                     f"alone {summary['model_frames_per_second']:.1f} frames/s) over {summary['timed_frames']} "
+                     f"alone {summary['model_frames_per_second']:.1f} frames/s, "
+                     f"{1000 / summary['model_frames_per_second']:.1f} ms/frame) over {summary['timed_frames']} "
                      f"frame(s){warm} on {summary['backend']}, batch {summary['batch_size']}")
     return lines

@@ -18,9 +18,7 @@ import contextlib
 import io
 import json
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -101,21 +99,6 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
     return out_path
 
 
-def ms_per_frame(segmenters: Sequence[Callable[[np.ndarray], np.ndarray]], frames: np.ndarray,
-                 reps: int = 5, warmup: int = 2) -> list[float]:
-    """Median ms of a batch-1 pass of each segmenter, timed interleaved (pass i of every segmenter,
-    then pass i + 1), so that a machine that slows down or speeds up meanwhile affects all alike."""
-    times: list[list[float]] = [[] for _ in segmenters]
-    for i in range(warmup + reps):
-        x = frames[i % len(frames):i % len(frames) + 1]
-        for seg, t in zip(segmenters, times):
-            t0 = time.perf_counter()
-            seg(x)
-            if i >= warmup:
-                t.append(1000.0 * (time.perf_counter() - t0))
-    return [statistics.median(t) for t in times]
-
-
 def tune_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: np.ndarray, held: np.ndarray,
               overwrite: bool = False, activations: str = "uint8", methods: Sequence[str] = CALIB_METHODS,
               search_float: bool = True, min_agreement: float = INT8_MIN_AGREEMENT, reps: int = 5,
@@ -124,7 +107,7 @@ def tune_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: 
     {"method", "keep_float", "agreement", "int8_ms", "fp32_ms", "methods": {m: agreement},
     "groups": {group: ms with it in float}, "description"}."""
     from .backends import OnnxSegmenter
-    from .agreement import compare
+    from .agreement import compare, ms_per_frame
     from .onnxfile import check_new_file
 
     out_path = Path(out_path)
