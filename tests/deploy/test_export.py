@@ -57,10 +57,13 @@ def test_cli_int8_keeps_the_labels(fitted, tmp_path, capsys):
     _, weights, data = fitted
     out = tmp_path / "student.onnx"
     result = main(["--weights", str(weights), "--out", str(out), "--int8", "--calib-data", str(data),
-                   "--calib-frames", "8"])
+                   "--calib-frames", "8", "--calib-method", "minmax", "--keep-float", "none"])  # tune_int8: test_quantize
     printed = capsys.readouterr().out
     assert [c["relative_diff"] <= 1e-4 for c in result["checks"]] == [True, True]
     assert "argmax agreement 100.00%" in printed and "int8 vs fp32" in printed
+    assert "; QDQ, uint8 activations x int8 per-channel weights, minmax calibration)" in printed
+    speed = f"[export] int8 {result['int8']['int8_ms']:.1f} ms/frame vs fp32 {result['int8']['fp32_ms']:.1f} ms/frame"
+    assert speed in printed and "on this machine (" in printed
     int8 = tmp_path / "student.int8.onnx"
     assert read_metadata(int8)["precision"] == "int8" and OnnxSegmenter(int8).name == "onnxruntime CPU, int8"
     assert int8.stat().st_size < out.stat().st_size / 2
@@ -90,6 +93,10 @@ def test_cli_refusals(fitted, tmp_path, capsys):
             main(args)
         err = capsys.readouterr().err
         assert exc.value.code == 2 and message in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--min-agreement", "101"])
+    assert "error: argument --min-agreement: expected a percentage above 0 and at most 100, got '101'" in \
+        capsys.readouterr().err
     assert existing.read_bytes() == b"keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.onnx", "teacher.pth"]  # nothing else written
 
