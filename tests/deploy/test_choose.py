@@ -1,0 +1,169 @@
+"""Inference paths of the student: CPU facts, PyTorch bf16, OpenVINO, and `--backend auto` with its cached choice."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import run_demo_student
+import util.deploy.choose as choose
+from model import EKNet
+from util.deploy.agreement import compare, random_thermal
+from util.deploy.backends import OnnxSegmenter, OpenVinoSegmenter, TorchSegmenter
+from util.deploy.choose import Route, pick, routes
+from util.deploy.cpu import CpuInfo, parse_cpuinfo
+from util.deploy.export import export_onnx
+from util.deploy.quantize import quantize_int8
+from util.engine.checkpoint import save_atomic
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZE = 64
+CPU = torch.device("cpu")
+SAPPHIRE = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t\t: fpu avx2 avx512f avx512_vnni "
+            "avx512_bf16 amx_bf16 amx_tile amx_int8\n\nprocessor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+OLD_XEON = "model name\t: Intel(R) Xeon(R) CPU E5-2686 v4 @ 2.30GHz\nflags\t\t: fpu avx2\n"
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    """An EKNet-18 at 64x64 as PyTorch weights, fp32 ONNX and the int8 copy beside it, and a few frames."""
+    root = tmp_path_factory.mktemp("choose")
+    torch.manual_seed(0)
+    model = EKNet(depth=18, height=SIZE, width=SIZE).eval()
+    pth = save_atomic({"format": "cekd-pytorch", "network": "EKNet", "model": model.state_dict()}, root / "s.pth")
+    onnx_path = export_onnx(model, root / "s.onnx")
+    quantize_int8(onnx_path, root / "s.int8.onnx", random_thermal(2, SIZE, SIZE))
+    frames = root / "frames"
+    frames.mkdir()
+    import cv2
+    for i in range(3):
+        cv2.imwrite(str(frames / f"f{i}.png"), (random_thermal(1, 48, 80, seed=i)[0, 0] * 255).astype(np.uint8))
+    return model, pth, onnx_path, frames
+
+
+def test_cpu_facts_from_cpuinfo():
+    model, flags = parse_cpuinfo(SAPPHIRE)
+    spr = CpuInfo(model, flags, 2)
+    assert (spr.model, spr.vnni, spr.amx) == ("Intel(R) Xeon(R) Platinum 8488C", True, True)
+    assert spr.native_bf16 == torch.backends.mkldnn.is_available()  # flags, then torch's oneDNN must agree
+    assert spr.describe() == "Intel(R) Xeon(R) Platinum 8488C, 2 cores; avx512f avx512_bf16 avx512_vnni amx_bf16 amx_int8 amx_tile"
+    old = CpuInfo(*parse_cpuinfo(OLD_XEON), 4)
+    assert (old.native_bf16, old.vnni, old.amx) == (False, False, False)
+    assert old.describe().endswith("4 cores; no AVX-512/VNNI/AMX flags") and old.key() != spr.key()
+
+
+def test_routes_offered(student, monkeypatch):
+    _, pth, onnx_path, _ = student
+    monkeypatch.setattr(choose, "native_bf16", lambda device: True)
+    assert routes(pth, CPU) == [Route("torch", "fp32", str(pth)), Route("torch", "bf16", str(pth))]
+    assert routes(pth, CPU, "torch") == [Route("torch", "bf16", str(pth))]  # explicit backend: bf16 where native
+    int8 = str(onnx_path.with_name("s.int8.onnx"))
+    assert [(r.backend, r.precision, r.weights, r.int8) for r in routes(onnx_path, CPU)] == [
+        ("onnxruntime", "fp32", str(onnx_path), False), ("openvino", "fp32", str(onnx_path), False),
+        ("openvino", "bf16", str(onnx_path), False), ("onnxruntime", "fp32", int8, True),
+        ("openvino", "fp32", int8, True), ("openvino", "bf16", int8, True)]
+    monkeypatch.setattr(choose, "native_bf16", lambda device: False)  # emulated bf16: never offered by auto
+    assert routes(pth, CPU) == [Route("torch", "fp32", str(pth))]
+    assert [r.precision for r in routes(onnx_path, CPU, "openvino")] == ["fp32"]
+    assert routes(pth, CPU, "auto", "bf16") == [Route("torch", "bf16", str(pth))]  # asked for: given
+    cases = [((onnx_path, CPU, "torch"), f"--backend torch: {onnx_path} is an ONNX file"),
+             ((pth, CPU, "openvino"), f"--backend openvino: {pth} holds PyTorch weights; export them first"),
+             ((onnx_path, CPU, "onnxruntime", "bf16"), "--precision bf16: onnxruntime runs the file as it is"),
+             ((onnx_path, torch.device("cuda"), "openvino"), "--backend openvino: runs on the CPU here")]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            routes(*args)
+
+
+def test_pick_fastest_that_agrees():
+    rows = [{"ms_per_frame": 10.0, "ok": True}, {"ms_per_frame": 4.0, "ok": False}, {"ms_per_frame": 6.0, "ok": True}]
+    assert pick(rows) is rows[2]
+    rows[2]["ok"] = False
+    rows[0]["ok"] = False
+    assert pick(rows) is rows[0]  # none agrees: the fp32 path
+
+
+def test_bf16_and_openvino_match_fp32(student):
+    model, _, onnx_path, _ = student
+    x = random_thermal(3, SIZE, SIZE, seed=5)
+    fp32 = OnnxSegmenter(onnx_path)
+    bf16 = TorchSegmenter(model, "cpu", channels_last=False, precision="bf16")
+    assert bf16.name == "PyTorch cpu, bf16 autocast, channels-last" and bf16(x[:1]).dtype == np.float32
+    assert compare(fp32, bf16, x)["agreement"] >= 0.98
+    ov = OpenVinoSegmenter(onnx_path)
+    for batch in (1, 3):  # compiled per batch size
+        r = compare(fp32, ov, x, batch)
+        assert r["relative_diff"] <= 1e-4 and r["agreement"] >= 0.999
+    assert (ov.height, ov.width, ov.n_class, ov.name) == (64, 64, 9, "OpenVINO CPU, fp32")
+    ov8 = OpenVinoSegmenter(onnx_path.with_name("s.int8.onnx"), "bf16")
+    assert ov8.name == "OpenVINO CPU, int8 file, bf16 hint" and compare(fp32, ov8, x)["agreement"] >= 0.9
+    assert set(model.state_dict()) and model.training is False
+
+
+def _run(weights, frames, out, name, *extra):
+    return run_demo_student.main(["--weights", str(weights), "--input", str(frames), "--runs-dir", str(out),
+                                  "--run-name", name, "--no-progress", "--device", "cpu", *extra])
+
+
+def test_auto_measures_chooses_and_caches(student, tmp_path, capsys, monkeypatch):
+    _, _, onnx_path, frames = student
+    monkeypatch.setenv("CEKD_CACHE_DIR", str(tmp_path / "cache"))
+    first = _run(onnx_path, frames, tmp_path, "a")
+    printed = capsys.readouterr().out
+    inf = first["inference"]
+    table = inf["table"]
+    assert inf["chosen_by"] == "auto" and "cached" not in inf and len(table) == len(routes(onnx_path, CPU))
+    ok = [r for r in table if r["agreement"] >= r["min_agreement"]]
+    chosen = min(ok, key=lambda r: r["ms_per_frame"])
+    assert (inf["backend"], inf["precision"], inf["weights"]) == (chosen["backend"], chosen["precision"], chosen["weights"])
+    assert [r["min_agreement"] for r in table] == [0.97 if r["int8"] else 0.99 for r in table]
+    assert "auto: timing" in printed and f"{chosen['path']}" in printed and "<- chosen" in printed
+    assert inf["path"] == first["backend"] and inf["ms_per_frame"] == pytest.approx(1000 / first["model_frames_per_second"])
+    saved = json.loads((tmp_path / "a" / "summary.json").read_text())["inference"]
+    assert saved["backend"] == inf["backend"] and saved["ms_per_frame"] == pytest.approx(inf["ms_per_frame"])
+    [cache] = list((tmp_path / "cache").iterdir())
+    second = _run(onnx_path, frames, tmp_path, "b")
+    printed = capsys.readouterr().out
+    assert "auto: timing" not in printed and str(cache) in printed  # the cached choice, no timing
+    assert second["inference"]["cached"] == str(cache) and second["inference"]["weights"] == inf["weights"]
+    os.utime(onnx_path, ns=(onnx_path.stat().st_atime_ns, onnx_path.stat().st_mtime_ns + 10**9))  # new weights
+    third = _run(onnx_path, frames, tmp_path, "c", "--min-agreement", "100")
+    assert "cached" not in third["inference"] and len(list((tmp_path / "cache").iterdir())) == 2
+    assert all(r["min_agreement"] == 1.0 for r in third["inference"]["table"])
+
+
+def test_explicit_paths_and_refusals(student, tmp_path, capsys):
+    _, pth, onnx_path, frames = student
+    s = _run(pth, frames, tmp_path, "t", "--backend", "torch", "--precision", "bf16")
+    assert (s["inference"]["chosen_by"], s["backend"]) == ("options", "PyTorch cpu, bf16 autocast, channels-last")
+    s = _run(onnx_path, frames, tmp_path, "o", "--backend", "onnxruntime")
+    assert s["backend"] == "onnxruntime CPU, fp32" and "table" not in s["inference"]
+    for args, message in [(["--backend", "openvino"], "holds PyTorch weights; export them first"),
+                          (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
+                          (["--min-agreement", "0"], "expected a percentage above 0 and at most 100, got '0'")]:
+        with pytest.raises(SystemExit):
+            _run(pth, frames, tmp_path, "x", *args)
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_openvino_writes_nothing_under_home(student, tmp_path):
+    """A whole --backend auto run (onnxruntime and OpenVINO paths built and timed) in a fresh process with
+    an empty home folder: it stays empty (OpenVINO's telemetry and onnxruntime's device id are kept off)."""
+    _, _, onnx_path, frames = student
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "OMP_NUM_THREADS": "1", "CEKD_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("XDG_CACHE_HOME", None)
+    code = "import sys, run_demo_student; run_demo_student.main(sys.argv[1:])"
+    proc = subprocess.run([sys.executable, "-c", code, "--weights", str(onnx_path), "--input", str(frames),
+                           "--runs-dir", str(tmp_path / "runs"), "--run-name", "r", "--no-progress", "--device", "cpu"],
+                          env=env, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
+    summary = json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())
+    assert {r["backend"] for r in summary["inference"]["table"]} == {"onnxruntime", "openvino"}
