@@ -25,20 +25,47 @@ def test_deploy_rows_run_in_their_own_processes(tmp_path):
     fp32 = export_onnx(EKNet(depth=18, height=SIZE, width=SIZE), tmp_path / "m.onnx")
     int8 = quantize_int8(fp32, tmp_path / "m.int8.onnx", np.random.default_rng(0).random((2, 1, SIZE, SIZE), np.float32))
     rows = []
-    for backend, path in (("ort-fp32", fp32), ("ort-int8", int8), ("torch-cl", None)):
+    x = np.random.default_rng(1).random((2, 1, SIZE, SIZE), np.float32)
+    np.save(tmp_path / "x.npy", x)
+    preds = {}
+    for backend, path in (("ort-fp32", fp32), ("ort-int8", int8), ("ov-fp32", fp32), ("torch-cl", None),
+                          ("torch-bf16", None)):
         spec = {"depth": 18, "backend": backend, "height": SIZE, "width": SIZE, "seed": 0, "threads": 1,
-                "warmup": 0, "iters": 2, "onnx": str(path) if path else None}
+                "warmup": 0, "iters": 2, "onnx": str(path) if path else None, "eval_x": str(tmp_path / "x.npy"),
+                "pred_out": str(tmp_path / f"{backend}.npy")}
         result = bench_deploy.spawn_row(spec, timeout=120)
         assert "error" not in result, result
         assert len(result["ms_each"]) == 2 and result["peak_rss_mib"] > 0
-        assert result["torch_imported"] == (backend == "torch-cl")
+        assert result["torch_imported"] == backend.startswith("torch")
+        preds[backend] = np.load(tmp_path / f"{backend}.npy")
+        assert preds[backend].shape == (2, SIZE, SIZE) and preds[backend].dtype == np.uint8
         rows.append({"depth": 18, "backend": backend, "label": bench_deploy.BACKENDS[backend], "params_m": 14.2,
                      "gflop": 0.5, "ms": result["ms_each"][0], "speedup": 1.0, "note": "", **result})
     rows.append({"depth": 50, "backend": "torch-fp32", "label": "PyTorch fp32", "params_m": 1.0, "gflop": 1.0,
                  "note": "error: exit 1: boom"})
     text = bench_deploy.text_table(["header"], rows)
     assert "onnxruntime int8" in text and "error: exit 1: boom" in text
-    assert bench_deploy.markdown_table(["header"], rows).count("\n| EKNet-") == 4
+    assert bench_deploy.markdown_table(["header"], rows).count("\n| EKNet-") == 6
+    assert (preds["ov-fp32"] == preds["ort-fp32"]).mean() >= 0.999  # the same file in two runtimes
+    assert (preds["torch-bf16"] == preds["torch-cl"]).mean() >= 0.98
+
+
+def test_deploy_accuracy_columns(tmp_path):
+    """mIoU from each row's saved class ids against the labels, agreement against the PyTorch fp32 row."""
+    from util.data.info import info_for_classes
+
+    labels = np.array([[[0, 0], [1, 2]]])
+    np.save(tmp_path / "ref.npy", np.array([[[0, 0], [1, 1]]], np.uint8))
+    np.save(tmp_path / "q.npy", np.array([[[0, 1], [1, 2]]], np.uint8))
+    rows = [{"depth": 18, "backend": "torch-fp32", "pred_file": "ref.npy"},
+            {"depth": 18, "backend": "ort-int8", "pred_file": "q.npy"},
+            {"depth": 50, "backend": "torch-fp32", "pred_file": None}]
+    bench_deploy.add_accuracy(rows, labels, info_for_classes(3), tmp_path)
+    # reference: IoU 1, 1/2, 0 -> 1/2; candidate: IoU 1/2, 1/2, 1 -> 2/3; they agree on 2 of 4 pixels
+    assert rows[0]["miou"] == pytest.approx(0.5) and rows[1]["miou"] == pytest.approx(2 / 3)
+    assert (rows[0]["agreement"], rows[1]["agreement"]) == (1.0, 0.5) and "miou" not in rows[2]
+    row = {"depth": 18, "label": "x", "params_m": 1.0, "gflop": 2.0, "ms": 4.0, "gflops": 500.0, **rows[1]}
+    assert bench_deploy.cells(row)[7:] == ["500", "-", "-", "66.67", "50.00", ""]
 
 
 def test_deploy_worker_failure_is_a_row_error():
@@ -53,7 +80,7 @@ def test_deploy_cli_tiny(tmp_path):
     rows = bench_deploy.main(["--height", str(SIZE), "--width", str(SIZE), "--warmup", "0", "--iters", "1",
                               "--depths", "18", "--out", *out])
     assert [(r["depth"], r["backend"]) for r in rows][0] == (50, "torch-fp32")
-    assert len(rows) == 6 and all(r.get("ms") for r in rows)
+    assert len(rows) == 2 + len(bench_deploy.BACKENDS) and all(r.get("ms") for r in rows)
     assert json.loads((tmp_path / "t.json").read_text())["rows"][0]["note"] == "baseline"
 
 

@@ -136,7 +136,7 @@ class OpenVinoSegmenter:
 
     def __init__(self, path: str | os.PathLike, precision: str = "fp32", threads: Optional[int] = None):
         from .onnxfile import read_metadata
-        from .runtimes import import_openvino
+        from .runtimes import import_openvino, openvino_config
 
         path = Path(path)
         if precision not in PRECISIONS:
@@ -161,10 +161,7 @@ class OpenVinoSegmenter:
             path, meta, [dims(i.get_partial_shape()) for i in self.model.inputs],
             [dims(o.get_partial_shape()) for o in self.model.outputs])
         self.precision = precision
-        self.config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                       "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.config = openvino_config(precision, threads)
         self._compiled: dict[int, object] = {}
         kind = f"{file_precision} file, {precision} hint" if file_precision == "int8" else precision
         self.name = f"OpenVINO CPU, {kind}"

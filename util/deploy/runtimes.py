@@ -41,3 +41,12 @@ def openvino_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def openvino_config(precision: str, threads: int | None = None) -> dict:
+    """compile_model settings: INFERENCE_PRECISION_HINT for what runs in floating point (fp32 or bf16),
+    latency-oriented (batch 1 on a robot), optionally a thread count."""
+    config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
