@@ -238,6 +238,10 @@ def run(args: argparse.Namespace) -> dict:
         print(f"[export] wrote {int8_out} ({int8_out.stat().st_size / 2**20:.1f} MiB; {tuned['description']})",
               flush=True)
         print(format_comparison("[export] int8 vs fp32 (onnxruntime CPU), held-out frames", r), flush=True)
+        if r["agreement"] < args.min_agreement:
+            print(f"[export] note: the int8 file agrees with fp32 on {100 * r['agreement']:.2f}% of the held-out "
+                  f"pixels, below {100 * args.min_agreement:g}% (--min-agreement; run_demo_student.py --backend auto "
+                  f"takes int8 files from 97% by default); more --calib-frames may help", flush=True)
         print(f"[export] int8 {tuned['int8_ms']:.1f} ms/frame vs fp32 {tuned['fp32_ms']:.1f} ms/frame "
               f"({tuned['fp32_ms'] / tuned['int8_ms']:.2f}x), onnxruntime CPU, batch 1, on this machine "
               f"({cpu_info().describe()})", flush=True)

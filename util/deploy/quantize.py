@@ -142,8 +142,9 @@ def tune_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: 
         if not search_float:
             fp32_ms, best_ms = ms_per_frame([fp32, best_seg], held, reps)
         else:
-            # keeping nodes in float does not lose accuracy but for rounding noise: a group may go back to
-            # float when the agreement stays at min_agreement, or at most 0.1 point below the all-int8 file's
+            # keeping nodes in float loses no accuracy but for rounding noise: a group may go back to float
+            # when the agreement stays at least min_agreement (or, where the all-int8 file is already below
+            # that, at most 0.1 point below the all-int8 file's)
             floor = min(min_agreement, best_agree - 0.001)
             tried = {group: trial(method, (group,)) for group in KEEP_FLOAT_GROUPS}
             fp32_ms, best_ms, *group_ms = ms_per_frame([fp32, best_seg, *(seg for _, seg in tried.values())],
