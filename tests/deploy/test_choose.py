@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -39,7 +40,6 @@ def student(tmp_path_factory):
     quantize_int8(onnx_path, root / "s.int8.onnx", random_thermal(2, SIZE, SIZE))
     frames = root / "frames"
     frames.mkdir()
-    import cv2
     for i in range(3):
         cv2.imwrite(str(frames / f"f{i}.png"), (random_thermal(1, 48, 80, seed=i)[0, 0] * 255).astype(np.uint8))
     return model, pth, onnx_path, frames
@@ -142,6 +142,11 @@ def test_explicit_paths_and_refusals(student, tmp_path, capsys):
     assert (s["inference"]["chosen_by"], s["backend"]) == ("options", "PyTorch cpu, bf16 autocast, channels-last")
     s = _run(onnx_path, frames, tmp_path, "o", "--backend", "onnxruntime")
     assert s["backend"] == "onnxruntime CPU, fp32" and "table" not in s["inference"]
+    s = _run(onnx_path, frames, tmp_path, "v", "--backend", "openvino", "--precision", "fp32")
+    assert s["backend"] == "OpenVINO CPU, fp32" and len(s["segmented"]) == 3  # same outputs as the others
+    for i in range(3):
+        ov, ort = (cv2.imread(str(tmp_path / run / f"f{i}_label.png"), cv2.IMREAD_UNCHANGED) for run in ("v", "o"))
+        assert ov.shape == (48, 80) and (ov == ort).mean() >= 0.999
     for args, message in [(["--backend", "openvino"], "holds PyTorch weights; export them first"),
                           (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
                           (["--min-agreement", "0"], "expected a percentage above 0 and at most 100, got '0'")]:
