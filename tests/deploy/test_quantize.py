@@ -97,3 +97,14 @@ def test_tune_int8_keeps_in_float_what_measures_faster(fp32, tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.onnx"]  # the trial files are gone
     agree = (OnnxSegmenter(tmp_path / "t.onnx").labels(held) == OnnxSegmenter(fp32).labels(held)).mean()
     assert agree == pytest.approx(r["agreement"])
+
+
+def test_calibration_in_chunks_gives_the_same_minmax_file(fp32, tmp_path, monkeypatch):
+    """Chunks bound the calibrator's memory (it holds every activation of the frames it is given)."""
+    assert [util.deploy.quantize.calib_stride(n) for n in (32, 6, 7, 1)] == [4, 3, 1, 1]
+    x = random_thermal(4, SIZE, SIZE, seed=3)
+    whole = quantize_int8(fp32, tmp_path / "whole.onnx", x)  # 4 frames: one chunk
+    monkeypatch.setattr(util.deploy.quantize, "CALIB_CHUNK", 1)
+    chunks = quantize_int8(fp32, tmp_path / "chunks.onnx", x)
+    a, b = ({i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(p)).graph.initializer} for p in (whole, chunks))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

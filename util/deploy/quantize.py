@@ -35,14 +35,31 @@ KEEP_FLOAT_GROUPS = {
 INT8_MIN_AGREEMENT = 0.97
 
 
+CALIB_CHUNK = 4  # frames whose activations the calibrator holds at once (480x640: hundreds of MiB each)
+
+
 class _FrameReader:
-    """onnxruntime CalibrationDataReader over frames (N, 1, H, W), one at a time."""
+    """onnxruntime CalibrationDataReader over frames (N, 1, H, W), one at a time; `set_range` lets
+    quantize_static calibrate chunk by chunk (CalibStridedMinMax), which bounds its memory."""
 
     def __init__(self, input_name: str, frames: np.ndarray):
-        self._items = iter([{input_name: frames[i:i + 1]} for i in range(len(frames))])
+        self.input_name, self.frames = input_name, frames
+        self.set_range(0, len(frames))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._items = iter(range(start_index, min(end_index, len(self.frames))))
 
     def get_next(self) -> Optional[dict]:
-        return next(self._items, None)
+        i = next(self._items, None)
+        return None if i is None else {self.input_name: self.frames[i:i + 1]}
+
+
+def calib_stride(n: int) -> int:
+    """The largest chunk of at most CALIB_CHUNK frames that divides n (onnxruntime needs a divisor)."""
+    return max(d for d in range(1, CALIB_CHUNK + 1) if n % d == 0)
 
 
 def describe_int8(activations: str, method: str, keep_float: Sequence[str]) -> str:
@@ -94,7 +111,8 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
                             weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                                               "percentile": CalibrationMethod.Percentile}[method],
-                            calibration_providers=["CPUExecutionProvider"])
+                            calibration_providers=["CPUExecutionProvider"],
+                            extra_options={"CalibStridedMinMax": calib_stride(len(calib_frames))})
         write_metadata(tmp, metadata)
     return out_path
 
