@@ -102,6 +102,9 @@ def test_tune_int8_keeps_in_float_what_measures_faster(fp32, tmp_path, monkeypat
 def test_calibration_in_chunks_gives_the_same_minmax_file(fp32, tmp_path, monkeypatch):
     """Chunks bound the calibrator's memory (it holds every activation of the frames it is given)."""
     assert [util.deploy.quantize.calib_stride(n) for n in (32, 6, 7, 1)] == [4, 3, 1, 1]
+    reader = util.deploy.quantize._FrameReader("thermal", np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1))
+    reader.set_range(1, 3)
+    assert [float(d["thermal"][0, 0, 0, 0]) for d in iter(reader.get_next, None)] == [1.0, 2.0] and len(reader) == 5
     x = random_thermal(4, SIZE, SIZE, seed=3)
     whole = quantize_int8(fp32, tmp_path / "whole.onnx", x)  # 4 frames: one chunk
     monkeypatch.setattr(util.deploy.quantize, "CALIB_CHUNK", 1)
