@@ -83,9 +83,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                     help="int8 calibration frames: an MFNet-format folder or thermal frames "
                          "(default: synthetic frames generated at the model size)")
     ap.add_argument("--calib-frames", type=int, default=2,
-                    help="calibration frames; the int8 speed does not depend on them, and onnxruntime's "
-                         "MinMax calibration keeps every activation of every frame in memory "
-                         "(about 1.3 GiB per frame for EKNet-50 at 480x640)")
+                    help="calibration frames; the int8 speed does not depend on them (the accuracy columns "
+                         "do: use more with --data-dir); onnxruntime's calibrator holds every activation of up "
+                         "to 4 frames at once (about 1.3 GiB per frame for EKNet-50 at 480x640)")
     ap.add_argument("--int8-tune", action="store_true",
                     help="choose the uint8 int8 file's calibration method and float node groups by measurement, "
                          "as python -m util.export --int8 does (default: MinMax, everything quantised)")
