@@ -168,7 +168,7 @@ def measure(candidates: dict[Route, Segmenter], reference: Segmenter, frames: np
     ref = {i: reference(frames[i:i + 1]) for i in range(len(frames))}
     rows = []
     for (route, seg), ms in zip(candidates.items(), times):
-        agree = float(np.mean([compare(lambda _: ref[i], seg, frames[i:i + 1])["agreement"]
+        agree = float(np.mean([compare(lambda _, i=i: ref[i], seg, frames[i:i + 1])["agreement"]
                                for i in range(len(frames))]))  # frames of one size: the pixel mean
         rows.append({**asdict(route), "path": seg.name, "ms_per_frame": ms, "agreement": agree,
                      "min_agreement": threshold(route, min_agreement), "ok": agree >= threshold(route, min_agreement)})
