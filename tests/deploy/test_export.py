@@ -60,7 +60,10 @@ def test_cli_int8_keeps_the_labels(fitted, tmp_path, capsys):
                    "--calib-frames", "8"])
     printed = capsys.readouterr().out
     assert [c["relative_diff"] <= 1e-4 for c in result["checks"]] == [True, True]
-    assert "argmax agreement 100.00%" in printed and "int8 vs fp32" in printed
+    # fp32 in onnxruntime and in PyTorch sum in other orders (and differently on each CPU kind), so a pixel
+    # whose two best logits tie to rounding may flip: all but 0.1% of the labels must agree, not all of them.
+    assert [c["agreement"] >= 0.999 for c in result["checks"]] == [True, True]
+    assert "vs PyTorch" in printed and "argmax agreement" in printed and "int8 vs fp32" in printed
     int8 = tmp_path / "student.int8.onnx"
     assert read_metadata(int8)["precision"] == "int8" and OnnxSegmenter(int8).name == "onnxruntime CPU, int8"
     assert int8.stat().st_size < out.stat().st_size / 2
