@@ -19,8 +19,12 @@ MANIFEST = FIXTURES / "official_state_dict.json"
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    """Each test starts from seed 0 and leaves torch's thread count as it found it (the pinned bitwise
+    test is recorded for a thread count, and a test that sets 1 thread must not change what follows)."""
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
     yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True, scope="session")
