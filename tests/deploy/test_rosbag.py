@@ -220,3 +220,97 @@ def test_bag_only_options_refused_elsewhere(weights, tmp_path, capsys):
     with pytest.raises(SystemExit):
         _run(weights, tmp_path / "a.png", tmp_path / "out", "--max-frames", "0")
     assert "--max-frames: expected an integer of at least 1, got '0'" in capsys.readouterr().err
+
+
+# --- python -m util.convert rosbag: an unlabeled set ------------------------------------------------
+
+def _stamped(msg, store, sec, nanosec):
+    msg.header = store.types["std_msgs/msg/Header"](
+        **({"seq": 0} if "seq" in store.types["std_msgs/msg/Header"].__dataclass_fields__ else {}),
+        stamp=store.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=msg.header.frame_id)
+    return msg
+
+
+def _rgb(i):
+    rng = np.random.default_rng(100 + i)
+    return rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+def _paired_bag(tmp_path, kind):
+    """5 thermal frames (mono16) at t_i = 100 + 0.1 i s; RGB (bgr8, padded) 5 ms later, but 50 ms for frame 3."""
+    store = _store(kind)
+    thermal = [_stamped(raw_image(store, i, thermal16(i), "mono16", pad=2), store, 100, i * 10**8) for i in range(5)]
+    rgb = []
+    for i in range(5):
+        bgr = _rgb(i)[:, :, ::-1].reshape(H, W * 3)
+        msg = raw_image(store, i, bgr, "bgr8", pad=3, frame_id="rgb")
+        msg.width = W
+        rgb.append(_stamped(msg, store, 100, i * 10**8 + (50 if i == 3 else 5) * 10**6))
+    return write_bag(tmp_path / "pairs", kind, {"/rgb": rgb, "/thermal": thermal})
+
+
+def _convert(*args):
+    from util.data.rosbag_set import main
+    return main([str(a) for a in args])
+
+
+@pytest.mark.parametrize("kind", ["ros1", "mcap"])
+def test_convert_rosbag_pairs_by_stamp(tmp_path, capsys, kind):
+    from util.data.convert import percentile_range, scale_raw_thermal
+    bag = _paired_bag(tmp_path, kind)
+    dst = tmp_path / "set"
+    assert _convert(bag, dst, "--rgb-topic", "/rgb", "--thermal-topic", "/thermal", "--raw-range", "20000", "24000") == 0
+    assert "4 RGB-thermal pairs written; 1 thermal frame(s) without an RGB frame within 20 ms dropped" in \
+        capsys.readouterr().out
+    names = [f"pairs_{i:06d}" for i in (0, 1, 2, 4)]
+    assert (dst / "train.txt").read_text().split() == names
+    assert sorted(p.name for p in dst.iterdir()) == ["convert.json", "dataset.json", "images", "train.txt"]
+    assert json.loads((dst / "dataset.json").read_text()) == {"name": "pairs", "unlabeled": True,
+                                                              "thermal_range": [20000.0, 24000.0]}
+    for name, i in zip(names, (0, 1, 2, 4)):
+        bgra = cv2.imread(str(dst / "images" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(bgra[:, :, 2::-1], _rgb(i))  # R, G, B as stored
+        np.testing.assert_array_equal(bgra[:, :, 3], scale_raw_thermal(thermal16(i), 20000, 24000))
+    record = json.loads((dst / "convert.json").read_text())
+    assert record["dropped_outside_max_dt"] == 1 and record["written"] == 4
+    # a wider window keeps frame 3; a homography shifts RGB by 2 pixels; the old set is replaced
+    (tmp_path / "h.txt").write_text("1 0 2\n0 1 0\n0 0 1\n")
+    assert _convert(bag, dst, "--rgb-topic", "/rgb", "--thermal-topic", "/thermal", "--max-dt-ms", "60",
+                    "--homography", tmp_path / "h.txt", "--overwrite") == 0
+    assert len((dst / "train.txt").read_text().split()) == 5
+    bgra = cv2.imread(str(dst / "images" / "pairs_000003.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(bgra[:, 2:, 2::-1], _rgb(3)[:, :-2])
+    assert (bgra[:, :2, :3] == 0).all()
+    hist = np.bincount(np.concatenate([thermal16(i).ravel() for i in range(5)]), minlength=65536)
+    assert json.loads((dst / "dataset.json").read_text())["thermal_range"] == list(percentile_range(hist))
+
+
+def test_convert_rosbag_refusals(tmp_path, capsys):
+    bag = _paired_bag(tmp_path, "ros1")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "mine.txt").write_text("x")
+    cases = [
+        (["--rgb-topic", "/rgb", "--thermal-topic", "/thermal"], tmp_path / "busy",
+         f"error: {tmp_path / 'busy'}: not empty and not written by this converter (no valid convert.json); "
+         f"choose another DST"),
+        (["--rgb-topic", "/rgbx", "--thermal-topic", "/thermal"], tmp_path / "new",
+         f"error: --rgb-topic /rgbx: not an image topic of {bag}; image topics: /rgb (Image), /thermal (Image)"),
+        (["--rgb-topic", "/rgb", "--thermal-topic", "/thermal", "--max-dt-ms", "1"], tmp_path / "new",
+         f"error: {bag}: no thermal frame of /thermal has an RGB frame of /rgb within 1 ms (5 dropped, "
+         f"0 unreadable); nothing was written"),
+    ]
+    for extra, dst, line in cases:
+        assert _convert(bag, dst, *extra) == 1
+        assert capsys.readouterr().err.strip() == line
+    assert not (tmp_path / "new").exists() and (tmp_path / "busy" / "mine.txt").read_text() == "x"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_convert_command_dispatches_rosbag(tmp_path, monkeypatch):
+    import runpy
+    bag = _paired_bag(tmp_path, "sqlite3")
+    monkeypatch.setattr("sys.argv", ["util.convert", "rosbag", str(bag), str(tmp_path / "set"), "--rgb-topic", "/rgb",
+                                     "--thermal-topic", "/thermal"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_module("util.convert", run_name="__main__")
+    assert stop.value.code == 0 and len((tmp_path / "set" / "train.txt").read_text().split()) == 4

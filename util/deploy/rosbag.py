@@ -35,6 +35,8 @@ COMPRESSED = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE, COMPRESSED)
 MONO_ENCODINGS = {"mono8": np.uint8, "8UC1": np.uint8, "mono16": np.uint16, "16UC1": np.uint16,
                   "32FC1": np.float32}
+COLOUR_ENCODINGS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)),
+                    "bgra8": (4, (2, 1, 0)), "mono8": (1, ())}
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg"}
 DEFAULT_PREFIX = "/cekd"
 
@@ -79,20 +81,22 @@ class BagSource:
     topics: dict[str, Topic] = field(default_factory=dict)
     damage: Optional[str] = None  # set when the bag could not be read to its end
     salvage: bool = False  # ROS 1 without a usable index: read record by record
+    what: str = "--input"
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "BagSource":
+    def open(cls, path: str | os.PathLike, what: str = "--input") -> "BagSource":
+        """The bag at `path`; BagError naming it (as `what`, the argument that gave it) when unusable."""
         path = Path(path)
         if not is_bag(path):
-            raise BagError(f"--input {path}: not a ROS 1 .bag file or a ROS 2 bag folder with metadata.yaml")
+            raise BagError(f"{what} {path}: not a ROS 1 .bag file or a ROS 2 bag folder with metadata.yaml")
         ros2 = path.is_dir()
         storage = None
         if ros2:
             suffixes = {p.suffix.lower() for p in path.iterdir()}
             storage = "mcap" if ".mcap" in suffixes else "sqlite3" if ".db3" in suffixes else None
             if storage is None:
-                raise BagError(f"--input {path}: a ROS 2 bag folder without .db3 or .mcap storage")
-        source = cls(path, ros2, storage)
+                raise BagError(f"{what} {path}: a ROS 2 bag folder without .db3 or .mcap storage")
+        source = cls(path, ros2, storage, what=what)
         source.topics = source._read_topics()
         return source
 
@@ -113,10 +117,11 @@ class BagSource:
                 conns = [(c.topic, c.msgtype, c.digest, c.msgcount) for c in reader.connections]
         except (Error1, Error2, OSError, ValueError, KeyError) as exc:
             if self.ros2:
-                raise BagError(f"--input {self.path}: cannot read the bag ({_words(exc)})") from None
+                raise BagError(f"{self.what} {self.path}: cannot read the bag ({_words(exc)})") from None
             self.salvage = True  # e.g. "Bag index looks damaged" after a truncation
             self.damage = f"index unreadable ({_words(exc)})"
-            conns = [(c["topic"], c["msgtype"], c["digest"], 0) for c in scan_ros1(self.path).connections.values()]
+            conns = [(c["topic"], c["msgtype"], c["digest"], 0)
+                     for c in scan_ros1(self.path, what=self.what).connections.values()]
         topics: dict[str, Topic] = {}
         for name, msgtype, digest, count in conns:
             ok = msgtype in IMAGE_TYPES and _digest_ok(store, msgtype, digest, self.ros2)
@@ -127,7 +132,7 @@ class BagSource:
     def messages(self, topic: str) -> Iterator[tuple[int, bytes]]:
         """(receive time ns, serialized message) of `topic` in recording order; stops at damage (see `damage`)."""
         if self.salvage:
-            scan = scan_ros1(self.path, topic)
+            scan = scan_ros1(self.path, topic, self.what)
             yield from scan.messages
             self.damage = self.damage if scan.damage is None else f"{self.damage}; {scan.damage}"
             return
@@ -168,7 +173,7 @@ class Ros1Scan:
     damage: Optional[str] = None
 
 
-def scan_ros1(path: Path, topic: Optional[str] = None) -> Ros1Scan:
+def scan_ros1(path: Path, topic: Optional[str] = None, what: str = "--input") -> Ros1Scan:
     """Read a ROS 1 bag from the start, chunk by chunk, until its end or the first damaged record.
     Collects the connections and, for `topic`, the messages (time ns, bytes)."""
     from rosbags.rosbag1.reader import Header, ReaderError, RecordType, read_uint32
@@ -218,11 +223,11 @@ def scan_ros1(path: Path, topic: Optional[str] = None) -> Ros1Scan:
     with open(path, "rb") as bio:
         try:
             if not bio.readline().startswith(b"#ROSBAG V2.0"):
-                raise BagError(f"--input {path}: not a ROS 1 bag (version 2.0)")
+                raise BagError(f"{what} {path}: not a ROS 1 bag (version 2.0)")
             Header.read(bio, RecordType.BAGHEADER)
             bio.seek(read_uint32(bio), os.SEEK_CUR)  # header padding
         except ReaderError as exc:
-            raise BagError(f"--input {path}: not a readable ROS 1 bag ({_words(exc)})") from None
+            raise BagError(f"{what} {path}: not a readable ROS 1 bag ({_words(exc)})") from None
         try:
             records(bio, os.fstat(bio.fileno()).st_size, "file")
         except _Stop:
@@ -236,27 +241,50 @@ class _Stop(Exception):
 
 # --- pixels ------------------------------------------------------------------------------------
 
-def image_pixels(msg) -> np.ndarray:
-    """The (H, W) array of a single-channel sensor_msgs/Image (row padding skipped, byte order honoured)."""
-    encoding = str(msg.encoding)
-    if encoding not in MONO_ENCODINGS:
-        raise ValueError(f"encoding {encoding!r} is not single-channel thermal (expected "
-                         f"{', '.join(MONO_ENCODINGS)})")
-    dtype = np.dtype(MONO_ENCODINGS[encoding]).newbyteorder(">" if msg.is_bigendian else "<")
+def _unpadded(msg, dtype: np.dtype, channels: int, encoding: str) -> np.ndarray:
+    """(H, W) or (H, W, channels) pixels of a raw Image: rows `step` bytes apart, byte order honoured."""
+    dtype = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    row = width * dtype.itemsize
+    row = width * channels * dtype.itemsize
     data = np.asarray(msg.data, dtype=np.uint8).ravel()
     if height < 1 or width < 1 or step < row or data.size < step * (height - 1) + row:
         raise ValueError(f"a {width}x{height} {encoding} image needs rows of at least {row} bytes and "
                          f"{step * (height - 1) + row} bytes, got step {step} and {data.size} bytes")
     if data.size < step * height:  # the last row's padding may be left out
         data = np.concatenate([data, np.zeros(step * height - data.size, np.uint8)])
-    rows = data[:step * height].reshape(height, step)[:, :row]
-    return np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(dtype.newbyteorder("="))
+    rows = np.ascontiguousarray(data[:step * height].reshape(height, step)[:, :row])
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    return rows.view(dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def compressed_pixels(msg, source: str) -> np.ndarray:
-    """The single-channel pixels of a PNG or JPEG sensor_msgs/CompressedImage."""
+def image_pixels(msg) -> np.ndarray:
+    """The (H, W) array of a single-channel sensor_msgs/Image (row padding skipped, byte order honoured)."""
+    encoding = str(msg.encoding)
+    if encoding not in MONO_ENCODINGS:
+        raise ValueError(f"encoding {encoding!r} is not single-channel thermal (expected "
+                         f"{', '.join(MONO_ENCODINGS)})")
+    return _unpadded(msg, MONO_ENCODINGS[encoding], 1, encoding)
+
+
+def colour_pixels(msg) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an Image (rgb8, bgr8, rgba8, bgra8, mono8) or PNG/JPEG CompressedImage."""
+    if hasattr(msg, "encoding"):
+        encoding = str(msg.encoding)
+        if encoding not in COLOUR_ENCODINGS:
+            raise ValueError(f"encoding {encoding!r} is not a colour image (expected {', '.join(COLOUR_ENCODINGS)})")
+        channels, order = COLOUR_ENCODINGS[encoding]
+        pixels = _unpadded(msg, np.uint8, channels, encoding)
+        return np.dstack([pixels] * 3) if channels == 1 else np.ascontiguousarray(pixels[:, :, list(order)])
+    bgr = _decode_compressed(msg)[0]
+    if bgr.dtype != np.uint8:
+        raise ValueError(f"a {bgr.dtype} compressed colour image; expected 8 bits per channel")
+    if bgr.ndim == 2:
+        return np.dstack([bgr] * 3)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB if bgr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+
+
+def _decode_compressed(msg) -> tuple[np.ndarray, str]:
+    """The decoded pixels (cv2 channel order) of a PNG or JPEG CompressedImage, and "png" or "jpeg"."""
     data = np.asarray(msg.data, dtype=np.uint8).ravel()
     kind = next((k for sig, k in SIGNATURES.items() if data[:len(sig)].tobytes() == sig), None)
     if kind is None:
@@ -264,6 +292,12 @@ def compressed_pixels(msg, source: str) -> np.ndarray:
     raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise ValueError(f"the {kind.upper()} data cannot be decoded")
+    return raw, kind
+
+
+def compressed_pixels(msg, source: str) -> np.ndarray:
+    """The single-channel pixels of a PNG or JPEG sensor_msgs/CompressedImage."""
+    raw, kind = _decode_compressed(msg)
     return single_channel(raw, source, lossy=kind == "jpeg")
 
 
@@ -286,25 +320,25 @@ def _first_is_single_channel(source: BagSource, topic: Topic) -> bool:
     return False
 
 
-def pick_topic(source: BagSource, topic: Optional[str]) -> Topic:
+def pick_topic(source: BagSource, topic: Optional[str], option: str = "--topic") -> Topic:
     """`topic`, or the only image topic whose first message is single-channel; BagError listing the choices."""
     images = source.image_topics()
     listing = ", ".join(f"{t.name} ({t.msgtype.split('/')[-1]})" for t in images) or "none"
     if topic is not None:
         found = source.topics.get(topic)
         if found is None or found.msgtype not in IMAGE_TYPES:
-            raise BagError(f"--topic {topic}: not an image topic of {source.path}; image topics: {listing}")
+            raise BagError(f"{option} {topic}: not an image topic of {source.path}; image topics: {listing}")
         if not found.digest_ok:
-            raise BagError(f"--topic {topic}: its recorded {found.msgtype} definition is not the standard one")
+            raise BagError(f"{option} {topic}: its recorded {found.msgtype} definition is not the standard one")
         return found
     usable = [t for t in images if t.digest_ok and _first_is_single_channel(source, t)]
     if len(usable) == 1:
         return usable[0]
     if not usable:
-        raise BagError(f"--input {source.path}: no single-channel image topic (image topics: {listing}); "
-                       f"pass --topic")
-    raise BagError(f"--input {source.path}: several single-channel image topics: "
-                   f"{', '.join(t.name for t in usable)}; pass --topic")
+        raise BagError(f"{source.what} {source.path}: no single-channel image topic (image topics: {listing}); "
+                       f"pass {option}")
+    raise BagError(f"{source.what} {source.path}: several single-channel image topics: "
+                   f"{', '.join(t.name for t in usable)}; pass {option}")
 
 
 def iter_bag(source: BagSource, topic: Topic, thermal_range: Optional[Sequence[float]] = None
