@@ -1,8 +1,9 @@
 """What does --temporal-smoothing ALPHA buy on a moving thermal video? One measured experiment.
 
 A synthetic moving video: wide synthetic scenes (util.data.synthetic, twice the frame width) seen
-through a window that pans across it (width // frames pixels per frame, at least 1), with fresh sensor noise on the thermal channel in
-every frame (Gaussian, --noise of the 0..1 range), so an unsmoothed student's labels flicker.
+through a window that pans across them (width // frames pixels per frame, at least 1), with fresh
+sensor noise on the thermal channel in every frame (Gaussian, --noise of the 0..1 range), so an
+unsmoothed student's labels flicker.
 A student segments it frame by frame (batch 1, as on a robot) for each ALPHA; reported:
 - flicker: the share of static pixels (ground-truth label equal in the frame and the one before)
   whose predicted label changes between the two frames;
@@ -18,7 +19,6 @@ seeded). Results go to --out (JSON) and are printed as a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time

@@ -10,23 +10,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 import pytest
-import torch
 
 import run_demo_student
-from model import EKNet
 from util.deploy.smoothing import ProbabilityPredictor, smoothing_alpha
-from util.engine.checkpoint import save_atomic
 
 DEMO = ["--no-progress", "--device", "cpu"]
 SERVE_SECONDS = 20.0  # a stream never outlives this
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = EKNet(depth=18, height=64, width=64).eval()
-    path = tmp_path_factory.mktemp("student") / "s.pth"
-    return save_atomic({"format": "cekd-pytorch", "network": "EKNet", "model": model.state_dict()}, path)
+@pytest.fixture
+def weights(tiny_student):
+    return tiny_student
 
 
 class MjpegServer:
@@ -138,7 +132,8 @@ def test_unreachable_stream_is_one_line(weights, tmp_path, capsys):
         url = server.url.replace("thermal", "x")
     with pytest.raises(SystemExit):  # the server is gone: nothing listens on the port
         _run(weights, url, tmp_path / "out")
-    assert capsys.readouterr().err.strip() == f"error: --input {url}: cannot open the stream (OpenCV could not connect or decode it)"
+    assert capsys.readouterr().err.strip() == (
+        f"error: --input {url}: cannot open the stream (OpenCV could not connect or decode it)")
     assert not (tmp_path / "out").exists()
 
 

@@ -5,27 +5,21 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 from rosbags.rosbag1 import Reader as Reader1, Writer as Writer1
 from rosbags.rosbag2 import Reader as Reader2, StoragePlugin, Writer as Writer2
 from rosbags.typesys import Stores, get_typestore
 
 import run_demo_student
-from model import EKNet
 from util.deploy.rosbag import image_pixels
-from util.engine.checkpoint import save_atomic
 
 DEMO = ["--no-progress", "--device", "cpu"]
 KINDS = ["ros1", "sqlite3", "mcap"]
 H, W = 12, 16
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = EKNet(depth=18, height=64, width=64).eval()
-    path = tmp_path_factory.mktemp("student") / "s.pth"
-    return save_atomic({"format": "cekd-pytorch", "network": "EKNet", "model": model.state_dict()}, path)
+@pytest.fixture
+def weights(tiny_student):
+    return tiny_student
 
 
 def _store(kind):
@@ -65,7 +59,8 @@ def write_bag(path, kind, streams):
     if kind == "ros1":
         writer = Writer1(path.with_suffix(".bag"))
     else:
-        writer = Writer2(path, version=9, storage_plugin=StoragePlugin.MCAP if kind == "mcap" else StoragePlugin.SQLITE3)
+        storage = StoragePlugin.MCAP if kind == "mcap" else StoragePlugin.SQLITE3
+        writer = Writer2(path, version=9, storage_plugin=storage)
     with writer:
         for topic, msgs in streams.items():
             conn = writer.add_connection(topic, msgs[0].__msgtype__, typestore=store)
@@ -259,7 +254,8 @@ def test_convert_rosbag_pairs_by_stamp(tmp_path, capsys, kind):
     from util.data.convert import percentile_range, scale_raw_thermal
     bag = _paired_bag(tmp_path, kind)
     dst = tmp_path / "set"
-    assert _convert(bag, dst, "--rgb-topic", "/rgb", "--thermal-topic", "/thermal", "--raw-range", "20000", "24000") == 0
+    topics = ["--rgb-topic", "/rgb", "--thermal-topic", "/thermal"]
+    assert _convert(bag, dst, *topics, "--raw-range", "20000", "24000") == 0
     assert "4 RGB-thermal pairs written; 1 thermal frame(s) without an RGB frame within 20 ms dropped" in \
         capsys.readouterr().out
     names = [f"pairs_{i:06d}" for i in (0, 1, 2, 4)]

@@ -60,10 +60,12 @@ def read_homography(path: str) -> np.ndarray:
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"--homography {path}: cannot read it ({exc.strerror or exc})") from None
     try:
-        values = json.loads(text) if text.lstrip().startswith("[") else [float(v) for v in text.replace(",", " ").split()]
+        is_json = text.lstrip().startswith("[")
+        values = json.loads(text) if is_json else [float(v) for v in text.replace(",", " ").split()]
         matrix = np.asarray(values, dtype=np.float64).reshape(3, 3)
     except (ValueError, TypeError):
-        raise ValueError(f"--homography {path}: expected 9 numbers (a 3x3 matrix, RGB pixel -> thermal pixel)") from None
+        raise ValueError(f"--homography {path}: expected 9 numbers (a 3x3 matrix, RGB pixel -> thermal pixel)"
+                         ) from None
     if not np.isfinite(matrix).all() or abs(np.linalg.det(matrix)) < 1e-12:
         raise ValueError(f"--homography {path}: the matrix must be finite and invertible")
     return matrix
@@ -92,7 +94,8 @@ def read_stamps(source: BagSource, topic: Topic, thermal: bool, hist: Optional[n
             pixels = message_pixels(msg, topic.msgtype, where) if thermal else colour_pixels(msg)
         except Exception as exc:  # a malformed message of an untrusted bag: skipped, reported
             stream.stamps.append(None)
-            stream.skipped.append({"message": where, "reason": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            stream.skipped.append({"message": where, "reason": reason})
             continue
         stream.stamps.append(_stamp_ns(msg))
         if hist is not None and pixels.dtype == np.uint16:
@@ -219,7 +222,8 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m util.convert rosbag",
-                                description="An unlabeled RGB-thermal set from a ROS bag (see util/data/rosbag_set.py).")
+                                description="An unlabeled RGB-thermal set from a ROS bag "
+                                            "(see util/data/rosbag_set.py).")
     p.add_argument("bag", metavar="BAG", help="ROS 1 .bag file or ROS 2 bag folder (only read)")
     p.add_argument("dst", metavar="DST", help="output folder (new, empty, or a previous output with --overwrite)")
     p.add_argument("--rgb-topic", required=True, help="the RGB image topic")

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Optional, Sequence, TypeVar
 
 import cv2
 
-from .frames import Frame, scale_thermal, single_channel
+from .frames import Frame, fill_from_capture
 
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 OPEN_TIMEOUT_MS = 10000
@@ -93,11 +93,5 @@ def iter_live(cap: cv2.VideoCapture, text: str, thermal_range: Optional[Sequence
         ok, bgr = cap.read()
         if not ok or bgr is None:
             return
-        frame = Frame(f"live_{index:06d}", f"{text} frame {index}")
-        try:
-            frame.thermal, frame.nonfinite = scale_thermal(single_channel(bgr, frame.source, lossy=True),
-                                                           thermal_range)
-        except ValueError as exc:
-            frame.error = str(exc)
-        yield frame
+        yield fill_from_capture(Frame(f"live_{index:06d}", f"{text} frame {index}"), bgr, thermal_range)
         index += 1

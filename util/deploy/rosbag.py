@@ -126,7 +126,8 @@ class BagSource:
         for name, msgtype, digest, count in conns:
             ok = msgtype in IMAGE_TYPES and _digest_ok(store, msgtype, digest, self.ros2)
             old = topics.get(name)
-            topics[name] = Topic(name, msgtype, count + (old.count if old else 0), ok and (old is None or old.digest_ok))
+            ok = ok and (old is None or old.digest_ok)
+            topics[name] = Topic(name, msgtype, count + (old.count if old else 0), ok)
         return topics
 
     def messages(self, topic: str) -> Iterator[tuple[int, bytes]]:
