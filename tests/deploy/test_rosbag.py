@@ -310,3 +310,32 @@ def test_convert_command_dispatches_rosbag(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as stop:
         runpy.run_module("util.convert", run_name="__main__")
     assert stop.value.code == 0 and len((tmp_path / "set" / "train.txt").read_text().split()) == 4
+
+
+def test_truncated_mcap_bag_keeps_the_frames_before_the_damage(weights, tmp_path, capsys):
+    store = _store("mcap")
+    frames = [raw_image(store, i, thermal16(i), "mono16", pad=2) for i in range(6)]
+    bag = write_bag(tmp_path / "rec", "mcap", {"/thermal": frames})
+    storage = next(bag.glob("*.mcap"))
+    whole = storage.read_bytes()
+    ends = [whole.find(bytes(f.data)) + len(f.data) for f in frames]
+    storage.write_bytes(whole[:ends[4] - 5])  # in the middle of message 4
+    summary = _run(weights, bag, tmp_path / "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: {bag}: index unreadable (File end magic is invalid.)")
+    assert "the 4 frame(s) before it were read" in err[0]
+    got = read_bag(tmp_path / "out" / "r" / "rec_cekd")["/cekd/labels"]
+    assert [_stamp(m) for _, m in got] == [_stamp(f) for f in frames[:4]] and len(summary["segmented"]) == 4
+    assert [t for t, _ in got] == [receive_time(i) for i in range(4)]
+
+
+def test_unreadable_sqlite_bag_is_one_line(weights, tmp_path, capsys):
+    store = _store("sqlite3")
+    bag = write_bag(tmp_path / "rec", "sqlite3", {"/thermal": [raw_image(store, 0, thermal16(0), "mono16")]})
+    storage = next(bag.glob("*.db3"))
+    storage.write_bytes(storage.read_bytes()[:len(storage.read_bytes()) // 2])
+    with pytest.raises(SystemExit):
+        _run(weights, bag, tmp_path / "out")
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --input {bag}: cannot read the bag (") and "\n" not in err
+    assert not (tmp_path / "out").exists()

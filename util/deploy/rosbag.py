@@ -11,10 +11,11 @@ Raw images: ``mono8``/``8UC1``, ``mono16``/``16UC1`` and ``32FC1``, little- or b
 scaling rules of frames.py (8-bit: value / 255; 16-bit and float: per-frame min-max or
 ``--thermal-range``).
 
-A ROS 1 bag whose index is missing or damaged (a recording cut short, a truncated copy) is read
-record by record from the start instead, up to the damage; the damage is reported in one line
-and the frames before it are kept. ROS 2 storage that cannot be read to its end is reported the
-same way, with the frames read before the error.
+A ROS 1 bag or an MCAP file whose index is missing or damaged (a recording cut short, a truncated
+copy) is read record by record from the start instead, up to the damage (scan_ros1, scan_mcap:
+their messages of the topic are then held in memory); the damage is reported in one line and the
+frames before it are kept. Storage that fails while being read keeps the messages read before
+the error, reported the same way; an sqlite3 file that cannot be opened stops with one line.
 """
 from __future__ import annotations
 
@@ -80,7 +81,8 @@ class BagSource:
     storage: Optional[str]  # "sqlite3" or "mcap" for ROS 2
     topics: dict[str, Topic] = field(default_factory=dict)
     damage: Optional[str] = None  # set when the bag could not be read to its end
-    salvage: bool = False  # ROS 1 without a usable index: read record by record
+    salvage: bool = False  # ROS 1 or MCAP without a usable index: read record by record
+    index_problem: str = ""
     what: str = "--input"
 
     @classmethod
@@ -116,12 +118,12 @@ class BagSource:
             with self._reader() as reader:
                 conns = [(c.topic, c.msgtype, c.digest, c.msgcount) for c in reader.connections]
         except (Error1, Error2, OSError, ValueError, KeyError) as exc:
-            if self.ros2:
+            if self.ros2 and self.storage != "mcap":
                 raise BagError(f"{self.what} {self.path}: cannot read the bag ({_words(exc)})") from None
             self.salvage = True  # e.g. "Bag index looks damaged" after a truncation
-            self.damage = f"index unreadable ({_words(exc)})"
-            conns = [(c["topic"], c["msgtype"], c["digest"], 0)
-                     for c in scan_ros1(self.path, what=self.what).connections.values()]
+            self.index_problem = f"index unreadable ({_words(exc)})"
+            self.damage = self.index_problem
+            conns = [(c["topic"], c["msgtype"], c["digest"], 0) for c in self._scan(None).connections.values()]
         topics: dict[str, Topic] = {}
         for name, msgtype, digest, count in conns:
             ok = msgtype in IMAGE_TYPES and _digest_ok(store, msgtype, digest, self.ros2)
@@ -133,9 +135,9 @@ class BagSource:
     def messages(self, topic: str) -> Iterator[tuple[int, bytes]]:
         """(receive time ns, serialized message) of `topic` in recording order; stops at damage (see `damage`)."""
         if self.salvage:
-            scan = scan_ros1(self.path, topic, self.what)
+            scan = self._scan(topic)
             yield from scan.messages
-            self.damage = self.damage if scan.damage is None else f"{self.damage}; {scan.damage}"
+            self.damage = self.index_problem + (f"; {scan.damage}" if scan.damage else "")
             return
         try:
             with self._reader() as reader:
@@ -144,6 +146,12 @@ class BagSource:
                     yield time, bytes(raw)
         except Exception as exc:  # any storage error of an untrusted bag: keep what came before it
             self.damage = f"storage unreadable after some messages ({_words(exc)})"
+
+    def _scan(self, topic: Optional[str]) -> "Scan":
+        if not self.ros2:
+            return scan_ros1(self.path, topic, self.what)
+        files = sorted(self.path.glob("*.mcap"))
+        return scan_mcap(files[0], topic, self.what)
 
     def deserialize(self, raw: bytes, msgtype: str):
         store = _typestore(self.ros2)
@@ -165,22 +173,22 @@ def _digest_ok(store, msgtype: str, digest: str, ros2: bool) -> bool:
     return digest == store.generate_msgdef(msgtype)[1]
 
 
-# --- ROS 1 record-by-record reading (bag format 2.0), for bags without a usable index -----------
+# --- record-by-record reading of ROS 1 (format 2.0) and MCAP files without a usable index --------
 
 @dataclass
-class Ros1Scan:
+class Scan:
     connections: dict[int, dict] = field(default_factory=dict)
     messages: list[tuple[int, bytes]] = field(default_factory=list)
     damage: Optional[str] = None
 
 
-def scan_ros1(path: Path, topic: Optional[str] = None, what: str = "--input") -> Ros1Scan:
+def scan_ros1(path: Path, topic: Optional[str] = None, what: str = "--input") -> Scan:
     """Read a ROS 1 bag from the start, chunk by chunk, until its end or the first damaged record.
     Collects the connections and, for `topic`, the messages (time ns, bytes)."""
     from rosbags.rosbag1.reader import Header, ReaderError, RecordType, read_uint32
     from rosbags.typesys.msg import normalize_msgtype
 
-    scan = Ros1Scan()
+    scan = Scan()
     decompress = {"none": lambda b: b}
     try:
         from bz2 import decompress as bz2
@@ -204,9 +212,9 @@ def scan_ros1(path: Path, topic: Optional[str] = None, what: str = "--input") ->
                         raise ReaderError(f"chunk compression {kind!r} is not supported")
                     if kind == "none" or not short:  # an uncompressed chunk cut short: its whole records count
                         inner = decompress[kind](data)
-                        records(BytesIO(inner), len(inner), f"{where} chunk at byte {start},")
+                        records(BytesIO(inner), len(inner), f" of the chunk at byte {start}")
                 if short:
-                    raise ReaderError(f"record at byte {start} is cut short")
+                    raise ReaderError("the record is cut short")
                 elif op == RecordType.CONNECTION:
                     body = Header.read(BytesIO(size.to_bytes(4, "little") + data))
                     scan.connections[header.get_uint32("conn")] = {
@@ -218,7 +226,7 @@ def scan_ros1(path: Path, topic: Optional[str] = None, what: str = "--input") ->
                         scan.messages.append((header.get_time("time"), data))
             except (ReaderError, OSError, ValueError, KeyError) as exc:
                 if scan.damage is None:
-                    scan.damage = f"damaged at {where} byte {start} ({_words(exc)})"
+                    scan.damage = f"damaged at byte {start}{where} ({_words(exc)})"
                 raise _Stop from None
 
     with open(path, "rb") as bio:
@@ -230,7 +238,7 @@ def scan_ros1(path: Path, topic: Optional[str] = None, what: str = "--input") ->
         except ReaderError as exc:
             raise BagError(f"{what} {path}: not a readable ROS 1 bag ({_words(exc)})") from None
         try:
-            records(bio, os.fstat(bio.fileno()).st_size, "file")
+            records(bio, os.fstat(bio.fileno()).st_size, "")
         except _Stop:
             pass
     return scan
@@ -238,6 +246,82 @@ def scan_ros1(path: Path, topic: Optional[str] = None, what: str = "--input") ->
 
 class _Stop(Exception):
     pass
+
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+def scan_mcap(path: Path, topic: Optional[str] = None, what: str = "--input") -> Scan:
+    """Read an MCAP file from the start, record by record (chunks included), until its data end or
+    the first damaged record. Collects the channels and, for `topic`, the messages (log time ns, bytes)."""
+    import struct
+
+    from rosbags.rosbag2.storage_mcap import decompress
+
+    scan = Scan()
+    schemas: dict[int, str] = {}
+
+    def string(buf: bytes, pos: int) -> tuple[str, int]:
+        (n,) = struct.unpack_from("<I", buf, pos)
+        if pos + 4 + n > len(buf):
+            raise ValueError("string runs past its record")
+        return buf[pos + 4:pos + 4 + n].decode(), pos + 4 + n
+
+    def records(bio, end: int, where: str) -> None:
+        while bio.tell() < end:
+            start = bio.tell()
+            try:
+                head = bio.read(9)
+                if len(head) < 9:
+                    raise ValueError("the record is cut short")
+                op, size = head[0], struct.unpack_from("<Q", head, 1)[0]
+                if op == 0x0F:  # data end: the summary follows
+                    raise _Stop
+                body = bio.read(size)
+                short = len(body) < size
+                if op == 0x06:  # chunk
+                    usize, crc = struct.unpack_from("<QI", body, 16)
+                    kind, pos = string(body, 28)
+                    (length,) = struct.unpack_from("<Q", body, pos)
+                    data = body[pos + 8:pos + 8 + length]
+                    if kind == "" or not short:  # an uncompressed chunk cut short: its whole records count
+                        inner = data if kind == "" else decompress(data, kind, usize, crc)
+                        records(BytesIO(inner), len(inner), f" of the chunk at byte {start}")
+                elif short:
+                    pass
+                elif op == 0x03:  # schema
+                    (sid,) = struct.unpack_from("<H", body, 0)
+                    schemas[sid] = string(body, 2)[0]
+                elif op == 0x04:  # channel
+                    cid, sid = struct.unpack_from("<HH", body, 0)
+                    name = string(body, 4)[0]
+                    scan.connections[cid] = {"topic": name, "msgtype": schemas.get(sid, ""), "digest": ""}
+                elif op == 0x05:  # message
+                    cid, _, log_time = struct.unpack_from("<HIQ", body, 0)
+                    conn = scan.connections.get(cid)
+                    if conn is not None and conn["topic"] == topic:
+                        scan.messages.append((log_time, body[22:]))
+                if short:
+                    raise ValueError("the record is cut short")
+            except _Stop:
+                raise
+            except (ValueError, struct.error, UnicodeDecodeError, OSError) as exc:
+                if scan.damage is None:
+                    scan.damage = f"damaged at byte {start}{where} ({_words(exc)})"
+                raise _Stop from None
+            except Exception as exc:  # a decompressor's error on a damaged chunk
+                if scan.damage is None:
+                    scan.damage = f"damaged at byte {start}{where} ({type(exc).__name__}: {_words(exc)})"
+                raise _Stop from None
+
+    with open(path, "rb") as bio:
+        if bio.read(8) != MCAP_MAGIC:
+            raise BagError(f"{what} {path}: not an MCAP file")
+        try:
+            records(bio, os.fstat(bio.fileno()).st_size, "")
+        except _Stop:
+            pass
+    return scan
 
 
 # --- pixels ------------------------------------------------------------------------------------
