@@ -67,7 +67,8 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
                        help="fixed raw-value range mapped to [0, 1] for 16-bit frames (default: per-frame min-max)")
         p.add_argument("--batch-size", type=int, default=1, help="frames per forward pass with --input")
         p.add_argument("--save-labels", action="store_true",
-                       help="with a video --input, also write each frame's class ids as labels/NAME_i.png")
+                       help="with a video, bag or live --input, also write each frame's class ids as "
+                            "labels/NAME_i.png")
         p.add_argument("--temporal-smoothing", type=smoothing_alpha, default=0.0, metavar="ALPHA",
                        help="average class probabilities over consecutive frames, ALPHA = weight of the past "
                             "in [0, 1) (default 0: off)")

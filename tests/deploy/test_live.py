@@ -81,6 +81,14 @@ def _frames(path):
     return n
 
 
+def test_what_counts_as_live(tmp_path, monkeypatch):
+    from util.deploy.live import is_live
+    monkeypatch.chdir(tmp_path)
+    assert is_live("0") and is_live("12") and is_live("rtsp://cam/1") and is_live("http://127.0.0.1:8/x.mjpg")
+    (tmp_path / "0").write_text("")
+    assert not is_live("0") and not is_live("video.mp4") and not is_live("-1")
+
+
 def test_opencv_opens_a_loopback_mjpeg_stream():
     with MjpegServer(3) as server:
         cap = cv2.VideoCapture(server.url, cv2.CAP_FFMPEG)

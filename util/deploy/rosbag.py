@@ -19,6 +19,7 @@ the error, reported the same way; an sqlite3 file that cannot be opened stops wi
 """
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -447,9 +448,10 @@ def iter_bag(source: BagSource, topic: Topic, thermal_range: Optional[Sequence[f
         yield frame
 
 
-def frame_rate(source: BagSource, topic: Topic) -> float:
-    """Messages per second of `topic` from its receive times (0 when fewer than two)."""
-    times = [t for t, _ in source.messages(topic.name)]
+def frame_rate(source: BagSource, topic: Topic, sample: int = 50) -> float:
+    """Messages per second of `topic` from the receive times of its first `sample` messages
+    (0 when fewer than two)."""
+    times = [t for t, _ in itertools.islice(source.messages(topic.name), sample)]
     return (len(times) - 1) * 1e9 / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
 
 
