@@ -156,6 +156,7 @@ def test_bag_in_bag_out(weights, tmp_path, capsys, kind):
     conf = np.stack([np.asarray(m.data).reshape(H, W) for _, m in got["/cekd/confidence"]])
     assert conf.min() >= 255 // 9  # a max probability is at least 1/9
     assert summary["video"]["frames_written"] == 5 and summary["video"]["black_placeholders"] == 1
+    assert summary["video"]["fps"] == pytest.approx(1.0)  # messages received 1 s apart
     assert "ROS" in capsys.readouterr().out
 
 
