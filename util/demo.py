@@ -28,6 +28,8 @@ from .engine.metrics import format_report, write_confusion_csv
 from .engine.pictures import colorize, frame_panel, save_rgb
 from .data.info import MFNET, DatasetInfo, load_dataset_info
 from .data.mfnet import TEST_SPLITS
+from .deploy.recording import add_recording_args
+from .deploy.smoothing import smoothing_alpha
 
 RELEASE_WEIGHTS = {"CENet": "weights_backup/Teacher_model/final.pth",
                    "EKNet": "weights_backup/Student_model/final.pth"}
@@ -58,13 +60,19 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
     if network == "EKNet":
         p.add_argument("--input", default=None,
                        help="segment your own thermal frames instead of evaluating on --data-dir: a video "
-                            "(mp4, avi, mkv, mov, ...), an image, or a folder of 8/16-bit PNG/TIFF, JPEG or "
-                            "4-channel MFNet PNGs; --weights may then also be an .onnx file (python -m util.export)")
+                            "(mp4, avi, mkv, mov, ...), an image, a folder of 8/16-bit PNG/TIFF, JPEG or "
+                            "4-channel MFNet PNGs, a ROS 1 .bag or ROS 2 bag folder, a camera index or a "
+                            "stream URL; --weights may then also be an .onnx file (python -m util.export)")
         p.add_argument("--thermal-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                        help="fixed raw-value range mapped to [0, 1] for 16-bit frames (default: per-frame min-max)")
         p.add_argument("--batch-size", type=int, default=1, help="frames per forward pass with --input")
         p.add_argument("--save-labels", action="store_true",
-                       help="with a video --input, also write each frame's class ids as labels/NAME_i.png")
+                       help="with a video, bag or live --input, also write each frame's class ids as "
+                            "labels/NAME_i.png")
+        p.add_argument("--temporal-smoothing", type=smoothing_alpha, default=0.0, metavar="ALPHA",
+                       help="average class probabilities over consecutive frames, ALPHA = weight of the past "
+                            "in [0, 1) (default 0: off)")
+        add_recording_args(p)
     return p
 
 
@@ -157,14 +165,17 @@ def run_own_frames(args: argparse.Namespace) -> dict:
     from .deploy.backends import TorchSegmenter, load_segmenter
     from .deploy.frames import check_thermal_range, is_video, list_frames, video_info
     from .deploy.inference import report_lines, segment_images, segment_video
+    from .deploy.recording import open_recording, segment_recording
+    from .deploy.smoothing import ProbabilityPredictor
 
     thermal_range = check_thermal_range(args.thermal_range)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: expected at least 1")
-    video = is_video(args.input) and Path(args.input).is_file()
-    paths = [] if video else list_frames(args.input)
+    recording = open_recording(args)  # a bag or live source, checked here; None for files and videos
+    video = not recording and is_video(args.input) and Path(args.input).is_file()
+    paths = [] if video or recording else list_frames(args.input)
     count = video_info(args.input).frames if video else len(paths)  # video_info: unreadable video -> error
-    if not video and not paths:
+    if not video and not recording and not paths:
         raise FileNotFoundError(f"--input {args.input}: no .png/.tif/.tiff/.jpg/.jpeg frames found")
     if Path(args.weights).suffix.lower() == ".onnx":
         seg = load_segmenter(args.weights, args.device)
@@ -174,11 +185,14 @@ def run_own_frames(args: argparse.Namespace) -> dict:
         device = parse_device(args.device)
         seg = TorchSegmenter(load_model(args.weights, "EKNet", device, args.n_class), device, args.channels_last)
     out_dir = new_run_dir(args.runs_dir, args.run_name, "segment")
-    what = f"a video of {count or 'unknown'} frames" if video else f"{count} frame(s)"
+    what = (recording.describe() if recording else f"a video of {count or 'unknown'} frames" if video
+            else f"{count} frame(s)")
     print(f"[EKNet] {what} from {args.input} -> {out_dir}  ({seg.name}, batch {args.batch_size})", flush=True)
     show, path = not args.no_progress, Path(args.input)
-    summary = (segment_video(seg, path, out_dir, thermal_range, args.batch_size, args.save_labels, show) if video
-               else segment_images(seg, paths, out_dir, thermal_range, args.batch_size, show))
+    smooth = ProbabilityPredictor(seg, args.temporal_smoothing) if args.temporal_smoothing else None
+    summary = (segment_recording(seg, recording, out_dir, args, thermal_range, show) if recording
+               else segment_video(seg, path, out_dir, thermal_range, args.batch_size, args.save_labels, show, smooth)
+               if video else segment_images(seg, paths, out_dir, thermal_range, args.batch_size, show, smooth))
     summary.update({"weights": str(args.weights), "input": str(args.input), "thermal_range": thermal_range})
     write_json(summary, out_dir / "summary.json")
     print("\n".join(f"[EKNet] {line}" for line in report_lines(summary, out_dir)), flush=True)

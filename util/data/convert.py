@@ -5,6 +5,7 @@
     python -m util.convert folders SRC DST (--classes a,b,c [--palette "0,0,0;255,0,0;..."] | --classes-json FILE)
                                    [--name N] [--ignore-index K] [--map 255=0 ...] [--val-fraction 0.1] [--test-fraction 0.1]
     (all: [--overwrite] [--edge-radius 2] [--workers N] [--no-progress])
+    python -m util.convert rosbag  BAG DST --rgb-topic T --thermal-topic T ...  (an unlabeled set: util/data/rosbag_set.py)
 
 DST receives ``images/NAME.png`` (4-channel uint8: R, G, B, thermal), ``labels/NAME.png`` (class ids),
 ``edge_4x/NAME.png`` (util.data.edges.edge_label), ``train.txt``/``val.txt``/``test.txt``, ``dataset.json``
@@ -749,7 +750,8 @@ def folders_info(args: argparse.Namespace) -> DatasetInfo:
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m util.convert`` argument parser (one sub-command per source format)."""
     parser = argparse.ArgumentParser(prog="python -m util.convert",
-                                     description="Convert an RGB-thermal dataset into our layout (see module doc).")
+                                     description="Convert an RGB-thermal dataset into our layout (see module doc).",
+                                     epilog="python -m util.convert rosbag --help: an unlabeled set from a ROS bag")
     sub = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     pst = sub.add_parser("pst900", help="PST900: SRC/{train,test}/{rgb,thermal,thermal_raw,labels}")
     pst.add_argument("--thermal", choices=("8bit", "raw16"), default="8bit",
