@@ -436,11 +436,16 @@ def test_percentile_range_nearest_rank():
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--classes", "a,b,c", "--palette", "0,0,0;255,0"], "--palette: entry 1 ('255,0') needs 3 integers"),
+    (["--classes", "a,b,c", "--palette", "0,0,0;255,0"], "argument --palette: must be colours \"R,G,B;R,G,B;...\""),
+    (["--classes", "a,b,c", "--palette", "0,0,0;255,0,\u0663"], "argument --palette: must be colours"),  # Arabic 3
+    (["--classes", "a,b,c", "--workers", "-1"], "argument --workers: must be an integer at least 1, got '-1'"),
+    (["--classes", "a,b,c", "--edge-radius", "nan"], "argument --edge-radius: must be a finite number at least 0"),
+    (["--classes", "a,b,c", "--seed", "-1"], "argument --seed: must be an integer from 0 to 4294967295"),
+    (["--classes", "a,b,c", "--test-fraction", "1"], "argument --test-fraction: must be a number in [0, 1)"),
     (["--classes", "a,b,c", "--palette", "0,0,0;255,0,0"], "--classes/--palette: palette: expected 3 colours"),
     (["--classes", "a,b,a"], "class_names[2]: name 'a' appears more than once"),
     (["--classes", "a,b,c", "--map", "255=9"], "--map 255=9: class id 9 outside 0..2"),
-    (["--classes", "a,b,c", "--map", "x"], "--map: expected SRC=ID"),
+    (["--classes", "a,b,c", "--map", "x"], "argument --map: must be SRC=ID"),
     (["--classes", "a,b,c", "--ignore-index", "255"], "ignore_index: expected null or a class id 0..2"),
     (["--classes", "a,b,c", "--val-fraction", "0"], "--val-fraction"),
     (["--classes", "a,b,c", "--raw-range", "9", "3"], "--raw-range: expected LOW < HIGH"),
@@ -450,7 +455,8 @@ def test_bad_arguments_name_the_argument(tmp_path, capsys, args, fragment):
     with pytest.raises(SystemExit) as exc:
         conv.main(["folders", str(tmp_path / "src"), str(tmp_path / "out"), *args])
     assert exc.value.code == 2
-    assert fragment in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert not (tmp_path / "out").exists()
 
 

@@ -83,7 +83,7 @@ def test_cli_refusals(fitted, tmp_path, capsys):
         (["--weights", str(weights), "--out", str(existing)], f"--out {existing} exists; pass --overwrite"),
         (["--weights", str(weights), "--out", str(tmp_path / "s.pth")], "expected a file name ending in .onnx"),
         (["--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--int8"], "--int8 needs --calib-data"),
-        (["--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--opset", "12"], "--opset 12: expected 14 to 20"),
+        (["--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--opset", "12"], "argument --opset: must be an integer from 14 to 20"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as exc:

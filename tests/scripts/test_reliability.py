@@ -177,16 +177,19 @@ def test_a_non_finite_loss_on_one_ddp_process_stops_both(data, tmp_path):
 
 # ---------------------------------------------------------------- 2. no dead ends
 BAD_OPTIONS = [
-    (trainTeacher, ["--height", "100"], "--height 100: must be a multiple of 32"),
-    (trainTeacher, ["--width", "32"], "--width 32: must be a multiple of 32 and at least 64"),
-    (trainTeacher, ["--epochs", "0"], "--epochs 0: must be at least 1"),
-    (trainTeacher, ["--batch-size", "0"], "--batch-size 0: must be at least 1"),
-    (trainTeacher, ["--lr", "0"], "--lr 0.0: must be a finite number greater than 0"),
-    (trainTeacher, ["--lr", "-1"], "--lr -1.0: must be a finite number greater than 0"),
-    (trainTeacher, ["--lr", "inf"], "--lr inf: must be a finite number greater than 0"),
-    (trainTeacher, ["--lr", "1e400"], "--lr inf: must be a finite number greater than 0"),
-    (trainStudent, ["--tau", "0", "--no-distill"], "--tau 0.0: must be a finite number greater than 0"),
-    (trainStudent, ["--loss-weights", "1", "1", "-1", "1"], "--loss-weights: the hint weight is -1.0"),
+    (trainTeacher, ["--height", "100"], "argument --height: must be an integer multiple of 32, at least 64, got '100'"),
+    (trainTeacher, ["--width", "32"], "argument --width: must be an integer multiple of 32, at least 64, got '32'"),
+    (trainTeacher, ["--epochs", "0"], "argument --epochs: must be an integer at least 1, got '0'"),
+    (trainTeacher, ["--batch-size", "0"], "argument --batch-size: must be an integer at least 1"),
+    (trainTeacher, ["--lr", "0"], "argument --lr: must be a finite number greater than 0, got '0'"),
+    (trainTeacher, ["--lr", "-1"], "argument --lr: must be a finite number greater than 0, got '-1'"),
+    (trainTeacher, ["--lr", "inf"], "argument --lr: must be a finite number greater than 0, got 'inf'"),
+    (trainTeacher, ["--lr", "1e400"], "argument --lr: must be a finite number greater than 0, got '1e400'"),
+    (trainTeacher, ["--seed", "-1"], "argument --seed: must be an integer from 0 to 4294967295"),
+    (trainTeacher, ["--workers", "\u0663"], "argument --workers: must be an integer at least 0"),  # Arabic 3
+    (trainTeacher, ["--eval-splits", "../x"], "argument --eval-splits: must be a split name"),
+    (trainStudent, ["--tau", "0", "--no-distill"], "argument --tau: must be a finite number greater than 0"),
+    (trainStudent, ["--loss-weights", "1", "1", "-1", "1"], "argument --loss-weights: must be a finite number at least 0"),
     (trainTeacher, ["--device", "gpu0"], "--device gpu0: not a device name"),
     (trainTeacher, ["--device", "cuda:7"], "--device cuda:7: CUDA is not available"),
 ]

@@ -32,6 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from util.data.mfnet import EDGE_STRIDE, N_CLASS, STANDARD_SPLITS
+from util.options import ArgumentParser, integer, split_name
 
 PathLike = Union[str, os.PathLike]
 
@@ -339,11 +340,11 @@ def verify_dataset(data_dir: PathLike, splits: Optional[Sequence[str]] = None, n
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Check an MFNet-format data folder; prints OK or every problem.")
+    parser = ArgumentParser(prog="python -m util.check_dataset", description="Check an MFNet-format data folder; prints OK or every problem.")
     parser.add_argument("--data-dir", required=True, help="folder holding images/, labels/, [edge_4x/] and <split>.txt")
-    parser.add_argument("--splits", nargs="+", default=None,
+    parser.add_argument("--splits", nargs="+", default=None, type=split_name(),
                         help="splits to check (default: train, val and those of test, test_day, test_night present)")
-    parser.add_argument("--n-class", type=int, default=None,
+    parser.add_argument("--n-class", type=integer(2, 256), default=None,
                         help="number of classes (label ids 0..n-1; default: the folder's dataset.json, else MFNet's 9)")
     parser.add_argument("--need-edges", action="store_true", help="require edge_4x/NAME.png for every frame")
     parser.add_argument("--quick", action="store_true", help="read only image/edge headers (labels are still decoded)")

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from util.data.check import EDGE_DIR, LABEL_DIR, DatasetError, load_label_file, read_split
 from util.data.mfnet import EDGE_STRIDE
+from util.options import ArgumentParser, integer, number, split_name
 
 
 def disc_kernel(radius: float) -> np.ndarray:
@@ -112,12 +113,12 @@ def generate_edges(data_dir: os.PathLike | str, radius: float = 2, overwrite: bo
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Write edge_4x/NAME.png semantic-edge labels (ELG module).")
+    parser = ArgumentParser(prog="python -m util.edges", description="Write edge_4x/NAME.png semantic-edge labels (ELG module).")
     parser.add_argument("--data-dir", required=True, help="folder holding labels/NAME.png")
-    parser.add_argument("--radius", type=float, default=2, help="disc radius in pixels at label resolution (default 2)")
+    parser.add_argument("--radius", type=number(low=0, high=64), default=2, help="disc radius in pixels at label resolution (default 2)")
     parser.add_argument("--overwrite", action="store_true", help="rewrite existing edge files")
-    parser.add_argument("--splits", nargs="+", default=None, help="only the frames of these splits (default: every label)")
-    parser.add_argument("--workers", type=int, default=None, help="threads (default: CPU count)")
+    parser.add_argument("--splits", nargs="+", default=None, type=split_name(), help="only the frames of these splits (default: every label)")
+    parser.add_argument("--workers", type=integer(1), default=None, help="threads (default: CPU count)")
     args = parser.parse_args(None if argv is None else list(argv))
     start = time.perf_counter()
     try:

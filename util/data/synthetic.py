@@ -35,6 +35,7 @@ from util.data.check import EDGE_DIR, IMAGE_DIR, LABEL_DIR, DatasetError
 from util.data.edges import edge_label, write_edge_file
 from util.data.info import MFNET, DatasetInfo, write_dataset_info
 from util.data.mfnet import N_CLASS, STANDARD_SPLITS
+from util.options import ArgumentParser, integer, multiple_of
 
 DEFAULT_FRAMES, DEFAULT_HEIGHT, DEFAULT_WIDTH = 240, 96, 128
 DAY_FRACTION = 820 / 1569  # as in MFNet
@@ -559,12 +560,12 @@ def ensure_synthetic(out_dir: Union[str, os.PathLike] = "dataset/synthetic", **k
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Write a procedural RGB-thermal dataset in MFNet format.")
+    parser = ArgumentParser(prog="python -m util.synthetic", description="Write a procedural RGB-thermal dataset in MFNet format.")
     parser.add_argument("--out", default="dataset/synthetic", help="output folder (default dataset/synthetic)")
-    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help=f"number of frames (default {DEFAULT_FRAMES})")
-    parser.add_argument("--height", type=int, default=DEFAULT_HEIGHT, help=f"multiple of 32 (default {DEFAULT_HEIGHT})")
-    parser.add_argument("--width", type=int, default=DEFAULT_WIDTH, help=f"multiple of 32 (default {DEFAULT_WIDTH})")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frames", type=integer(8), default=DEFAULT_FRAMES, help=f"number of frames (default {DEFAULT_FRAMES})")
+    parser.add_argument("--height", type=multiple_of(32, 32), default=DEFAULT_HEIGHT, help=f"multiple of 32 (default {DEFAULT_HEIGHT})")
+    parser.add_argument("--width", type=multiple_of(32, 32), default=DEFAULT_WIDTH, help=f"multiple of 32 (default {DEFAULT_WIDTH})")
+    parser.add_argument("--seed", type=integer(0, 2**32 - 1), default=0)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a folder generated earlier (refused if it holds anything else)")
     args = parser.parse_args(None if argv is None else list(argv))

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..options import ArgumentParser, integer, number
+
 OPSETS = range(14, 21)  # scaled_dot_product_attention needs 14; the TorchScript exporter stops at 20
 DEFAULT_OPSET = 17
 
@@ -238,19 +240,19 @@ def calibration_frames(data: str | os.PathLike, height: int, width: int, n_calib
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Export the CEKD student (EKNet) to ONNX, optionally also int8.")
+    p = ArgumentParser(prog="python -m util.export", description="Export the CEKD student (EKNet) to ONNX, optionally also int8.")
     p.add_argument("--weights", required=True, help="our student checkpoint (best.pth, last.pth, final.pth) "
                    "or the released Student_model/final.pth")
     p.add_argument("--out", required=True, help="the ONNX file to write, e.g. student.onnx")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({OPSETS.start}-{OPSETS.stop - 1})")
+    p.add_argument("--opset", type=integer(OPSETS.start, OPSETS.stop - 1), default=DEFAULT_OPSET, help=f"ONNX opset ({OPSETS.start}-{OPSETS.stop - 1})")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--int8", action="store_true", help="also write a static int8 copy (needs --calib-data)")
     p.add_argument("--int8-out", default=None, help="the int8 file (default: OUT with .int8.onnx)")
     p.add_argument("--calib-data", default=None, help="MFNet-format folder (train split calibrates, val is "
                    "held out), or a folder, image or video of thermal frames (as --input of run_demo_student.py)")
-    p.add_argument("--calib-frames", type=int, default=32, help="frames to calibrate on")
-    p.add_argument("--heldout-frames", type=int, default=16, help="frames to compare int8 with fp32 on")
-    p.add_argument("--thermal-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+    p.add_argument("--calib-frames", type=integer(1), default=32, help="frames to calibrate on")
+    p.add_argument("--heldout-frames", type=integer(1), default=16, help="frames to compare int8 with fp32 on")
+    p.add_argument("--thermal-range", type=number(), nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="fixed raw-value range for 16-bit calibration frames (default: per-frame min-max)")
     return p.parse_args(argv)
 
