@@ -13,7 +13,6 @@ second check decodes only what changed.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json

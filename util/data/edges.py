@@ -15,7 +15,6 @@ loader feeds straight into its BCE loss; the files look black in image viewers.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time

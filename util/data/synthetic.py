@@ -16,7 +16,6 @@ Output is deterministic in the seed (byte-identical PNGs for the same arguments)
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
