@@ -31,7 +31,7 @@ from .config import TrainConfig, describe
 from .distributed import Session, barrier, broadcast_object
 from .folders import new_run_dir, write_json
 from .loaders import Data, split_loader
-from .loop import evaluate
+from .loop import EMPTY_BATCHES, evaluate
 from .metrics import format_report
 from .pictures import frame_panel, tb_image
 from ..data.info import MFNET, DatasetInfo
@@ -155,7 +155,9 @@ class Run:
             save_atomic(state, self.dir / "last.pth")
             print(f"[{self.role}] epoch {epoch}/{self.cfg.epochs}  loss {losses.get('total', float('nan')):.4f}  "
                   f"val mIoU {100 * metrics['miou']:.2f}  mAcc {100 * metrics['macc']:.2f}  "
-                  f"{images_per_s:.1f} img/s  {record['seconds']:.0f}s" + ("  (best)" if is_best else ""), flush=True)
+                  f"{images_per_s:.1f} img/s  {record['seconds']:.0f}s" + ("  (best)" if is_best else "")
+                  + (f"  {losses[EMPTY_BATCHES]} batch(es) held only the ignored class "
+                     f"(no label loss from them)" if losses.get(EMPTY_BATCHES) else ""), flush=True)
         self._done_this_call += 1
         self._t_epoch = time.perf_counter()
 
