@@ -1,0 +1,55 @@
+"""Issue 16 (reliability, second battery): batches of the ignored class only, one process per run
+folder, split-list names that leave the data folder, a full disk during a checkpoint write.
+Tiny runs: ResNet-18, 64x64, CPU."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import trainStudent
+import trainTeacher
+from util.data.info import MFNET, write_dataset_info
+from util.data.synthetic import generate_dataset
+
+SMALL = ["--depth", "18", "--height", "64", "--width", "64", "--no-pretrained", "--workers", "0", "--no-progress",
+         "--lr", "0.01", "--eval-splits", "--no-augment"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return generate_dataset(tmp_path_factory.mktemp("data") / "syn", n_frames=10, height=64, width=64, seed=1)
+
+
+def _finite(path):
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+# ---------------------------------------------------------------- class 4: a batch of the ignored class only
+@pytest.fixture(scope="module")
+def ignored(data, tmp_path_factory):
+    """The synthetic set with class 0 ignored; train = 2 frames, the first one all class 0."""
+    out = tmp_path_factory.mktemp("ignored") / "set"
+    import shutil
+    shutil.copytree(data, out)
+    write_dataset_info(MFNET.__class__(**{**MFNET.to_dict(), "ignore_index": 0}), out)
+    names = (out / "train.txt").read_text().split()[:2]
+    (out / "train.txt").write_text("\n".join(names) + "\n")
+    label = out / "labels" / f"{names[0]}.png"
+    cv2.imwrite(str(label), np.zeros_like(cv2.imread(str(label), cv2.IMREAD_UNCHANGED)))
+    return out
+
+
+@pytest.mark.parametrize("script, extra", [(trainTeacher, []), (trainStudent, ["--no-distill"])],
+                         ids=["teacher CE + edge", "student on ground truth"])
+def test_an_all_ignored_batch_adds_no_loss_and_is_counted(ignored, tmp_path, capsys, script, extra):
+    script.cli(["--data-dir", str(ignored), "--runs-dir", str(tmp_path), "--run-name", "r", "--epochs", "1",
+                "--batch-size", "1", *SMALL, *extra])
+    out = capsys.readouterr().out
+    assert "1 batch(es) held only the ignored class (no label loss from them)" in out
+    assert _finite(tmp_path / "r" / "last.pth")
+    history = torch.load(tmp_path / "r" / "last.pth", map_location="cpu", weights_only=True)["history"]
+    assert history[0]["train"]["batches_without_labels"] == 1
+    assert np.isfinite(history[0]["train"]["total"]) and np.isfinite(history[0]["val_loss"])
