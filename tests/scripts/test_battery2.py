@@ -53,3 +53,54 @@ def test_an_all_ignored_batch_adds_no_loss_and_is_counted(ignored, tmp_path, cap
     history = torch.load(tmp_path / "r" / "last.pth", map_location="cpu", weights_only=True)["history"]
     assert history[0]["train"]["batches_without_labels"] == 1
     assert np.isfinite(history[0]["train"]["total"]) and np.isfinite(history[0]["val_loss"])
+
+
+# ---------------------------------------------------------------- class 5: one process per run folder
+def _interrupted(data, runs, monkeypatch, capsys):
+    """A run folder whose trainer stopped in its first step: no checkpoint, so it may start again."""
+    from util.engine import loop
+
+    def stop(*a, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loop, "train_step", stop)
+    with pytest.raises(SystemExit):
+        trainTeacher.cli(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "x", "--epochs", "1",
+                          "--batch-size", "2", "--max-steps-per-epoch", "1", *SMALL])
+    monkeypatch.undo()
+    capsys.readouterr()
+    return runs / "x"
+
+
+def test_a_run_folder_in_use_is_refused_and_a_dead_owners_is_started_again(data, tmp_path, monkeypatch, capsys):
+    import subprocess
+    import sys
+    import time
+
+    from util.engine.folders import claim_folder
+
+    run = _interrupted(data, tmp_path, monkeypatch, capsys)
+    args = ["--data-dir", str(data), "--runs-dir", str(tmp_path), "--run-name", "x", "--epochs", "1",
+            "--batch-size", "2", "--max-steps-per-epoch", "1", *SMALL]
+    before = sorted(p.name for p in run.rglob("*"))
+    with claim_folder(run):  # another trainer, this moment, in this folder
+        with pytest.raises(SystemExit) as stop:
+            trainTeacher.cli(args)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"error: run folder {run} is in use by pid {__import__('os').getpid()} on "
+                       f"{__import__('socket').gethostname()}; wait until it ends or choose another --run-name")
+        assert sorted(p.name for p in run.rglob("*")) == before and not (run / "last.pth").exists()
+    # an owner that was killed: its lock went with it
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(run / "run.lock")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(SystemExit):
+        trainTeacher.cli(args)
+    assert "is in use by" in capsys.readouterr().err
+    holder.kill()
+    holder.wait(10)
+    time.sleep(0.1)
+    trainTeacher.cli(args)
+    assert f"{run} holds no checkpoint yet: starting the run from scratch" in capsys.readouterr().out
+    assert _finite(run / "last.pth")

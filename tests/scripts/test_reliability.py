@@ -219,7 +219,7 @@ def _interrupted_run(data, runs, monkeypatch, capsys):
     monkeypatch.undo()
     assert code == 130 and line == "error: interrupted (Ctrl-C); no checkpoint was written yet"
     run = runs / "x"
-    assert sorted(p.name for p in run.iterdir()) == ["run.json", "tb"]
+    assert sorted(p.name for p in run.iterdir()) == ["run.json", "run.lock", "tb"]
     for leftover in (".last.pth.a1b2c3.tmp", ".best.pth.x_9.tmp"):
         (run / leftover).write_bytes(b"half a checkpoint")
     return run

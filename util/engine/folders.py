@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import math
 import os
+import socket
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Optional
 
 import numpy as np
 
@@ -23,6 +25,29 @@ def new_run_dir(runs_dir: str | os.PathLike, name: Optional[str], prefix: str, h
         raise FileExistsError(f"run folder {path} already exists; choose another --run-name{hint.format(path=path)}")
     path.mkdir(parents=True)
     return path
+
+
+LOCK_FILE = "run.lock"
+
+
+def claim_folder(folder: Path, what: str = "run folder") -> IO[str]:
+    """Make `folder` this process's: an exclusive lock on folder/run.lock, held while the returned
+    file stays open (the system drops it when the process ends, however it ends), and the owner's
+    pid and host written in it. FileExistsError naming the owner when another process holds it."""
+    f = open(folder / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        owner = f.read().strip() or "another process"
+        f.close()
+        raise FileExistsError(f"{what} {folder} is in use by {owner}; wait until it ends or choose another "
+                              f"--run-name") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    return f
 
 
 def json_safe(value: Any) -> Any:

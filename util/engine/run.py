@@ -29,7 +29,7 @@ from .checkpoint import (FORMAT, NETWORK_ROLE, TRAINER, VERSION, export_release,
                          unwrap)
 from .config import TrainConfig, describe
 from .distributed import Session, barrier, broadcast_object
-from .folders import new_run_dir, write_json
+from .folders import LOCK_FILE, claim_folder, new_run_dir, write_json
 from .loaders import Data, split_loader
 from .loop import EMPTY_BATCHES, evaluate
 from .metrics import format_report
@@ -38,7 +38,7 @@ from ..data.info import MFNET, DatasetInfo
 
 CONFIG_FILE = "run.json"
 # What a run folder may hold before its first checkpoint: it is then safe to start it again.
-_OWN_FILES = {CONFIG_FILE, "tb", "best.pth"}
+_OWN_FILES = {CONFIG_FILE, "tb", "best.pth", LOCK_FILE}
 
 
 class RunStopped(RuntimeError):
@@ -77,8 +77,9 @@ class Run:
     """One training run: use `with open_run(...) as run:`; the log is closed on every exit path."""
 
     def __init__(self, cfg: TrainConfig, session: Session, network: str, role: str, folder: Path,
-                 checkpoint: Optional[dict], info: DatasetInfo = MFNET):
+                 checkpoint: Optional[dict], info: DatasetInfo = MFNET, claim=None):
         self.cfg, self.session, self.network, self.role, self.dir = cfg, session, network, role, folder
+        self._claim = claim  # the open run.lock that makes the folder this process's (main process)
         self.info = info
         self.checkpoint = checkpoint
         self.start_epoch, self.step, self.best, self.history = 0, 0, {"miou": -1.0, "epoch": 0}, []
@@ -220,6 +221,8 @@ class Run:
     def __exit__(self, kind, exc, tb) -> bool:
         if self.writer is not None:
             self.writer.close()
+        if self._claim is not None:
+            self._claim.close()
         if kind is KeyboardInterrupt:
             raise self._stopped("interrupted (Ctrl-C)", exit_code=130) from None
         if kind is FloatingPointError:
@@ -254,6 +257,7 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
             session.log(f"[{role}] {folder} holds no checkpoint yet: starting the run from scratch")
         else:
             folder = new_run_dir(cfg.runs_dir, cfg.run_name, role, " or continue it with --resume {path}")
+    claim = claim_folder(folder) if session.is_main else None  # before anything in it is written
     folder = Path(broadcast_object(str(folder) if session.is_main else None))
     if session.is_main:
         remove_partial_writes(folder)
@@ -261,7 +265,7 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
             write_json({"network": network, "role": role, "config": cfg.to_dict()}, folder / CONFIG_FILE)
     barrier()
     session.log(f"[{role}] run folder {folder}  device {session.device}  processes {session.info.world_size}")
-    return Run(cfg, session, network, role, folder, checkpoint, info)
+    return Run(cfg, session, network, role, folder, checkpoint, info, claim)
 
 
 def saved_config(cls: type[TrainConfig], resume: str | Path) -> TrainConfig:
