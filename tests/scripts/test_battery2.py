@@ -104,3 +104,73 @@ def test_a_run_folder_in_use_is_refused_and_a_dead_owners_is_started_again(data,
     trainTeacher.cli(args)
     assert f"{run} holds no checkpoint yet: starting the run from scratch" in capsys.readouterr().out
     assert _finite(run / "last.pth")
+
+
+# ---------------------------------------------------------------- class 8: a full disk during a checkpoint write
+class _FullDisk:
+    """A file that takes `room` bytes, then fails as a full disk does (ENOSPC)."""
+
+    def __init__(self, f, room):
+        self.f, self.room = f, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_a_full_disk_while_writing_last_pth_ends_in_one_line_and_keeps_the_last_good(data, tmp_path, monkeypatch,
+                                                                                       capsys):
+    import os
+
+    real, opened = os.fdopen, []
+
+    def fdopen(fd, mode="r", *a, **kw):
+        f = real(fd, mode, *a, **kw)
+        if mode == "wb" and ".last.pth." in os.readlink(f"/proc/self/fd/{fd}"):
+            opened.append(fd)
+            if len(opened) == 2:  # epoch 2's last.pth
+                return _FullDisk(f, 4096)
+        return f
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    with pytest.raises(SystemExit) as stop:
+        trainTeacher.cli(["--data-dir", str(data), "--runs-dir", str(tmp_path), "--run-name", "r", "--epochs", "3",
+                          "--batch-size", "2", "--max-steps-per-epoch", "1", *SMALL])
+    run = tmp_path / "r"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 1 and len(err) == 1, err
+    assert err[0].startswith(f"error: {run / 'last.pth'}: the disk is full (no space left on device)")
+    assert f"the last good checkpoint is {run / 'last.pth'} (epoch 1)" in err[0]
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert torch.load(run / "last.pth", map_location="cpu", weights_only=True)["epoch"] == 1
+
+
+def test_save_atomic_on_a_full_tmpfs(tmp_path):
+    """The real thing where this machine lets us mount a 64 KiB tmpfs (root); torch's writer wraps ENOSPC."""
+    import subprocess
+
+    from util.engine.checkpoint import save_atomic
+    from util.engine.folders import DiskFullError
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mount -t tmpfs is not permitted here (the ENOSPC injection test covers the mechanism)")
+    try:
+        save_atomic({"w": torch.zeros(4)}, mnt / "last.pth")
+        with pytest.raises(DiskFullError, match=r"last.pth: the disk is full"):
+            save_atomic({"w": torch.zeros(100_000)}, mnt / "last.pth")
+        assert [p.name for p in mnt.iterdir()] == ["last.pth"]
+        assert torch.equal(torch.load(mnt / "last.pth", weights_only=True)["w"], torch.zeros(4))
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

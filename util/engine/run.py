@@ -29,7 +29,7 @@ from .checkpoint import (FORMAT, NETWORK_ROLE, TRAINER, VERSION, export_release,
                          unwrap)
 from .config import TrainConfig, describe
 from .distributed import Session, barrier, broadcast_object
-from .folders import LOCK_FILE, claim_folder, new_run_dir, write_json
+from .folders import LOCK_FILE, DiskFullError, claim_folder, new_run_dir, write_json
 from .loaders import Data, split_loader
 from .loop import EMPTY_BATCHES, evaluate
 from .metrics import format_report
@@ -227,6 +227,8 @@ class Run:
             raise self._stopped("interrupted (Ctrl-C)", exit_code=130) from None
         if kind is FloatingPointError:
             raise self._stopped(f"training stopped: {exc}") from None
+        if kind is DiskFullError:
+            raise self._stopped(exc.strerror) from None
         return False
 
 
