@@ -174,3 +174,85 @@ def test_save_atomic_on_a_full_tmpfs(tmp_path):
         assert torch.equal(torch.load(mnt / "last.pth", weights_only=True)["w"], torch.zeros(4))
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+# ---------------------------------------------------------------- class 7: split-list names that leave the data folder
+def _copy(data, tmp_path):
+    import shutil
+    out = tmp_path / "set"
+    shutil.copytree(data, out)
+    return out
+
+
+def _escape(data, tmp_path, split="train"):
+    """A copy of the data whose `split` list also names ../secret/x, a real frame outside the folder."""
+    out = _copy(data, tmp_path)
+    first = (out / "train.txt").read_text().split()[0]
+    secret = out.parent / "secret"
+    secret.mkdir()
+    for sub in ("images", "labels", "edge_4x"):
+        import shutil
+        shutil.copy(out / sub / f"{first}.png", secret / "x.png")
+    text = (out / f"{split}.txt").read_text()
+    (out / f"{split}.txt").write_text(text + "../../secret/x\n")
+    return out
+
+
+def test_the_trainers_refuse_a_name_that_leaves_the_folder_before_opening_it(data, tmp_path, capsys):
+    out = _escape(data, tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        trainTeacher.cli(["--data-dir", str(out), "--runs-dir", str(tmp_path / "runs"), "--epochs", "1", *SMALL])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert (f"{out / 'train.txt'}: frame name '../../secret/x' is not a plain file name (it would leave {out})"
+            in err)
+    assert "secret/x.png" not in err.replace("'../../secret/x'", "")  # never opened, so no format reported
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_linked_frame_file_outside_the_folder_is_refused_everywhere(data, tmp_path, capsys):
+    from util.data import check as check_cmd
+    from util.data.edges import main as edges_main
+
+    out = _copy(data, tmp_path)
+    first = (out / "train.txt").read_text().split()[0]
+    elsewhere = tmp_path / "elsewhere.png"
+    (out / "edge_4x" / f"{first}.png").rename(elsewhere)
+    (out / "edge_4x" / f"{first}.png").symlink_to(elsewhere)
+    expected = f"{out / 'edge_4x' / first}.png: a link to {elsewhere}, outside {out}"
+    assert check_cmd.main(["--data-dir", str(out), "--no-progress", "--no-cache"]) == 1
+    assert expected in capsys.readouterr().out
+    before = elsewhere.read_bytes()
+    assert edges_main(["--data-dir", str(out), "--overwrite"]) == 1  # would write through the link
+    assert expected in capsys.readouterr().err and elsewhere.read_bytes() == before
+    # a linked sub-folder is an ordinary layout and stays accepted
+    (out / "edge_4x" / f"{first}.png").unlink()
+    elsewhere.rename(out / "edge_4x" / f"{first}.png")
+    (out / "images").rename(tmp_path / "images_elsewhere")
+    (out / "images").symlink_to(tmp_path / "images_elsewhere")
+    assert check_cmd.main(["--data-dir", str(out), "--no-progress", "--no-cache"]) == 0
+
+
+def test_demo_check_and_convert_refuse_a_name_that_leaves_the_folder(data, tmp_path, capsys):
+    import run_demo_teacher
+    from util.data import check as check_cmd
+    from util.data import convert
+
+    out = _escape(data, tmp_path, split="test")
+    assert check_cmd.main(["--data-dir", str(out), "--no-progress", "--no-cache", "--splits", "test"]) == 1
+    assert f"{out / 'test.txt'}: frame name '../../secret/x' is not a plain" in capsys.readouterr().out
+    weights = tmp_path / "t.pth"
+    from model import CENet
+    torch.save(CENet(depth=18, height=64, width=64).state_dict(), weights)
+    with pytest.raises(SystemExit):
+        run_demo_teacher.main(["--weights", str(weights), "--data-dir", str(out), "--splits", "test",
+                               "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--workers", "0"])
+    assert f"{out / 'test.txt'}: frame name '../../secret/x'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    # the converter's folders format reads SRC/*.txt split lists
+    src = tmp_path / "src"
+    for sub in ("rgb", "thermal", "labels"):
+        (src / sub).mkdir(parents=True)
+    (src / "train.txt").write_text("a\n../../etc/passwd\n")
+    code = convert.main(["folders", str(src), str(tmp_path / "dst"), "--classes", "a,b", "--no-progress"])
+    assert code == 1 and f"{src / 'train.txt'}: frame name '../../etc/passwd' is not a plain" in capsys.readouterr().err

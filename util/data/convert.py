@@ -76,7 +76,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from util.data.check import EDGE_DIR, IMAGE_DIR, LABEL_DIR
+from util.data.check import EDGE_DIR, IMAGE_DIR, LABEL_DIR, outside_names
 from util.data.info import FMB, INFO_FILE, PST900, DatasetInfo, default_palette, write_dataset_info
 from util.data.edges import edge_label, write_edge_file
 from util import options
@@ -405,7 +405,9 @@ def read_split_lists(src: Path, problems: list[str]) -> dict[str, list[str]]:
             continue
         for name in sorted(n for n, k in Counter(names).items() if k > 1):
             problems.append(f"{path}: frame {name} listed more than once")
-        lists[path.stem] = list(dict.fromkeys(names))
+        outside = outside_names(src, names, path)  # e.g. ../../elsewhere: refused by name, never looked for
+        problems.extend(outside)
+        lists[path.stem] = [n for n in dict.fromkeys(names) if not outside or not outside_names(src, [n])]
     return lists
 
 

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from util.data.check import EDGE_DIR, LABEL_DIR, DatasetError, load_label_file, read_split
+from util.data.check import EDGE_DIR, LABEL_DIR, DatasetError, load_label_file, outside_names, read_split
 from util.data.mfnet import EDGE_STRIDE
 from util.options import ArgumentParser, integer, number, split_name
 
@@ -96,6 +96,9 @@ def generate_edges(data_dir: os.PathLike | str, radius: float = 2, overwrite: bo
         names = list(dict.fromkeys(n for s in splits for n in read_split(data_dir, s)))
     else:
         names = sorted(p.stem for p in label_dir.glob("*.png"))
+        outside = outside_names(data_dir, names)
+        if outside:
+            raise DatasetError("\n".join(outside))
     if not names:
         raise DatasetError(f"{label_dir}: no label maps to convert")
     edge_dir.mkdir(exist_ok=True)
