@@ -292,6 +292,9 @@ def run(args: argparse.Namespace) -> dict:
     cfg = model_metadata(model)
     print(f"[export] EKNet-{cfg['depth']} {cfg['height']}x{cfg['width']}, {cfg['n_class']} classes, "
           f"from {args.weights}", flush=True)
+    if int8_out is not None:  # every input is read before any output is written
+        calib, held, where = calibration_frames(args.calib_data, model.height, model.width, args.calib_frames,
+                                                args.heldout_frames, args.thermal_range)
     export_onnx(model, out, args.opset, args.overwrite)
     print(f"[export] wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {args.opset})", flush=True)
     torch_seg, fp32 = TorchSegmenter(model, "cpu", channels_last=False), OnnxSegmenter(out)
@@ -301,10 +304,12 @@ def run(args: argparse.Namespace) -> dict:
         print(format_comparison("[export] onnxruntime CPU vs PyTorch, random thermal", r), flush=True)
         result["checks"].append(r)
     if int8_out is not None:
-        calib, held, where = calibration_frames(args.calib_data, model.height, model.width, args.calib_frames,
-                                                args.heldout_frames, args.thermal_range)
         print(f"[export] int8: calibrating on {where}", flush=True)
-        quantize_int8(out, int8_out, calib, args.overwrite)
+        try:
+            quantize_int8(out, int8_out, calib, args.overwrite)
+        except BaseException:
+            out.unlink(missing_ok=True)  # all outputs or none: the fp32 file written above goes too
+            raise
         r = compare(fp32, OnnxSegmenter(int8_out), held, batch_size=1)
         print(f"[export] wrote {int8_out} ({int8_out.stat().st_size / 2**20:.1f} MiB)", flush=True)
         print(format_comparison("[export] int8 vs fp32 (onnxruntime CPU), held-out frames", r), flush=True)
