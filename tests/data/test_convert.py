@@ -522,3 +522,40 @@ def test_convert_then_train_both_networks_and_evaluate(tmp_path, capsys, fmt):
                            "--runs-dir", str(tmp_path / "demo"), "--run-name", "own", "--no-progress"])
     own = cv2.imread(str(tmp_path / "demo" / "own" / "frame_mask.png"))[:, :, ::-1]
     assert {tuple(int(v) for v in c) for c in own.reshape(-1, 3)} <= set(info.palette)
+
+
+# ----------------------------------------------------------------------------- issue 16: names, leftovers
+
+def test_names_a_split_list_cannot_store_are_refused_in_one_line_before_writing(tmp_path, capsys):
+    src = tmp_path / "src"
+    make_folders(src, n=6)
+    for sub, ext in (("rgb", ".jpg"), ("thermal", ".tif"), ("labels", ".png")):
+        for bad in ("frame_000", "frame_001"):
+            (src / sub / f"{bad}{ext}").rename(src / sub / f"{bad}\nx{ext}" if bad == "frame_000"
+                                              else src / sub / f"{bad}\u2028y{ext}")
+    code, _, err = run(["folders", str(src), str(tmp_path / "out"), "--classes", "background,hot,cold",
+                        "--palette", "0,0,0; 255,0,0; 0,0,255"], capsys)
+    assert code == 1 and not (tmp_path / "out").exists()
+    assert outputs_beside(tmp_path) == ["src"]
+    line = (f"{src / 'rgb'}: 2 file name(s) hold a line break or another control character, which a "
+            f"one-name-per-line split list cannot store: 'frame_000\\nx.jpg', 'frame_001\\u2028y.jpg'; rename them")
+    assert line in err.splitlines()
+
+
+def test_a_conversion_removes_the_leftovers_of_killed_ones_beside_dst(tmp_path, capsys):
+    import socket
+    import subprocess
+    import sys
+
+    make_folders(tmp_path / "src", n=6)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    stale = [tmp_path / f".out.converting-{host}-{dead.stdout.strip()}", tmp_path / f".out.old-{host}-{dead.stdout.strip()}"]
+    alive = tmp_path / f".out.converting-{host}-1"  # pid 1 runs: a conversion in progress, kept
+    other = tmp_path / f".out.converting-elsewhere-{dead.stdout.strip()}"  # another host's: kept
+    for d in (*stale, alive, other):
+        (d / "images").mkdir(parents=True)
+    code, _, err = run(["folders", str(tmp_path / "src"), str(tmp_path / "out"), "--classes", "background,hot,cold",
+                        "--palette", "0,0,0; 255,0,0; 0,0,255"], capsys)
+    assert code == 0, err
+    assert outputs_beside(tmp_path) == sorted([alive.name, other.name, "out", "src"])

@@ -17,7 +17,7 @@ differ between modalities, label ids outside the class list, unreadable files, m
 thermal); if anything is wrong, every problem is listed, each with its file, and nothing is
 written. Output goes to a hidden sibling folder ``.DST.converting-*`` that is renamed to DST at the
 end, so an interrupted run leaves no half-written DST (a run killed outright may leave that hidden
-folder, which can be deleted). A non-empty DST is replaced only when it holds nothing but a
+folder, which the next conversion into the same parent removes). A non-empty DST is replaced only when it holds nothing but a
 previous output of this converter (checked against its ``convert.json``) and ``--overwrite`` is given.
 
 Rules:
@@ -63,7 +63,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +78,7 @@ from tqdm import tqdm
 from util.data.check import EDGE_DIR, IMAGE_DIR, LABEL_DIR, outside_names
 from util.data.info import FMB, INFO_FILE, PST900, DatasetInfo, default_palette, write_dataset_info
 from util.data.edges import edge_label, write_edge_file
+from util.data.workdirs import remove_stale_work_dirs, work_dir
 from util import options
 from util.options import ArgumentParser
 
@@ -275,15 +275,22 @@ def percentile_range(hist: np.ndarray, low_pct: float = PERCENTILES[0],
 def list_images(folder: Path, problems: list[str]) -> dict[str, Path]:
     """stem -> image file in ``folder`` (extensions IMAGE_EXTS, any case; hidden files skipped)."""
     found: dict[str, Path] = {}
+    unstorable = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in IMAGE_EXTS:
             continue
-        if path.stem != path.stem.strip() or not path.stem:
+        if not path.stem.isprintable():  # a line break (or tab, ...) cannot be one line of a split list
+            unstorable.append(path.name)
+        elif path.stem != path.stem.strip() or not path.stem:
             problems.append(f"{path}: file name starts or ends with white space; rename it")
         elif path.stem in found:
             problems.append(f"{path}: a second file for frame {path.stem} (also {found[path.stem].name}); keep one")
         else:
             found[path.stem] = path
+    if unstorable:
+        problems.append(f"{folder}: {len(unstorable)} file name(s) hold a line break or another control character, "
+                        f"which a one-name-per-line split list cannot store: "
+                        f"{', '.join(map(repr, unstorable))}; rename them")
     return found
 
 
@@ -639,7 +646,7 @@ def _swap_in(tmp: Path, dst: Path) -> None:
     if not dst.exists():
         os.rename(tmp, dst)
         return
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}-{time.time_ns()}")
+    old = work_dir(dst, "old")
     os.rename(dst, old)
     os.rename(tmp, dst)
     shutil.rmtree(old)
@@ -661,7 +668,9 @@ def convert(plan: Plan, dst: PathLike, raw_range: Optional[tuple[float, float]] 
     plan = replace(plan, info=info, notes=notes)
     sizes = {s: len(n) for s, n in plan.splits.items()}
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.converting-"))
+    remove_stale_work_dirs(dst, ("converting", "old"))  # left by conversions killed outright
+    tmp = work_dir(dst, "converting")
+    tmp.mkdir()
     try:
         for sub in (IMAGE_DIR, LABEL_DIR, EDGE_DIR):
             (tmp / sub).mkdir()
