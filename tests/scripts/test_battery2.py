@@ -256,3 +256,47 @@ def test_demo_check_and_convert_refuse_a_name_that_leaves_the_folder(data, tmp_p
     (src / "train.txt").write_text("a\n../../etc/passwd\n")
     code = convert.main(["folders", str(src), str(tmp_path / "dst"), "--classes", "a,b", "--no-progress"])
     assert code == 1 and f"{src / 'train.txt'}: frame name '../../etc/passwd' is not a plain" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- class 6: weights files that are not ours
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory):
+    """An ONNX model from elsewhere that takes one thermal-like channel and outputs 1000 'classes',
+    a torchvision-style state dict, and a folder of thermal frames."""
+    root = tmp_path_factory.mktemp("foreign")
+
+    class Other(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.avg_pool2d(x, 1).repeat(1, 1000, 1, 1)
+    torch.onnx.export(Other(), (torch.rand(1, 1, 64, 64),), str(root / "other.onnx"), dynamo=False)
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(1000, 512)}, root / "other.pth")
+    frames = root / "frames"
+    frames.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(frames / f"f{i}.png"), np.full((64, 64), 100 + i, np.uint8))
+    return root
+
+
+@pytest.mark.parametrize("command, weights, message", [
+    ("demo", "other.onnx", "other.onnx: not a CEKD export (no CEKD metadata); it holds a model with input(s) "
+                           "[(1, 1, 64, 64)] and output(s) [(1, 1000, 64, 64)]"),
+    ("demo", "other.pth", "other.pth holds neither CENet (teacher) nor EKNet (student) weights"),
+    ("export", "other.onnx", "other.onnx: holds an ONNX model; python -m util.export exports PyTorch weights"),
+    ("export", "other.pth", "other.pth holds neither CENet (teacher) nor EKNet (student) weights"),
+])
+def test_a_weights_file_that_is_not_ours_is_named_with_what_it_holds(foreign, tmp_path, capsys, command, weights,
+                                                                      message):
+    import run_demo_student
+    from util.deploy.export import main as export_main
+
+    path = foreign / weights
+    with pytest.raises(SystemExit) as stop:
+        if command == "demo":
+            run_demo_student.main(["--weights", str(path), "--input", str(foreign / "frames"), "--runs-dir",
+                                   str(tmp_path / "runs"), "--no-progress", "--device", "cpu"])
+        else:
+            export_main(["--weights", str(path), "--out", str(tmp_path / "s.onnx")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and str(path) in err[0], err
+    assert message in err[0]
+    assert list(tmp_path.iterdir()) == []

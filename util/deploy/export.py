@@ -262,6 +262,9 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Optional[Path]]:
     from .frames import check_thermal_range
 
     out = Path(args.out)
+    if Path(args.weights).suffix.lower() == ".onnx":
+        raise ValueError(f"--weights {args.weights}: holds an ONNX model; python -m util.export exports PyTorch "
+                         f"weights (best.pth, last.pth, final.pth)")
     if out.suffix.lower() != ".onnx":
         raise ValueError(f"--out {out}: expected a file name ending in .onnx")
     check_new_file(out, args.overwrite, "--out")
