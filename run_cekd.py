@@ -32,7 +32,8 @@ STAGES = (("teacher", "CENet teacher (RGB + thermal)"),
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = ArgumentParser(description="Run the CEKD pipeline end to end (defaults: a few minutes on a CPU).")
+    p = ArgumentParser(prog="run_cekd.py",
+                       description="Run the CEKD pipeline end to end (defaults: a few minutes on a CPU).")
     p.add_argument("--data-dir", default="dataset/synthetic", help="MFNet-format folder (synthetic one made if absent)")
     p.add_argument("--frames", type=integer(8), default=240, help="frames of the synthetic set, when it is generated")
     p.add_argument("--depth", type=SPEC["depth"], default=18, help="ResNet depth of every network (18, 34, 50, 101, 152)")

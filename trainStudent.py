@@ -77,7 +77,8 @@ def load_teacher(cfg: StudentConfig, device: torch.device) -> nn.Module:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description="Distil the CEKD student (EKNet, thermal only) from a CENet teacher.")
+    p = ArgumentParser(prog="trainStudent.py",
+                       description="Distil the CEKD student (EKNet, thermal only) from a CENet teacher.")
     d = StudentConfig()
     add_common_args(p, d)
     p.add_argument("--teacher", default=d.teacher, help="CENet weights: our checkpoint or the released final.pth")

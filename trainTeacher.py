@@ -36,7 +36,7 @@ class TeacherTask:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description="Train the CEKD teacher (CENet, RGB + thermal).")
+    p = ArgumentParser(prog="trainTeacher.py", description="Train the CEKD teacher (CENet, RGB + thermal).")
     add_common_args(p, TeacherConfig())
     p.add_argument("--edge-loss", default=TeacherConfig.edge_loss, type=TEACHER_SPECS["edge_loss"],
                    help=f"{' or '.join(EDGE_MODES)}; release: BCE on the sigmoid output (as released); logit: on the pre-sigmoid logit")

@@ -192,7 +192,8 @@ def run_own_frames(args: argparse.Namespace) -> dict:
 
 def main_for(network: str, argv: Optional[list[str]] = None) -> dict:
     role = NETWORK_ROLE[network]
-    parser = add_demo_args(ArgumentParser(description=f"Evaluate the CEKD {role} ({network})."), network)
+    parser = add_demo_args(ArgumentParser(prog=f"run_demo_{role}.py",
+                                          description=f"Evaluate the CEKD {role} ({network})."), network)
     args = parser.parse_args(argv)
     if getattr(args, "input", None):
         return run_cli(lambda: run_own_frames(args), INTERRUPTED)

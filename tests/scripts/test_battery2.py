@@ -268,7 +268,10 @@ def foreign(tmp_path_factory):
     class Other(torch.nn.Module):
         def forward(self, x):
             return torch.nn.functional.avg_pool2d(x, 1).repeat(1, 1000, 1, 1)
-    torch.onnx.export(Other(), (torch.rand(1, 1, 64, 64),), str(root / "other.onnx"), dynamo=False)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(Other(), (torch.rand(1, 1, 64, 64),), str(root / "other.onnx"), dynamo=False)
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(1000, 512)}, root / "other.pth")
     frames = root / "frames"
     frames.mkdir()
@@ -300,3 +303,18 @@ def test_a_weights_file_that_is_not_ours_is_named_with_what_it_holds(foreign, tm
     assert stop.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and str(path) in err[0], err
     assert message in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_validation_loss_of_an_all_ignored_set_is_zero_not_nan():
+    from types import SimpleNamespace
+
+    from util.engine.loop import evaluate
+
+    class Net(torch.nn.Module):
+        in_channels = 1
+
+        def forward(self, x):
+            return SimpleNamespace(logits=torch.cat([x, -x, x * 2], 1))
+    batch = {"image": torch.rand(1, 4, 8, 8), "label": torch.zeros(1, 8, 8, dtype=torch.long), "name": ["a"]}
+    ev = evaluate(Net(), [batch], torch.device("cpu"), 3, show=False, ignore_index=0)
+    assert ev.loss == 0.0 and int(ev.confusion.mat.sum()) == 0

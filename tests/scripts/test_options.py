@@ -106,4 +106,6 @@ def test_every_command_refuses_a_bad_option_in_one_line(tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert stop.value.code == 2
     assert err.startswith(f"error: argument {message}") and len(err.strip().splitlines()) == 1, err
+    prog = name if name.endswith(".py") else f"python -m {name}"
+    assert f"(see {prog}" in err and err.endswith(" --help)\n")
     assert list(tmp_path.iterdir()) == []

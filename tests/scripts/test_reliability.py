@@ -94,7 +94,7 @@ def _raise_in_step(monkeypatch, at_call, exc=KeyboardInterrupt):
 # ---------------------------------------------------------------- 1. a diverged model is never kept
 def test_lr_nan_is_refused_before_anything_is_written(data, tmp_path, capsys):
     code, line = _fail(trainTeacher.cli, _args(data, tmp_path / "runs", "x", "--epochs", "1", "--lr", "nan"), capsys)
-    assert code == 2 and "--lr nan" in line
+    assert code == 2 and "argument --lr: must be a finite number greater than 0, got 'nan'" in line
     assert not (tmp_path / "runs").exists()
 
 
