@@ -1,7 +1,12 @@
 """Issue 16 (reliability, second battery): batches of the ignored class only, one process per run
-folder, split-list names that leave the data folder, a full disk during a checkpoint write.
-Tiny runs: ResNet-18, 64x64, CPU."""
-import json
+folder, split-list names that leave the data folder, a full disk during a checkpoint write, weights
+files that are not ours. Tiny runs: ResNet-18, 64x64, CPU."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
@@ -32,7 +37,6 @@ def _finite(path):
 def ignored(data, tmp_path_factory):
     """The synthetic set with class 0 ignored; train = 2 frames, the first one all class 0."""
     out = tmp_path_factory.mktemp("ignored") / "set"
-    import shutil
     shutil.copytree(data, out)
     write_dataset_info(MFNET.__class__(**{**MFNET.to_dict(), "ignore_index": 0}), out)
     names = (out / "train.txt").read_text().split()[:2]
@@ -72,10 +76,6 @@ def _interrupted(data, runs, monkeypatch, capsys):
 
 
 def test_a_run_folder_in_use_is_refused_and_a_dead_owners_is_started_again(data, tmp_path, monkeypatch, capsys):
-    import subprocess
-    import sys
-    import time
-
     from util.engine.folders import claim_folder
 
     run = _interrupted(data, tmp_path, monkeypatch, capsys)
@@ -87,8 +87,8 @@ def test_a_run_folder_in_use_is_refused_and_a_dead_owners_is_started_again(data,
             trainTeacher.cli(args)
         assert stop.value.code == 2
         err = capsys.readouterr().err.strip()
-        assert err == (f"error: run folder {run} is in use by pid {__import__('os').getpid()} on "
-                       f"{__import__('socket').gethostname()}; wait until it ends or choose another --run-name")
+        assert err == (f"error: run folder {run} is in use by pid {os.getpid()} on {socket.gethostname()}; "
+                       f"wait until it ends or choose another --run-name")
         assert sorted(p.name for p in run.rglob("*")) == before and not (run / "last.pth").exists()
     # an owner that was killed: its lock went with it
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
@@ -131,8 +131,6 @@ class _FullDisk:
 
 def test_a_full_disk_while_writing_last_pth_ends_in_one_line_and_keeps_the_last_good(data, tmp_path, monkeypatch,
                                                                                        capsys):
-    import os
-
     real, opened = os.fdopen, []
 
     def fdopen(fd, mode="r", *a, **kw):
@@ -157,8 +155,6 @@ def test_a_full_disk_while_writing_last_pth_ends_in_one_line_and_keeps_the_last_
 
 def test_save_atomic_on_a_full_tmpfs(tmp_path):
     """The real thing where this machine lets us mount a 64 KiB tmpfs (root); torch's writer wraps ENOSPC."""
-    import subprocess
-
     from util.engine.checkpoint import save_atomic
     from util.engine.folders import DiskFullError
 
@@ -178,7 +174,6 @@ def test_save_atomic_on_a_full_tmpfs(tmp_path):
 
 # ---------------------------------------------------------------- class 7: split-list names that leave the data folder
 def _copy(data, tmp_path):
-    import shutil
     out = tmp_path / "set"
     shutil.copytree(data, out)
     return out
@@ -191,7 +186,6 @@ def _escape(data, tmp_path, split="train"):
     secret = out.parent / "secret"
     secret.mkdir()
     for sub in ("images", "labels", "edge_4x"):
-        import shutil
         shutil.copy(out / sub / f"{first}.png", secret / "x.png")
     text = (out / f"{split}.txt").read_text()
     (out / f"{split}.txt").write_text(text + "../../secret/x\n")
