@@ -5,11 +5,12 @@ can use it. Each factory returns a `Spec`: an argparse ``type=`` callable that p
 (ASCII digits only: ``int("٣")`` and ``int("1_000")`` are refused), checks the range and raises
 ``argparse.ArgumentTypeError`` saying what is accepted, e.g.::
 
-    error: argument --workers: must be at least 0, got '-1'
+    error: argument --workers: must be an integer at least 0, got '-1' (see trainTeacher.py --help)
 
 The same Spec checks values that do not come from a command line (a config built in code):
 ``spec.check(value)`` returns the value or raises ValueError with the requirement alone
-("must be at least 0"), which the caller prefixes with the option, e.g. ``"--workers -1: " + msg``.
+("must be an integer at least 0"); ``check_option("--workers", -1, spec)`` words it as
+"--workers -1: must be an integer at least 0". ``spec.requirement`` is that text, for help strings.
 
 API:
     integer(low=None, high=None)            int in [low, high] (either bound may be None)
@@ -21,6 +22,7 @@ API:
     palette()                               "R,G,B;R,G,B;..." -> list of (r, g, b) tuples, each 0..255
     split_name()                            a split's name (train, test_day, ...): letters, digits, '_', '-', '.'
     id_map(high)                            "SRC=ID" -> (src, id) with SRC 0..high (for --map)
+    check_option(name, value, spec)         ValueError "NAME VALUE: requirement" unless `spec` accepts `value`
     ArgumentParser                          argparse.ArgumentParser whose errors are ONE line on stderr
                                             ("error: argument --x: ..."; exit code 2); sub-parsers inherit it
 
@@ -33,7 +35,7 @@ import argparse
 import math
 import re
 import sys
-from typing import Any, Callable, Iterable, NoReturn, Optional, Sequence
+from typing import Any, Callable, Iterable, NoReturn, Optional
 
 _INT = re.compile(r"[+-]?[0-9]+")
 _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
@@ -170,12 +172,6 @@ def check_option(name: str, value: Any, spec: Spec) -> None:
         spec.check(value)
     except ValueError:
         raise ValueError(f"{name} {value}: {spec.requirement}") from None
-
-
-def check_each(name: str, values: Optional[Sequence[Any]], spec: Spec) -> None:
-    """`check_option` for every value of an nargs option (None: not given)."""
-    for v in values or ():
-        check_option(name, v, spec)
 
 
 class ArgumentParser(argparse.ArgumentParser):
