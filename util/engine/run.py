@@ -259,8 +259,16 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
             session.log(f"[{role}] {folder} holds no checkpoint yet: starting the run from scratch")
         else:
             folder = new_run_dir(cfg.runs_dir, cfg.run_name, role, " or continue it with --resume {path}")
-    claim = claim_folder(folder) if session.is_main else None  # before anything in it is written
-    folder = Path(broadcast_object(str(folder) if session.is_main else None))
+    claim, refused = None, None
+    if session.is_main:
+        try:
+            claim = claim_folder(folder)  # before anything in it is written
+        except FileExistsError as exc:
+            refused = str(exc)
+    folder, refused = broadcast_object((str(folder), refused) if session.is_main else None)
+    if refused:  # every process stops, none waits for the others
+        raise FileExistsError(refused)
+    folder = Path(folder)
     if session.is_main:
         remove_partial_writes(folder)
         if checkpoint is None:
