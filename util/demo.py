@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from .data import verify_dataset
 from .engine.checkpoint import NETWORK_ROLE, build_from_weights, model_config
 from .engine.cli import run_cli
-from .engine.config import AMP_MODES, check_amp, parse_device
+from .engine.config import AMP_MODES, COMMON_SPECS, check_amp, parse_device
 from .engine.folders import new_run_dir, write_json
 from .engine.loaders import present_splits, split_loader
 from .engine.loop import evaluate
@@ -30,6 +30,7 @@ from .data.info import MFNET, DatasetInfo, load_dataset_info
 from .data.mfnet import TEST_SPLITS
 from .deploy.recording import add_recording_args
 from .deploy.smoothing import smoothing_alpha
+from .options import ArgumentParser, integer, number
 
 RELEASE_WEIGHTS = {"CENet": "weights_backup/Teacher_model/final.pth",
                    "EKNet": "weights_backup/Student_model/final.pth"}
@@ -42,20 +43,20 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
     p.add_argument("--weights", default=RELEASE_WEIGHTS[network],
                    help="released final.pth or our checkpoint (best.pth, last.pth, final.pth)")
     p.add_argument("--data-dir", default="dataset/synthetic", help="MFNet-format folder")
-    p.add_argument("--splits", nargs="+", default=None,
+    p.add_argument("--splits", nargs="+", default=None, type=COMMON_SPECS["eval_splits"],
                    help=f"splits to evaluate (default: those of {' '.join(TEST_SPLITS)} present)")
-    p.add_argument("--n-class", type=int, default=None, help="expected class count (checked against the weights)")
+    p.add_argument("--n-class", type=COMMON_SPECS["n_class"], default=None, help="expected class count (checked against the weights)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--run-name", default=None, help="output folder under --runs-dir (default: demo and time)")
-    p.add_argument("--panels", type=int, default=-1,
+    p.add_argument("--panels", type=integer(-1), default=-1,
                    help="side-by-side panels for the first N frames of each split (-1: all, 0: none)")
     p.add_argument("--no-predictions", action="store_true", help="do not save colourised predictions")
-    p.add_argument("--amp", default="none", choices=AMP_MODES,
-                   help="autocast precision (changes results slightly; off by default)")
+    p.add_argument("--amp", default="none", type=COMMON_SPECS["amp"],
+                   help=f"autocast precision: {', '.join(AMP_MODES)} (changes results slightly; off by default)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="channels-last memory format: faster on CPU and GPU, same results (default: on)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=COMMON_SPECS["workers"], default=2)
     p.add_argument("--no-progress", action="store_true")
     if network == "EKNet":
         p.add_argument("--input", default=None,
@@ -63,9 +64,9 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
                             "(mp4, avi, mkv, mov, ...), an image, a folder of 8/16-bit PNG/TIFF, JPEG or "
                             "4-channel MFNet PNGs, a ROS 1 .bag or ROS 2 bag folder, a camera index or a "
                             "stream URL; --weights may then also be an .onnx file (python -m util.export)")
-        p.add_argument("--thermal-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+        p.add_argument("--thermal-range", type=number(), nargs=2, default=None, metavar=("LOW", "HIGH"),
                        help="fixed raw-value range mapped to [0, 1] for 16-bit frames (default: per-frame min-max)")
-        p.add_argument("--batch-size", type=int, default=1, help="frames per forward pass with --input")
+        p.add_argument("--batch-size", type=integer(1), default=1, help="frames per forward pass with --input")
         p.add_argument("--save-labels", action="store_true",
                        help="with a video, bag or live --input, also write each frame's class ids as "
                             "labels/NAME_i.png")
@@ -205,7 +206,8 @@ def run_own_frames(args: argparse.Namespace) -> dict:
 
 def main_for(network: str, argv: Optional[list[str]] = None) -> dict:
     role = NETWORK_ROLE[network]
-    parser = add_demo_args(argparse.ArgumentParser(description=f"Evaluate the CEKD {role} ({network})."), network)
+    parser = add_demo_args(ArgumentParser(prog=f"run_demo_{role}.py",
+                                          description=f"Evaluate the CEKD {role} ({network})."), network)
     args = parser.parse_args(argv)
     if getattr(args, "input", None):
         return run_cli(lambda: run_own_frames(args), INTERRUPTED)

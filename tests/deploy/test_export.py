@@ -86,7 +86,7 @@ def test_cli_refusals(fitted, tmp_path, capsys):
         (["--weights", str(weights), "--out", str(existing)], f"--out {existing} exists; pass --overwrite"),
         (["--weights", str(weights), "--out", str(tmp_path / "s.pth")], "expected a file name ending in .onnx"),
         (["--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--int8"], "--int8 needs --calib-data"),
-        (["--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--opset", "12"], "--opset 12: expected 14 to 20"),
+        (["--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--opset", "12"], "argument --opset: must be an integer from 14 to 20"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as exc:
@@ -105,3 +105,48 @@ def test_export_our_checkpoint_format(fitted, tmp_path):
     x = random_thermal(2, SIZE, SIZE)
     agree = load_segmenter(tmp_path / "s.onnx").labels(x) == load_segmenter(ckpt, "cpu").labels(x)
     assert agree.mean() >= 0.999
+
+
+# ---------------------------------------------------------------- issue 16: every input read before any output is written
+def test_bad_calibration_data_writes_nothing_and_the_corrected_rerun_works(fitted, tmp_path, capsys):
+    import shutil
+
+    import cv2
+
+    _, weights, data = fitted
+    out = tmp_path / "student.onnx"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    colour = tmp_path / "colour"
+    colour.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(colour / f"{i}.png"), np.dstack([np.full((40, 40), v, np.uint8) for v in (30, 120, 220)]))
+    escape = tmp_path / "escape"
+    shutil.copytree(data, escape)
+    (escape / "train.txt").write_text((escape / "train.txt").read_text() + "../../secret\n")
+    cases = [(empty, "expected at least 2 readable thermal frames"),
+             (colour, "expected at least 2 readable thermal frames"),
+             (escape, f"{escape / 'train.txt'}: frame name '../../secret' is not a plain file name")]
+    for calib, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(["--weights", str(weights), "--out", str(out), "--int8", "--calib-data", str(calib)])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["colour", "empty", "escape"]  # no output, no temp file
+    result = main(["--weights", str(weights), "--out", str(out), "--int8", "--calib-data", str(data),
+                   "--calib-frames", "4", "--heldout-frames", "2"])
+    assert out.is_file() and (tmp_path / "student.int8.onnx").is_file() and result["int8_out"]
+
+
+def test_a_failed_quantisation_leaves_no_output(fitted, tmp_path, monkeypatch, capsys):
+    from util.deploy import export
+
+    _, weights, data = fitted
+
+    def fail(*a, **kw):
+        raise ValueError("quantisation failed")
+    monkeypatch.setattr(export, "quantize_int8", fail)
+    with pytest.raises(SystemExit):
+        main(["--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--int8", "--calib-data", str(data),
+              "--calib-frames", "2", "--heldout-frames", "1"])
+    assert "error: quantisation failed" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -86,6 +86,10 @@ class OnnxSegmenter:
             raise ValueError(f"{path}: cannot load the ONNX model ({str(exc).splitlines()[0][:200]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if "network" not in meta:  # a file from elsewhere: say what it holds, not what it lacks deep inside
+            raise ValueError(f"{path}: not a CEKD export (no CEKD metadata); it holds a model with input(s) "
+                             f"{[tuple(i.shape) for i in inputs]} and output(s) {[tuple(o.shape) for o in outputs]}; "
+                             f"export the student with: python -m util.export")
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 1:
             raise ValueError(f"{path}: expected one thermal input of shape (B, 1, H, W), "
                              f"got {[tuple(i.shape) for i in inputs]}")
@@ -96,7 +100,10 @@ class OnnxSegmenter:
         self.width = _size(meta.get("width"), inputs[0].shape[3], path, "width")
         self.n_class = _size(meta.get("n_class"), outputs[0].shape[1], path, "class count")
         self.precision = meta.get("precision", "fp32")
-        self.info = info_for_classes(self.n_class, json.loads(meta["dataset"]) if "dataset" in meta else None)
+        try:
+            self.info = info_for_classes(self.n_class, json.loads(meta["dataset"]) if "dataset" in meta else None)
+        except ValueError as exc:
+            raise ValueError(f"{path}: its CEKD metadata does not describe {self.n_class} classes ({exc})") from None
         provider = self.session.get_providers()[0].removesuffix("ExecutionProvider")
         self.name = f"onnxruntime {provider}, {self.precision}"
 
