@@ -21,8 +21,8 @@ from typing import Optional
 import trainStudent
 import trainTeacher
 from util.engine import StudentConfig, TeacherConfig, run_cli
-from model.encoder import RESNET_DEPTHS
-from util.engine.config import given_options
+from util.engine.config import COMMON_SPECS as SPEC, given_options
+from util.options import ArgumentParser, integer
 from util.engine.folders import new_run_dir, write_json
 from util.data.mfnet import TEST_SPLITS
 
@@ -32,22 +32,23 @@ STAGES = (("teacher", "CENet teacher (RGB + thermal)"),
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Run the CEKD pipeline end to end (defaults: a few minutes on a CPU).")
+    p = ArgumentParser(prog="run_cekd.py",
+                       description="Run the CEKD pipeline end to end (defaults: a few minutes on a CPU).")
     p.add_argument("--data-dir", default="dataset/synthetic", help="MFNet-format folder (synthetic one made if absent)")
-    p.add_argument("--frames", type=int, default=240, help="frames of the synthetic set, when it is generated")
-    p.add_argument("--depth", type=int, default=18, choices=RESNET_DEPTHS, help="ResNet depth of every network")
-    p.add_argument("--teacher-depth", type=int, default=None, choices=RESNET_DEPTHS, help="the teacher's (default --depth)")
-    p.add_argument("--student-depth", type=int, default=None, choices=RESNET_DEPTHS,
+    p.add_argument("--frames", type=integer(8), default=240, help="frames of the synthetic set, when it is generated")
+    p.add_argument("--depth", type=SPEC["depth"], default=18, help="ResNet depth of every network (18, 34, 50, 101, 152)")
+    p.add_argument("--teacher-depth", type=SPEC["depth"], default=None, help="the teacher's (default --depth)")
+    p.add_argument("--student-depth", type=SPEC["depth"], default=None,
                    help="both students' (default --depth); another family than the teacher's uses a hint adapter")
-    p.add_argument("--height", type=int, default=96)
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=20, help="epochs of each of the three trainings")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=0.05, help="higher than the release's 0.01: no ImageNet weights here")
+    p.add_argument("--height", type=SPEC["height"], default=96)
+    p.add_argument("--width", type=SPEC["width"], default=128)
+    p.add_argument("--epochs", type=SPEC["epochs"], default=20, help="epochs of each of the three trainings")
+    p.add_argument("--batch-size", type=SPEC["batch_size"], default=4)
+    p.add_argument("--lr", type=SPEC["lr"], default=0.05, help="higher than the release's 0.01: no ImageNet weights here")
     p.add_argument("--pretrained", action="store_true", help="ImageNet backbones (needs them cached or online)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=SPEC["workers"], default=1)
+    p.add_argument("--seed", type=SPEC["seed"], default=0)
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--run-name", default=None, help="folder under --runs-dir (default: cekd and time)")
     p.add_argument("--skip-baseline", action="store_true", help="do not train the ground-truth-only student")

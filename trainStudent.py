@@ -25,6 +25,8 @@ from torch import nn
 from model import EKNet
 from model.hint_adapter import HintAdapter, hint_width
 from model.losses import STUDENT_TERMS, student_loss, supervised_student_loss
+from util.engine.config import STUDENT_SPECS
+from util.options import ArgumentParser
 from util.engine import (ConfigError, Session, StudentConfig, add_common_args, build_from_weights, evaluate,
                          load_config, make_optimizer, open_run, prepare_model, run_cli, seed_everything,
                          test_best, train_one_epoch, training_data)
@@ -75,15 +77,16 @@ def load_teacher(cfg: StudentConfig, device: torch.device) -> nn.Module:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Distil the CEKD student (EKNet, thermal only) from a CENet teacher.")
+    p = ArgumentParser(prog="trainStudent.py",
+                       description="Distil the CEKD student (EKNet, thermal only) from a CENet teacher.")
     d = StudentConfig()
     add_common_args(p, d)
     p.add_argument("--teacher", default=d.teacher, help="CENet weights: our checkpoint or the released final.pth")
-    p.add_argument("--loss-weights", type=float, nargs=len(STUDENT_TERMS), default=list(d.loss_weights.values()),
+    p.add_argument("--loss-weights", type=STUDENT_SPECS["loss_weights"], nargs=len(STUDENT_TERMS), default=list(d.loss_weights.values()),
                    metavar=tuple(t.upper() for t in STUDENT_TERMS), help="weight of each distillation term")
-    p.add_argument("--gt-weight", type=float, default=d.gt_weight,
+    p.add_argument("--gt-weight", type=STUDENT_SPECS["gt_weight"], default=d.gt_weight,
                    help="weight of an added CE term on the ground-truth labels (0: the release's label-free student)")
-    p.add_argument("--tau", type=float, default=d.tau, help="KD temperature")
+    p.add_argument("--tau", type=STUDENT_SPECS["tau"], default=d.tau, help="KD temperature")
     p.add_argument("--no-distill", dest="distill", action="store_false",
                    help="train the student on ground truth alone (baseline without a teacher)")
     return p

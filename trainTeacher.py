@@ -15,6 +15,8 @@ from typing import Any, Mapping, Optional
 
 from model import CENet
 from model.losses import EDGE_MODES, teacher_loss
+from util.engine.config import TEACHER_SPECS
+from util.options import ArgumentParser
 from util.engine import (Session, TeacherConfig, add_common_args, evaluate, load_config, make_optimizer,
                          open_run, prepare_model, run_cli, seed_everything, test_best, train_one_epoch,
                          training_data)
@@ -34,10 +36,10 @@ class TeacherTask:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train the CEKD teacher (CENet, RGB + thermal).")
+    p = ArgumentParser(prog="trainTeacher.py", description="Train the CEKD teacher (CENet, RGB + thermal).")
     add_common_args(p, TeacherConfig())
-    p.add_argument("--edge-loss", default=TeacherConfig.edge_loss, choices=EDGE_MODES,
-                   help="release: BCE on the sigmoid output (as released); logit: on the pre-sigmoid logit")
+    p.add_argument("--edge-loss", default=TeacherConfig.edge_loss, type=TEACHER_SPECS["edge_loss"],
+                   help=f"{' or '.join(EDGE_MODES)}; release: BCE on the sigmoid output (as released); logit: on the pre-sigmoid logit")
     return p
 
 

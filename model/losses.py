@@ -89,8 +89,7 @@ def teacher_loss(
     """
     if edge_mode not in EDGE_MODES:
         raise ValueError(f"edge_mode must be one of {EDGE_MODES}, got {edge_mode!r}")
-    with _fp32(logits):
-        ce = F.cross_entropy(logits.float(), label.long(), ignore_index=_ignore(ignore_index))
+    ce = label_ce(logits, label, ignore_index)
     out = {"ce": ce}
     total = ce
     if edge_target is not None:
@@ -179,10 +178,26 @@ def _ignore(ignore_index: int | None) -> int:
     return -100 if ignore_index is None else ignore_index
 
 
+def has_valid_pixel(label: Tensor, ignore_index: int | None) -> bool:
+    """Whether any pixel of `label` is not the ignored class (one device sync when one is ignored)."""
+    return ignore_index is None or bool((label != ignore_index).any())
+
+
+def label_ce(logits: Tensor, label: Tensor, ignore_index: int | None = None) -> Tensor:
+    """CE(logits, label), the mean over the pixels not of `ignore_index`, in float32.
+
+    A batch whose every pixel is ignored would make that mean 0/0 (NaN): it gives a zero loss that
+    is still a function of the logits, so that backward runs and every gradient is exactly 0.
+    Batches with a valid pixel take the very same operations as a plain F.cross_entropy."""
+    with _fp32(logits):
+        if not has_valid_pixel(label, ignore_index):
+            return logits.float().sum() * 0.0
+        return F.cross_entropy(logits.float(), label.long(), ignore_index=_ignore(ignore_index))
+
+
 def supervised_student_loss(out_s: _Outputs, label: Tensor, ignore_index: int | None = None) -> dict[str, Tensor]:
     """Plain CE on ground truth, for the student trained without distillation (baseline)."""
-    with _fp32(out_s.logits):
-        ce = F.cross_entropy(out_s.logits.float(), label.long(), ignore_index=_ignore(ignore_index))
+    ce = label_ce(out_s.logits, label, ignore_index)
     return {"ce": ce, "total": ce}
 
 

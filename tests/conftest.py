@@ -19,8 +19,12 @@ MANIFEST = FIXTURES / "official_state_dict.json"
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    """Each test starts from seed 0 and leaves torch's thread count as it found it (the pinned bitwise
+    test is recorded for a thread count, and a test that sets 1 thread must not change what follows)."""
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
     yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -30,3 +34,15 @@ def _cache_in_tmp(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CEKD_CACHE_DIR", str(tmp_path_factory.mktemp("cekd-cache")))
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory):
+    """An untrained EKNet-18 for 64x64 frames, saved as our checkpoint (the deploy tests' student)."""
+    from model import EKNet
+    from util.engine.checkpoint import save_atomic
+
+    torch.manual_seed(0)
+    model = EKNet(depth=18, height=64, width=64).eval()
+    path = tmp_path_factory.mktemp("student") / "s.pth"
+    return save_atomic({"format": "cekd-pytorch", "network": "EKNet", "model": model.state_dict()}, path)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from .data import verify_dataset
 from .engine.checkpoint import NETWORK_ROLE, build_from_weights, model_config
 from .engine.cli import run_cli
-from .engine.config import AMP_MODES, check_amp, parse_device
+from .engine.config import AMP_MODES, COMMON_SPECS, check_amp, parse_device
 from .engine.folders import new_run_dir, write_json
 from .engine.loaders import present_splits, split_loader
 from .engine.loop import evaluate
@@ -28,6 +28,9 @@ from .engine.metrics import format_report, write_confusion_csv
 from .engine.pictures import colorize, frame_panel, save_rgb
 from .data.info import MFNET, DatasetInfo, load_dataset_info
 from .data.mfnet import TEST_SPLITS
+from .deploy.recording import add_recording_args
+from .deploy.smoothing import smoothing_alpha
+from .options import ArgumentParser, integer, number
 
 RELEASE_WEIGHTS = {"CENet": "weights_backup/Teacher_model/final.pth",
                    "EKNet": "weights_backup/Student_model/final.pth"}
@@ -40,31 +43,37 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
     p.add_argument("--weights", default=RELEASE_WEIGHTS[network],
                    help="released final.pth or our checkpoint (best.pth, last.pth, final.pth)")
     p.add_argument("--data-dir", default="dataset/synthetic", help="MFNet-format folder")
-    p.add_argument("--splits", nargs="+", default=None,
+    p.add_argument("--splits", nargs="+", default=None, type=COMMON_SPECS["eval_splits"],
                    help=f"splits to evaluate (default: those of {' '.join(TEST_SPLITS)} present)")
-    p.add_argument("--n-class", type=int, default=None, help="expected class count (checked against the weights)")
+    p.add_argument("--n-class", type=COMMON_SPECS["n_class"], default=None, help="expected class count (checked against the weights)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--run-name", default=None, help="output folder under --runs-dir (default: demo and time)")
-    p.add_argument("--panels", type=int, default=-1,
+    p.add_argument("--panels", type=integer(-1), default=-1,
                    help="side-by-side panels for the first N frames of each split (-1: all, 0: none)")
     p.add_argument("--no-predictions", action="store_true", help="do not save colourised predictions")
-    p.add_argument("--amp", default="none", choices=AMP_MODES,
-                   help="autocast precision (changes results slightly; off by default)")
+    p.add_argument("--amp", default="none", type=COMMON_SPECS["amp"],
+                   help=f"autocast precision: {', '.join(AMP_MODES)} (changes results slightly; off by default)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="channels-last memory format: faster on CPU and GPU, same results (default: on)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=COMMON_SPECS["workers"], default=2)
     p.add_argument("--no-progress", action="store_true")
     if network == "EKNet":
         p.add_argument("--input", default=None,
                        help="segment your own thermal frames instead of evaluating on --data-dir: a video "
-                            "(mp4, avi, mkv, mov, ...), an image, or a folder of 8/16-bit PNG/TIFF, JPEG or "
-                            "4-channel MFNet PNGs; --weights may then also be an .onnx file (python -m util.export)")
-        p.add_argument("--thermal-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                            "(mp4, avi, mkv, mov, ...), an image, a folder of 8/16-bit PNG/TIFF, JPEG or "
+                            "4-channel MFNet PNGs, a ROS 1 .bag or ROS 2 bag folder, a camera index or a "
+                            "stream URL; --weights may then also be an .onnx file (python -m util.export)")
+        p.add_argument("--thermal-range", type=number(), nargs=2, default=None, metavar=("LOW", "HIGH"),
                        help="fixed raw-value range mapped to [0, 1] for 16-bit frames (default: per-frame min-max)")
-        p.add_argument("--batch-size", type=int, default=1, help="frames per forward pass with --input")
+        p.add_argument("--batch-size", type=integer(1), default=1, help="frames per forward pass with --input")
         p.add_argument("--save-labels", action="store_true",
-                       help="with a video --input, also write each frame's class ids as labels/NAME_i.png")
+                       help="with a video, bag or live --input, also write each frame's class ids as "
+                            "labels/NAME_i.png")
+        p.add_argument("--temporal-smoothing", type=smoothing_alpha, default=0.0, metavar="ALPHA",
+                       help="average class probabilities over consecutive frames, ALPHA = weight of the past "
+                            "in [0, 1) (default 0: off)")
+        add_recording_args(p)
         add_inference_args(p)
     return p
 
@@ -73,13 +82,14 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     """--backend, --precision and --min-agreement of --input (util/deploy/choose.py)."""
     from .deploy.agreement import agreement_percent
     from .deploy.choose import BACKEND_CHOICES, PRECISION_CHOICES
+    from .options import one_of
 
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                   help="with --input: auto (default) times the paths the weights offer on a few input frames "
+    p.add_argument("--backend", type=one_of(BACKEND_CHOICES), default="auto",
+                   help=f"{', '.join(BACKEND_CHOICES)}; with --input: auto (default) times the paths the weights offer on a few input frames "
                         "(PyTorch fp32/bf16 for .pth; onnxruntime and OpenVINO, and NAME.int8.onnx beside an "
                         ".onnx file) and takes the fastest that agrees with fp32; the choice is cached")
-    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
-                   help="with --input: auto: bf16 where the CPU (or GPU) has it natively, else fp32 "
+    p.add_argument("--precision", type=one_of(PRECISION_CHOICES), default="auto",
+                   help="auto, fp32 or bf16; with --input: auto: bf16 where the CPU (or GPU) has it natively, else fp32 "
                         "(with --backend auto: both measured); bf16: PyTorch autocast or OpenVINO's hint")
     p.add_argument("--min-agreement", type=agreement_percent, default=None, metavar="PERCENT",
                    help="with --backend auto: least argmax agreement with fp32 (default 99, int8 files 97)")
@@ -174,29 +184,37 @@ def run_own_frames(args: argparse.Namespace) -> dict:
     from .deploy.choose import TIMED_FRAMES, open_segmenter, sample_frames
     from .deploy.frames import check_thermal_range, is_video, iter_images, iter_video, list_frames, video_info
     from .deploy.inference import report_lines, segment_images, segment_video
+    from .deploy.recording import open_recording, segment_recording
+    from .deploy.smoothing import ProbabilityPredictor
 
     thermal_range = check_thermal_range(args.thermal_range)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: expected at least 1")
-    video = is_video(args.input) and Path(args.input).is_file()
-    paths = [] if video else list_frames(args.input)
+    recording = open_recording(args)  # a bag or live source, checked here; None for files and videos
+    video = not recording and is_video(args.input) and Path(args.input).is_file()
+    paths = [] if video or recording else list_frames(args.input)
     count = video_info(args.input).frames if video else len(paths)  # video_info: unreadable video -> error
-    if not video and not paths:
+    if not video and not recording and not paths:
         raise FileNotFoundError(f"--input {args.input}: no .png/.tif/.tiff/.jpg/.jpeg frames found")
     device = parse_device(args.device)
-    sample = (lambda h, w: sample_frames(iter_video(args.input, thermal_range) if video
-                                         else iter_images(paths[:2 * TIMED_FRAMES], thermal_range), TIMED_FRAMES, h, w))
+    sample = (lambda h, w: sample_frames(  # a live source is not read twice: random frames time it
+        (recording.frames(thermal_range) if recording.kind == "bag" else ()) if recording
+        else iter_video(args.input, thermal_range) if video
+        else iter_images(paths[:2 * TIMED_FRAMES], thermal_range), TIMED_FRAMES, h, w))
     seg, inference = open_segmenter(args.weights, device, args.backend, args.precision, args.min_agreement,
                                     lambda: load_model(args.weights, "EKNet", device, args.n_class), sample,
                                     args.channels_last, log=lambda line: print(f"[EKNet] {line}", flush=True))
     if args.n_class is not None and seg.n_class != args.n_class:
         raise ValueError(f"{args.weights} holds a {seg.n_class}-class EKNet, but --n-class {args.n_class} was given")
     out_dir = new_run_dir(args.runs_dir, args.run_name, "segment")
-    what = f"a video of {count or 'unknown'} frames" if video else f"{count} frame(s)"
+    what = (recording.describe() if recording else f"a video of {count or 'unknown'} frames" if video
+            else f"{count} frame(s)")
     print(f"[EKNet] {what} from {args.input} -> {out_dir}  ({seg.name}, batch {args.batch_size})", flush=True)
     show, path = not args.no_progress, Path(args.input)
-    summary = (segment_video(seg, path, out_dir, thermal_range, args.batch_size, args.save_labels, show) if video
-               else segment_images(seg, paths, out_dir, thermal_range, args.batch_size, show))
+    smooth = ProbabilityPredictor(seg, args.temporal_smoothing) if args.temporal_smoothing else None
+    summary = (segment_recording(seg, recording, out_dir, args, thermal_range, show) if recording
+               else segment_video(seg, path, out_dir, thermal_range, args.batch_size, args.save_labels, show, smooth)
+               if video else segment_images(seg, paths, out_dir, thermal_range, args.batch_size, show, smooth))
     summary.update({"weights": str(args.weights), "input": str(args.input), "thermal_range": thermal_range,
                     "inference": {**inference, "path": seg.name,
                                   "ms_per_frame": 1000 / summary["model_frames_per_second"]}})
@@ -211,7 +229,8 @@ def run_own_frames(args: argparse.Namespace) -> dict:
 
 def main_for(network: str, argv: Optional[list[str]] = None) -> dict:
     role = NETWORK_ROLE[network]
-    parser = add_demo_args(argparse.ArgumentParser(description=f"Evaluate the CEKD {role} ({network})."), network)
+    parser = add_demo_args(ArgumentParser(prog=f"run_demo_{role}.py",
+                                          description=f"Evaluate the CEKD {role} ({network})."), network)
     args = parser.parse_args(argv)
     if getattr(args, "input", None):
         return run_cli(lambda: run_own_frames(args), INTERRUPTED)

@@ -436,11 +436,16 @@ def test_percentile_range_nearest_rank():
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--classes", "a,b,c", "--palette", "0,0,0;255,0"], "--palette: entry 1 ('255,0') needs 3 integers"),
+    (["--classes", "a,b,c", "--palette", "0,0,0;255,0"], "argument --palette: must be colours \"R,G,B;R,G,B;...\""),
+    (["--classes", "a,b,c", "--palette", "0,0,0;255,0,\u0663"], "argument --palette: must be colours"),  # Arabic 3
+    (["--classes", "a,b,c", "--workers", "-1"], "argument --workers: must be an integer at least 1, got '-1'"),
+    (["--classes", "a,b,c", "--edge-radius", "nan"], "argument --edge-radius: must be a finite number at least 0"),
+    (["--classes", "a,b,c", "--seed", "-1"], "argument --seed: must be an integer from 0 to 4294967295"),
+    (["--classes", "a,b,c", "--test-fraction", "1"], "argument --test-fraction: must be a number in [0, 1)"),
     (["--classes", "a,b,c", "--palette", "0,0,0;255,0,0"], "--classes/--palette: palette: expected 3 colours"),
     (["--classes", "a,b,a"], "class_names[2]: name 'a' appears more than once"),
     (["--classes", "a,b,c", "--map", "255=9"], "--map 255=9: class id 9 outside 0..2"),
-    (["--classes", "a,b,c", "--map", "x"], "--map: expected SRC=ID"),
+    (["--classes", "a,b,c", "--map", "x"], "argument --map: must be SRC=ID"),
     (["--classes", "a,b,c", "--ignore-index", "255"], "ignore_index: expected null or a class id 0..2"),
     (["--classes", "a,b,c", "--val-fraction", "0"], "--val-fraction"),
     (["--classes", "a,b,c", "--raw-range", "9", "3"], "--raw-range: expected LOW < HIGH"),
@@ -450,7 +455,8 @@ def test_bad_arguments_name_the_argument(tmp_path, capsys, args, fragment):
     with pytest.raises(SystemExit) as exc:
         conv.main(["folders", str(tmp_path / "src"), str(tmp_path / "out"), *args])
     assert exc.value.code == 2
-    assert fragment in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert not (tmp_path / "out").exists()
 
 
@@ -516,3 +522,40 @@ def test_convert_then_train_both_networks_and_evaluate(tmp_path, capsys, fmt):
                            "--runs-dir", str(tmp_path / "demo"), "--run-name", "own", "--no-progress"])
     own = cv2.imread(str(tmp_path / "demo" / "own" / "frame_mask.png"))[:, :, ::-1]
     assert {tuple(int(v) for v in c) for c in own.reshape(-1, 3)} <= set(info.palette)
+
+
+# ----------------------------------------------------------------------------- issue 16: names, leftovers
+
+def test_names_a_split_list_cannot_store_are_refused_in_one_line_before_writing(tmp_path, capsys):
+    src = tmp_path / "src"
+    make_folders(src, n=6)
+    for sub, ext in (("rgb", ".jpg"), ("thermal", ".tif"), ("labels", ".png")):
+        for bad in ("frame_000", "frame_001"):
+            (src / sub / f"{bad}{ext}").rename(src / sub / f"{bad}\nx{ext}" if bad == "frame_000"
+                                              else src / sub / f"{bad}\u2028y{ext}")
+    code, _, err = run(["folders", str(src), str(tmp_path / "out"), "--classes", "background,hot,cold",
+                        "--palette", "0,0,0; 255,0,0; 0,0,255"], capsys)
+    assert code == 1 and not (tmp_path / "out").exists()
+    assert outputs_beside(tmp_path) == ["src"]
+    line = (f"{src / 'rgb'}: 2 file name(s) hold a line break or another control character, which a "
+            f"one-name-per-line split list cannot store: 'frame_000\\nx.jpg', 'frame_001\\u2028y.jpg'; rename them")
+    assert line in err.splitlines()
+
+
+def test_a_conversion_removes_the_leftovers_of_killed_ones_beside_dst(tmp_path, capsys):
+    import socket
+    import subprocess
+    import sys
+
+    make_folders(tmp_path / "src", n=6)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    stale = [tmp_path / f".out.converting-{host}-{dead.stdout.strip()}", tmp_path / f".out.old-{host}-{dead.stdout.strip()}"]
+    alive = tmp_path / f".out.converting-{host}-1"  # pid 1 runs: a conversion in progress, kept
+    other = tmp_path / f".out.converting-elsewhere-{dead.stdout.strip()}"  # another host's: kept
+    for d in (*stale, alive, other):
+        (d / "images").mkdir(parents=True)
+    code, _, err = run(["folders", str(tmp_path / "src"), str(tmp_path / "out"), "--classes", "background,hot,cold",
+                        "--palette", "0,0,0; 255,0,0; 0,0,255"], capsys)
+    assert code == 0, err
+    assert outputs_beside(tmp_path) == sorted([alive.name, other.name, "out", "src"])

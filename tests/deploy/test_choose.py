@@ -148,8 +148,8 @@ def test_explicit_paths_and_refusals(student, tmp_path, capsys):
         ov, ort = (cv2.imread(str(tmp_path / run / f"f{i}_label.png"), cv2.IMREAD_UNCHANGED) for run in ("v", "o"))
         assert ov.shape == (48, 80) and (ov == ort).mean() >= 0.999
     for args, message in [(["--backend", "openvino"], "holds PyTorch weights; export them first"),
-                          (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
-                          (["--min-agreement", "0"], "expected a percentage above 0 and at most 100, got '0'")]:
+                          (["--precision", "fp16"], "argument --precision: must be one of auto, fp32, bf16, got 'fp16'"),
+                          (["--min-agreement", "0"], "must be a finite number greater than 0 and at most 100, got '0'")]:
         with pytest.raises(SystemExit):
             _run(pth, frames, tmp_path, "x", *args)
         assert message in capsys.readouterr().err
@@ -172,3 +172,27 @@ def test_openvino_writes_nothing_under_home(student, tmp_path):
     assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
     summary = json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())
     assert {r["backend"] for r in summary["inference"]["table"]} == {"onnxruntime", "openvino"}
+
+
+def test_openvino_leaves_the_signal_stack_as_it_was(student):
+    """Compiled models freed in the order they were made must not leave the thread on a freed signal stack
+    (CPython runs its Ctrl-C handler there once faulthandler is on: the process would crash)."""
+    import faulthandler
+    import gc
+
+    from util.deploy.runtimes import _sigaltstack
+
+    _, _, onnx_path, _ = student
+    faulthandler.enable()  # as pytest and python -X faulthandler do: an alternate stack is set
+    before = _sigaltstack(None)
+    if before is None:
+        pytest.skip("sigaltstack is not available here")
+    first, second = OpenVinoSegmenter(onnx_path), OpenVinoSegmenter(onnx_path, "bf16")
+    x = random_thermal(1, SIZE, SIZE)
+    first(x), second(x)  # compiled here
+    del first
+    gc.collect()
+    del second
+    gc.collect()
+    after = _sigaltstack(None)
+    assert (after.ss_sp, after.ss_size, after.ss_flags) == (before.ss_sp, before.ss_size, before.ss_flags)

@@ -60,7 +60,10 @@ def test_cli_int8_keeps_the_labels(fitted, tmp_path, capsys):
                    "--calib-frames", "8", "--calib-method", "minmax", "--keep-float", "none"])  # tune_int8: test_quantize
     printed = capsys.readouterr().out
     assert [c["relative_diff"] <= 1e-4 for c in result["checks"]] == [True, True]
-    assert "argmax agreement 100.00%" in printed and "int8 vs fp32" in printed
+    # fp32 in onnxruntime and in PyTorch sum in other orders (and differently on each CPU kind), so a pixel
+    # whose two best logits tie to rounding may flip: all but 0.1% of the labels must agree, not all of them.
+    assert [c["agreement"] >= 0.999 for c in result["checks"]] == [True, True]
+    assert "vs PyTorch" in printed and "argmax agreement" in printed and "int8 vs fp32" in printed
     assert "; QDQ, uint8 activations x int8 per-channel weights, minmax calibration)" in printed
     speed = f"[export] int8 {result['int8']['int8_ms']:.1f} ms/frame vs fp32 {result['int8']['fp32_ms']:.1f} ms/frame"
     assert speed in printed and "on this machine (" in printed
@@ -86,7 +89,7 @@ def test_cli_refusals(fitted, tmp_path, capsys):
         (["--weights", str(weights), "--out", str(existing)], f"--out {existing} exists; pass --overwrite"),
         (["--weights", str(weights), "--out", str(tmp_path / "s.pth")], "expected a file name ending in .onnx"),
         (["--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--int8"], "--int8 needs --calib-data"),
-        (["--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--opset", "12"], "--opset 12: expected 14 to 20"),
+        (["--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--opset", "12"], "argument --opset: must be an integer from 14 to 20"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as exc:
@@ -95,7 +98,7 @@ def test_cli_refusals(fitted, tmp_path, capsys):
         assert exc.value.code == 2 and message in err and err.count("\n") == 1
     with pytest.raises(SystemExit):
         main(["--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--min-agreement", "101"])
-    assert "error: argument --min-agreement: expected a percentage above 0 and at most 100, got '101'" in \
+    assert "error: argument --min-agreement: must be a finite number greater than 0 and at most 100, got '101'" in \
         capsys.readouterr().err
     assert existing.read_bytes() == b"keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.onnx", "teacher.pth"]  # nothing else written
@@ -126,3 +129,48 @@ def test_export_leaves_the_model_as_it_found_it(tmp_path, dtype):
     assert all(torch.equal(after[k], v) and after[k].dtype == v.dtype for k, v in state.items())
     assert next(model.parameters()).dtype == dtype and next(model.parameters()).device.type == "cpu"
     assert read_metadata(tmp_path / "s.onnx")["precision"] == "fp32"
+
+
+# ---------------------------------------------------------------- issue 16: every input read before any output is written
+def test_bad_calibration_data_writes_nothing_and_the_corrected_rerun_works(fitted, tmp_path, capsys):
+    import shutil
+
+    import cv2
+
+    _, weights, data = fitted
+    out = tmp_path / "student.onnx"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    colour = tmp_path / "colour"
+    colour.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(colour / f"{i}.png"), np.dstack([np.full((40, 40), v, np.uint8) for v in (30, 120, 220)]))
+    escape = tmp_path / "escape"
+    shutil.copytree(data, escape)
+    (escape / "train.txt").write_text((escape / "train.txt").read_text() + "../../secret\n")
+    cases = [(empty, "expected at least 2 readable thermal frames"),
+             (colour, "expected at least 2 readable thermal frames"),
+             (escape, f"{escape / 'train.txt'}: frame name '../../secret' is not a plain file name")]
+    for calib, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(["--weights", str(weights), "--out", str(out), "--int8", "--calib-data", str(calib)])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["colour", "empty", "escape"]  # no output, no temp file
+    result = main(["--weights", str(weights), "--out", str(out), "--int8", "--calib-data", str(data),
+                   "--calib-frames", "4", "--heldout-frames", "2", "--calib-method", "minmax", "--keep-float", "none"])
+    assert out.is_file() and (tmp_path / "student.int8.onnx").is_file() and result["int8_out"]
+
+
+def test_a_failed_quantisation_leaves_no_output(fitted, tmp_path, monkeypatch, capsys):
+    from util.deploy import export
+
+    _, weights, data = fitted
+
+    def fail(*a, **kw):
+        raise ValueError("quantisation failed")
+    monkeypatch.setattr(export, "tune_int8", fail)
+    with pytest.raises(SystemExit):
+        main(["--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--int8", "--calib-data", str(data),
+              "--calib-frames", "2", "--heldout-frames", "1"])
+    assert "error: quantisation failed" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -208,3 +208,40 @@ def test_check_finite():
     assert "\n" not in msg
     with pytest.raises(FloatingPointError, match="edge"):
         check_finite({"edge": float("-inf")}, "x")
+
+
+# ---------------------------------------------------------------- issue 16, class 4: a batch of the ignored class only
+def _all_ignored(g):
+    logits = torch.randn(1, N, H, W, generator=g).requires_grad_(True)
+    return logits, torch.full((1, H, W), 2, dtype=torch.long)  # every pixel is class 2, the ignored one
+
+
+def _zero_loss_and_gradient(loss, *inputs):
+    loss.backward()
+    assert loss.item() == 0.0
+    for x in inputs:
+        assert x.grad is not None and torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_label_losses_of_an_all_ignored_batch_are_zero_with_zero_gradient(g):
+    logits, label = _all_ignored(g)
+    edge_p = torch.rand(1, 1, H, W, generator=g).requires_grad_(True)
+    out = teacher_loss(logits, label, edge_p, None, torch.ones(1, H, W), "release", ignore_index=2,
+                       edge_valid=torch.zeros(1, 1, H, W))
+    assert out["ce"].item() == 0.0 and out["edge"].item() == 0.0
+    _zero_loss_and_gradient(out["total"], logits, edge_p)
+    logits, label = _all_ignored(g)
+    _zero_loss_and_gradient(supervised_student_loss(SimpleNamespace(logits=logits), label, 2)["total"], logits)
+    s, t = _outs(g, True), _outs(g, False)
+    ce = student_loss(s, t, {"sim": 0, "kdce": 0, "hint": 0, "seg": 0, "gt": 1.0}, label=label[:, :, :].expand(B, H, W),
+                      ignore_index=2)
+    assert ce["gt"].item() == 0.0 and math.isfinite(ce["total"].item())
+
+
+def test_a_batch_with_valid_pixels_keeps_the_plain_cross_entropy_bitwise(g):
+    logits = torch.randn(B, N, H, W, generator=g)
+    label = torch.randint(0, N, (B, H, W), generator=g)
+    label[0] = 2  # the first image is all ignored, the second is not
+    plain = torch.nn.functional.cross_entropy(logits, label, ignore_index=2)
+    assert torch.equal(supervised_student_loss(SimpleNamespace(logits=logits), label, 2)["ce"], plain)
+    assert torch.equal(teacher_loss(logits, label, None, None, None, ignore_index=2)["ce"], plain)

@@ -94,7 +94,7 @@ def _raise_in_step(monkeypatch, at_call, exc=KeyboardInterrupt):
 # ---------------------------------------------------------------- 1. a diverged model is never kept
 def test_lr_nan_is_refused_before_anything_is_written(data, tmp_path, capsys):
     code, line = _fail(trainTeacher.cli, _args(data, tmp_path / "runs", "x", "--epochs", "1", "--lr", "nan"), capsys)
-    assert code == 2 and "--lr nan" in line
+    assert code == 2 and "argument --lr: must be a finite number greater than 0, got 'nan'" in line
     assert not (tmp_path / "runs").exists()
 
 
@@ -177,16 +177,19 @@ def test_a_non_finite_loss_on_one_ddp_process_stops_both(data, tmp_path):
 
 # ---------------------------------------------------------------- 2. no dead ends
 BAD_OPTIONS = [
-    (trainTeacher, ["--height", "100"], "--height 100: must be a multiple of 32"),
-    (trainTeacher, ["--width", "32"], "--width 32: must be a multiple of 32 and at least 64"),
-    (trainTeacher, ["--epochs", "0"], "--epochs 0: must be at least 1"),
-    (trainTeacher, ["--batch-size", "0"], "--batch-size 0: must be at least 1"),
-    (trainTeacher, ["--lr", "0"], "--lr 0.0: must be a finite number greater than 0"),
-    (trainTeacher, ["--lr", "-1"], "--lr -1.0: must be a finite number greater than 0"),
-    (trainTeacher, ["--lr", "inf"], "--lr inf: must be a finite number greater than 0"),
-    (trainTeacher, ["--lr", "1e400"], "--lr inf: must be a finite number greater than 0"),
-    (trainStudent, ["--tau", "0", "--no-distill"], "--tau 0.0: must be a finite number greater than 0"),
-    (trainStudent, ["--loss-weights", "1", "1", "-1", "1"], "--loss-weights: the hint weight is -1.0"),
+    (trainTeacher, ["--height", "100"], "argument --height: must be an integer multiple of 32, at least 64, got '100'"),
+    (trainTeacher, ["--width", "32"], "argument --width: must be an integer multiple of 32, at least 64, got '32'"),
+    (trainTeacher, ["--epochs", "0"], "argument --epochs: must be an integer at least 1, got '0'"),
+    (trainTeacher, ["--batch-size", "0"], "argument --batch-size: must be an integer at least 1"),
+    (trainTeacher, ["--lr", "0"], "argument --lr: must be a finite number greater than 0, got '0'"),
+    (trainTeacher, ["--lr", "-1"], "argument --lr: must be a finite number greater than 0, got '-1'"),
+    (trainTeacher, ["--lr", "inf"], "argument --lr: must be a finite number greater than 0, got 'inf'"),
+    (trainTeacher, ["--lr", "1e400"], "argument --lr: must be a finite number greater than 0, got '1e400'"),
+    (trainTeacher, ["--seed", "-1"], "argument --seed: must be an integer from 0 to 4294967295"),
+    (trainTeacher, ["--workers", "\u0663"], "argument --workers: must be an integer at least 0"),  # Arabic 3
+    (trainTeacher, ["--eval-splits", "../x"], "argument --eval-splits: must be a split name"),
+    (trainStudent, ["--tau", "0", "--no-distill"], "argument --tau: must be a finite number greater than 0"),
+    (trainStudent, ["--loss-weights", "1", "1", "-1", "1"], "argument --loss-weights: must be a finite number at least 0"),
     (trainTeacher, ["--device", "gpu0"], "--device gpu0: not a device name"),
     (trainTeacher, ["--device", "cuda:7"], "--device cuda:7: CUDA is not available"),
 ]
@@ -216,7 +219,7 @@ def _interrupted_run(data, runs, monkeypatch, capsys):
     monkeypatch.undo()
     assert code == 130 and line == "error: interrupted (Ctrl-C); no checkpoint was written yet"
     run = runs / "x"
-    assert sorted(p.name for p in run.iterdir()) == ["run.json", "tb"]
+    assert sorted(p.name for p in run.iterdir()) == ["run.json", "run.lock", "tb"]
     for leftover in (".last.pth.a1b2c3.tmp", ".best.pth.x_9.tmp"):
         (run / leftover).write_bytes(b"half a checkpoint")
     return run

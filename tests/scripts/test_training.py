@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -86,6 +87,14 @@ def test_student_accepts_the_release_format_teacher(data, runs, teacher_run):
                        "--epochs", "1", "--max-steps-per-epoch", "2", "--eval-splits",
                        "--teacher", str(teacher_run / "final.pth"), *SMALL])
     assert (runs / "student-rel" / "results.json").is_file()
+    # final.pth is in the release's key format, and the student sees exactly the teacher best.pth holds
+    assert "encoder_thermal_conv1.weight" in torch.load(teacher_run / "final.pth", weights_only=True)
+    cfg = SimpleNamespace(height=64, width=96, n_class=9)
+    released = trainStudent.load_teacher(SimpleNamespace(**vars(cfg), teacher=teacher_run / "final.pth"), "cpu")
+    ours = trainStudent.load_teacher(SimpleNamespace(**vars(cfg), teacher=teacher_run / "best.pth"), "cpu")
+    ours = ours.state_dict()
+    assert released.state_dict().keys() == ours.keys()
+    assert all(torch.equal(v, ours[k]) for k, v in released.state_dict().items())
 
 
 def test_student_refuses_a_student_checkpoint_as_teacher(data, runs, capsys):
@@ -163,12 +172,23 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(data, run
     assert torch.load(runs / "nan" / "last.pth", weights_only=True)["epoch"] == 1
 
 
-def test_amp_bf16_and_channels_last_on_the_cpu(data, runs):
+def test_amp_bf16_and_channels_last_on_the_cpu(data, runs, monkeypatch):
+    seen = set()  # what the convolutions computed in, and in which memory format they were given their input
+    forward = torch.nn.Conv2d.forward
+
+    def spy(self, x):
+        out = forward(self, x)
+        seen.add((out.dtype, x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1))
+        return out
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", spy)
     results = trainTeacher.cli(["--data-dir", str(data), "--runs-dir", str(runs), "--run-name", "amp",
                                  "--epochs", "1", "--max-steps-per-epoch", "2", "--amp", "bf16",
                                  "--channels-last", "--eval-splits", "test", *SMALL])
     assert torch.isfinite(torch.tensor(results["history"][0]["train"]["total"]))
     assert 0 <= results["splits"]["test"]["miou"] <= 1
+    assert {dtype for dtype, _ in seen} == {torch.bfloat16}
+    assert (torch.bfloat16, True) in seen
 
 
 def test_torchrun_two_processes_with_gloo(data, tmp_path):

@@ -13,7 +13,6 @@ second check decodes only what changed.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -32,6 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from util.data.mfnet import EDGE_STRIDE, N_CLASS, STANDARD_SPLITS
+from util.options import ArgumentParser, integer, split_name
 
 PathLike = Union[str, os.PathLike]
 
@@ -89,13 +89,43 @@ def load_edge_file(path: PathLike) -> np.ndarray:
 
 
 def read_split(data_dir: PathLike, split: str) -> list[str]:
-    """Frame names listed in ``data_dir/<split>.txt`` (blank lines ignored); DatasetError if the file is missing."""
+    """Frame names listed in ``data_dir/<split>.txt`` (blank lines ignored); DatasetError if the file is missing
+    or lists a name that leaves the data folder (see :func:`outside_names`)."""
     path = Path(data_dir) / f"{split}.txt"
     try:
         text = path.read_text()
     except OSError:
         raise DatasetError(f"{path}: split file not found (expected one frame name per line)") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    problems = outside_names(data_dir, names, path)
+    if problems:
+        raise DatasetError("\n".join(problems))
+    return names
+
+
+def outside_names(data_dir: PathLike, names: Sequence[str], listed_in: Optional[Path] = None) -> list[str]:
+    """One problem per frame name that would read or write outside ``data_dir``, before anything is opened.
+
+    A frame name is a plain file name: no folder separator, not ``.`` or ``..``, no NUL. Its files
+    (images/, labels/, edge_4x/ NAME.png) must not be links that resolve outside the data folder or
+    outside that sub-folder (a linked images/ folder is fine; a linked file that leads elsewhere is not)."""
+    data_dir = Path(data_dir)
+    where = f"{listed_in}: " if listed_in else ""
+    problems: list[str] = []
+    for name in names:
+        if name in (".", "..") or any(c in name for c in "/\\\0") or os.path.isabs(name):
+            problems.append(f"{where}frame name {name!r} is not a plain file name (it would leave {data_dir}); "
+                            f"split lists hold names such as 00001D, without folders")
+            continue
+        for sub in (IMAGE_DIR, LABEL_DIR, EDGE_DIR):
+            path = data_dir / sub / f"{name}.png"
+            if not path.is_symlink():
+                continue
+            target = path.resolve()
+            if not any(root in target.parents for root in (data_dir.resolve(), (data_dir / sub).resolve())):
+                problems.append(f"{path}: a link to {target}, outside {data_dir}; frames must stay inside the "
+                                f"data folder (copy the file in, or link the whole {sub}/ folder)")
+    return problems
 
 
 def edge_size(label_hw: tuple[int, int]) -> tuple[int, int]:
@@ -344,11 +374,11 @@ def verify_dataset(data_dir: PathLike, splits: Optional[Sequence[str]] = None, n
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Check an MFNet-format data folder; prints OK or every problem.")
+    parser = ArgumentParser(prog="python -m util.check_dataset", description="Check an MFNet-format data folder; prints OK or every problem.")
     parser.add_argument("--data-dir", required=True, help="folder holding images/, labels/, [edge_4x/] and <split>.txt")
-    parser.add_argument("--splits", nargs="+", default=None,
+    parser.add_argument("--splits", nargs="+", default=None, type=split_name(),
                         help="splits to check (default: train, val and those of test, test_day, test_night present)")
-    parser.add_argument("--n-class", type=int, default=None,
+    parser.add_argument("--n-class", type=integer(2, 256), default=None,
                         help="number of classes (label ids 0..n-1; default: the folder's dataset.json, else MFNet's 9)")
     parser.add_argument("--need-edges", action="store_true", help="require edge_4x/NAME.png for every frame")
     parser.add_argument("--quick", action="store_true", help="read only image/edge headers (labels are still decoded)")

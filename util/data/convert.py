@@ -5,6 +5,7 @@
     python -m util.convert folders SRC DST (--classes a,b,c [--palette "0,0,0;255,0,0;..."] | --classes-json FILE)
                                    [--name N] [--ignore-index K] [--map 255=0 ...] [--val-fraction 0.1] [--test-fraction 0.1]
     (all: [--overwrite] [--edge-radius 2] [--workers N] [--no-progress])
+    python -m util.convert rosbag  BAG DST --rgb-topic T --thermal-topic T ...  (an unlabeled set: util/data/rosbag_set.py)
 
 DST receives ``images/NAME.png`` (4-channel uint8: R, G, B, thermal), ``labels/NAME.png`` (class ids),
 ``edge_4x/NAME.png`` (util.data.edges.edge_label), ``train.txt``/``val.txt``/``test.txt``, ``dataset.json``
@@ -17,7 +18,7 @@ differ between modalities, label ids outside the class list, unreadable files, m
 thermal); if anything is wrong, every problem is listed, each with its file, and nothing is
 written. Output goes to a hidden sibling folder ``.DST.converting-*`` that is renamed to DST at the
 end, so an interrupted run leaves no half-written DST (a run killed outright may leave that hidden
-folder, which can be deleted). A non-empty DST is replaced only when it holds nothing but a
+folder, which the next conversion into the same parent removes). A non-empty DST is replaced only when it holds nothing but a
 previous output of this converter (checked against its ``convert.json``) and ``--overwrite`` is given.
 
 Rules:
@@ -63,7 +64,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -76,9 +76,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from util.data.check import EDGE_DIR, IMAGE_DIR, LABEL_DIR
+from util.data.check import EDGE_DIR, IMAGE_DIR, LABEL_DIR, outside_names
 from util.data.info import FMB, INFO_FILE, PST900, DatasetInfo, default_palette, write_dataset_info
 from util.data.edges import edge_label, write_edge_file
+from util.data.workdirs import remove_stale_work_dirs, work_dir
+from util import options
+from util.options import ArgumentParser
 
 PathLike = Union[str, os.PathLike]
 
@@ -273,15 +276,22 @@ def percentile_range(hist: np.ndarray, low_pct: float = PERCENTILES[0],
 def list_images(folder: Path, problems: list[str]) -> dict[str, Path]:
     """stem -> image file in ``folder`` (extensions IMAGE_EXTS, any case; hidden files skipped)."""
     found: dict[str, Path] = {}
+    unstorable = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in IMAGE_EXTS:
             continue
-        if path.stem != path.stem.strip() or not path.stem:
+        if not path.stem.isprintable():  # a line break (or tab, ...) cannot be one line of a split list
+            unstorable.append(path.name)
+        elif path.stem != path.stem.strip() or not path.stem:
             problems.append(f"{path}: file name starts or ends with white space; rename it")
         elif path.stem in found:
             problems.append(f"{path}: a second file for frame {path.stem} (also {found[path.stem].name}); keep one")
         else:
             found[path.stem] = path
+    if unstorable:
+        problems.append(f"{folder}: {len(unstorable)} file name(s) hold a line break or another control character, "
+                        f"which a one-name-per-line split list cannot store: "
+                        f"{', '.join(map(repr, unstorable))}; rename them")
     return found
 
 
@@ -403,7 +413,9 @@ def read_split_lists(src: Path, problems: list[str]) -> dict[str, list[str]]:
             continue
         for name in sorted(n for n, k in Counter(names).items() if k > 1):
             problems.append(f"{path}: frame {name} listed more than once")
-        lists[path.stem] = list(dict.fromkeys(names))
+        outside = outside_names(src, names, path)  # e.g. ../../elsewhere: refused by name, never looked for
+        problems.extend(outside)
+        lists[path.stem] = [n for n in dict.fromkeys(names) if not outside or not outside_names(src, [n])]
     return lists
 
 
@@ -635,7 +647,7 @@ def _swap_in(tmp: Path, dst: Path) -> None:
     if not dst.exists():
         os.rename(tmp, dst)
         return
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}-{time.time_ns()}")
+    old = work_dir(dst, "old")
     os.rename(dst, old)
     os.rename(tmp, dst)
     shutil.rmtree(old)
@@ -657,7 +669,9 @@ def convert(plan: Plan, dst: PathLike, raw_range: Optional[tuple[float, float]] 
     plan = replace(plan, info=info, notes=notes)
     sizes = {s: len(n) for s, n in plan.splits.items()}
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.converting-"))
+    remove_stale_work_dirs(dst, ("converting", "old"))  # left by conversions killed outright
+    tmp = work_dir(dst, "converting")
+    tmp.mkdir()
     try:
         for sub in (IMAGE_DIR, LABEL_DIR, EDGE_DIR):
             (tmp / sub).mkdir()
@@ -684,33 +698,9 @@ def _thermal_note(used_range: Optional[tuple[float, float]], given: bool) -> str
 
 # ----------------------------------------------------------------------------- command line
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
-    return value
-
-
-def parse_palette(text: str) -> list[tuple[int, int, int]]:
-    """``"0,0,0;255,0,0"`` -> [(0, 0, 0), (255, 0, 0)]; ValueError names the bad entry."""
-    colours = []
-    for i, entry in enumerate(text.split(";")):
-        parts = [p.strip() for p in entry.split(",")]
-        if len(parts) != 3 or not all(p.isdigit() and int(p) <= 255 for p in parts):
-            raise ValueError(f"--palette: entry {i} ({entry.strip()!r}) needs 3 integers 0..255 separated by commas")
-        colours.append(tuple(int(p) for p in parts))
-    return colours
-
-
-def parse_label_map(items: Sequence[str]) -> dict[int, int]:
-    """``["255=0"]`` -> {255: 0}; ValueError names the bad item."""
-    out = {}
-    for item in items:
-        match = re.fullmatch(r"\s*(\d+)\s*=\s*(\d+)\s*", item)
-        if not match or int(match[1]) > 65535:
-            raise ValueError(f"--map: expected SRC=ID with SRC 0..65535 and a class id ID, got {item!r}")
-        out[int(match[1])] = int(match[2])
-    return out
+def parse_label_map(pairs: Sequence[tuple[int, int]]) -> dict[int, int]:
+    """[(255, 0)] (the parsed ``--map`` items) -> {255: 0}."""
+    return dict(pairs)
 
 
 def _classes_json(path: str) -> dict:
@@ -731,7 +721,7 @@ def folders_info(args: argparse.Namespace) -> DatasetInfo:
     data = _classes_json(args.classes_json) if args.classes_json else {
         "class_names": [c.strip() for c in args.classes.split(",")]}
     if args.palette:
-        data["palette"] = parse_palette(args.palette)
+        data["palette"] = args.palette
     names = data.get("class_names")
     if "palette" not in data and isinstance(names, list):
         data["palette"] = default_palette(len(names))
@@ -748,8 +738,9 @@ def folders_info(args: argparse.Namespace) -> DatasetInfo:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m util.convert`` argument parser (one sub-command per source format)."""
-    parser = argparse.ArgumentParser(prog="python -m util.convert",
-                                     description="Convert an RGB-thermal dataset into our layout (see module doc).")
+    parser = ArgumentParser(prog="python -m util.convert",
+                            description="Convert an RGB-thermal dataset into our layout (see module doc).",
+                            epilog="python -m util.convert rosbag --help: an unlabeled set from a ROS bag")
     sub = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     pst = sub.add_parser("pst900", help="PST900: SRC/{train,test}/{rgb,thermal,thermal_raw,labels}")
     pst.add_argument("--thermal", choices=("8bit", "raw16"), default="8bit",
@@ -759,23 +750,23 @@ def build_parser() -> argparse.ArgumentParser:
     group = fol.add_mutually_exclusive_group(required=True)
     group.add_argument("--classes", help="comma-separated class names in id order, e.g. background,person,car")
     group.add_argument("--classes-json", help="JSON file with class_names (and name, palette, ignore_index)")
-    fol.add_argument("--palette", help='colours in id order, e.g. "0,0,0;255,0,0;0,0,255" (default: VOC colour map)')
+    fol.add_argument("--palette", type=options.palette(), help='colours in id order, e.g. "0,0,0;255,0,0;0,0,255" (default: VOC colour map)')
     fol.add_argument("--name", help="dataset name (default: the SRC folder name)")
-    fol.add_argument("--ignore-index", type=int, help="class id left out of loss and metrics (e.g. 0 = unlabeled)")
-    fol.add_argument("--map", action="append", default=[], metavar="SRC=ID",
+    fol.add_argument("--ignore-index", type=options.integer(0, 255), help="class id left out of loss and metrics (e.g. 0 = unlabeled)")
+    fol.add_argument("--map", action="append", default=[], type=options.id_map(65535), metavar="SRC=ID",
                      help="rewrite label value SRC to class id ID (repeatable), e.g. --map 255=0")
-    fol.add_argument("--test-fraction", type=_fraction, default=0.1,
+    fol.add_argument("--test-fraction", type=options.fraction(), default=0.1,
                      help="test share of the seeded split when SRC has no split lists (default 0.1)")
     for p in (pst, fmb, fol):
         p.add_argument("src", metavar="SRC", help="source dataset folder (only read)")
         p.add_argument("dst", metavar="DST", help="output folder (new, empty, or a previous output with --overwrite)")
-        p.add_argument("--val-fraction", type=_fraction, default=0.1, help="val share drawn from train (default 0.1)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the split permutation (default 0)")
-        p.add_argument("--raw-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+        p.add_argument("--val-fraction", type=options.fraction(zero=False), default=0.1, help="val share drawn from train (default 0.1)")
+        p.add_argument("--seed", type=options.integer(0, 2**32 - 1), default=0, help="seed of the split permutation (default 0)")
+        p.add_argument("--raw-range", type=options.number(0, 65535), nargs=2, metavar=("LOW", "HIGH"),
                        help="16-bit thermal range mapped to 0..255 (default: 1st/99th percentile of the train frames)")
         p.add_argument("--overwrite", action="store_true", help="replace DST when it holds a previous conversion")
-        p.add_argument("--edge-radius", type=float, default=2, help="edge label radius in pixels (default 2)")
-        p.add_argument("--workers", type=int, default=None, help="threads (default: CPU count, at most 8)")
+        p.add_argument("--edge-radius", type=options.number(0, 64), default=2, help="edge label radius in pixels (default 2)")
+        p.add_argument("--workers", type=options.integer(1), default=None, help="threads (default: CPU count, at most 8)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(subparser=p)  # errors print the sub-command's usage
     return parser
@@ -798,9 +789,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     """Command line entry point; returns 0 on success, 1 when the conversion is refused (2: bad arguments)."""
     args = build_parser().parse_args(None if argv is None else list(argv))
     parser = args.subparser
-    if args.val_fraction <= 0:
-        parser.error("--val-fraction: expected a number in (0, 1); the trainers need a val split")
-    if args.raw_range and not 0 <= args.raw_range[0] < args.raw_range[1] <= 65535:
+    if args.raw_range and not args.raw_range[0] < args.raw_range[1]:
         parser.error("--raw-range: expected LOW < HIGH within 0..65535")
     try:
         plan = _plan_from_args(args)

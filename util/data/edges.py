@@ -15,7 +15,6 @@ loader feeds straight into its BCE loss; the files look black in image viewers.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -27,8 +26,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from util.data.check import EDGE_DIR, LABEL_DIR, DatasetError, load_label_file, read_split
+from util.data.check import EDGE_DIR, LABEL_DIR, DatasetError, load_label_file, outside_names, read_split
 from util.data.mfnet import EDGE_STRIDE
+from util.options import ArgumentParser, integer, number, split_name
 
 
 def disc_kernel(radius: float) -> np.ndarray:
@@ -96,6 +96,9 @@ def generate_edges(data_dir: os.PathLike | str, radius: float = 2, overwrite: bo
         names = list(dict.fromkeys(n for s in splits for n in read_split(data_dir, s)))
     else:
         names = sorted(p.stem for p in label_dir.glob("*.png"))
+        outside = outside_names(data_dir, names)
+        if outside:
+            raise DatasetError("\n".join(outside))
     if not names:
         raise DatasetError(f"{label_dir}: no label maps to convert")
     edge_dir.mkdir(exist_ok=True)
@@ -112,12 +115,12 @@ def generate_edges(data_dir: os.PathLike | str, radius: float = 2, overwrite: bo
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Write edge_4x/NAME.png semantic-edge labels (ELG module).")
+    parser = ArgumentParser(prog="python -m util.edges", description="Write edge_4x/NAME.png semantic-edge labels (ELG module).")
     parser.add_argument("--data-dir", required=True, help="folder holding labels/NAME.png")
-    parser.add_argument("--radius", type=float, default=2, help="disc radius in pixels at label resolution (default 2)")
+    parser.add_argument("--radius", type=number(low=0, high=64), default=2, help="disc radius in pixels at label resolution (default 2)")
     parser.add_argument("--overwrite", action="store_true", help="rewrite existing edge files")
-    parser.add_argument("--splits", nargs="+", default=None, help="only the frames of these splits (default: every label)")
-    parser.add_argument("--workers", type=int, default=None, help="threads (default: CPU count)")
+    parser.add_argument("--splits", nargs="+", default=None, type=split_name(), help="only the frames of these splits (default: every label)")
+    parser.add_argument("--workers", type=integer(1), default=None, help="threads (default: CPU count)")
     args = parser.parse_args(None if argv is None else list(argv))
     start = time.perf_counter()
     try:

@@ -16,12 +16,10 @@ Output is deterministic in the seed (byte-identical PNGs for the same arguments)
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import shutil
-import socket
 import sys
 import time
 import warnings
@@ -35,6 +33,8 @@ from util.data.check import EDGE_DIR, IMAGE_DIR, LABEL_DIR, DatasetError
 from util.data.edges import edge_label, write_edge_file
 from util.data.info import MFNET, DatasetInfo, write_dataset_info
 from util.data.mfnet import N_CLASS, STANDARD_SPLITS
+from util.data.workdirs import remove_stale_work_dirs, work_dir
+from util.options import ArgumentParser, integer, multiple_of
 
 DEFAULT_FRAMES, DEFAULT_HEIGHT, DEFAULT_WIDTH = 240, 96, 128
 DAY_FRACTION = 820 / 1569  # as in MFNet
@@ -426,29 +426,8 @@ def _check_target(out: Path, overwrite: bool) -> None:
                               f"holding nothing but what util.data.synthetic wrote there)")
 
 
-def _work_dir(out: Path, kind: str, pid: Optional[int] = None) -> Path:
-    """Sibling folder ``.<name>.<kind>-<host>-<pid>`` used while generating (kind "partial") or replacing ("old")."""
-    return out.parent / f".{out.name}.{kind}-{socket.gethostname()}-{os.getpid() if pid is None else pid}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. PermissionError: it exists but belongs to someone else
-        return True
-    return True
-
-
 def _remove_stale_work_dirs(out: Path) -> None:
-    """Remove work folders of ``out`` left on this host by processes that no longer run (or by this one)."""
-    for kind in ("partial", "old"):
-        head = _work_dir(out, kind, 0).name[:-1]
-        for path in out.parent.glob(head + "*"):
-            pid = path.name[len(head):]
-            if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
-                shutil.rmtree(path, ignore_errors=True)
+    remove_stale_work_dirs(out, ("partial", "old"))
 
 
 def _write_frames(root: Path, n_frames: int, height: int, width: int, seed: int, radius: float,
@@ -482,7 +461,7 @@ def _write_frames(root: Path, n_frames: int, height: int, width: int, seed: int,
 def _move_into_place(partial: Path, out: Path) -> None:
     """Rename the finished ``partial`` to ``out``; a non-empty ``out`` (already checked) is replaced."""
     if out.is_dir() and any(out.iterdir()):
-        old = _work_dir(out, "old")
+        old = work_dir(out, "old")
         os.rename(out, old)
         os.rename(partial, out)
         shutil.rmtree(old)
@@ -516,7 +495,7 @@ def generate_dataset(out_dir: Union[str, os.PathLike], n_frames: int = DEFAULT_F
     _check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_work_dirs(target)
-    partial = _work_dir(target, "partial")
+    partial = work_dir(target, "partial")
     try:
         written = _write_frames(partial, n_frames, height, width, seed, radius, n_day)
         meta = {"generator": "util.data.synthetic", "n_frames": n_frames, "height": height, "width": width,
@@ -559,12 +538,12 @@ def ensure_synthetic(out_dir: Union[str, os.PathLike] = "dataset/synthetic", **k
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Write a procedural RGB-thermal dataset in MFNet format.")
+    parser = ArgumentParser(prog="python -m util.synthetic", description="Write a procedural RGB-thermal dataset in MFNet format.")
     parser.add_argument("--out", default="dataset/synthetic", help="output folder (default dataset/synthetic)")
-    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help=f"number of frames (default {DEFAULT_FRAMES})")
-    parser.add_argument("--height", type=int, default=DEFAULT_HEIGHT, help=f"multiple of 32 (default {DEFAULT_HEIGHT})")
-    parser.add_argument("--width", type=int, default=DEFAULT_WIDTH, help=f"multiple of 32 (default {DEFAULT_WIDTH})")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frames", type=integer(8), default=DEFAULT_FRAMES, help=f"number of frames (default {DEFAULT_FRAMES})")
+    parser.add_argument("--height", type=multiple_of(32, 32), default=DEFAULT_HEIGHT, help=f"multiple of 32 (default {DEFAULT_HEIGHT})")
+    parser.add_argument("--width", type=multiple_of(32, 32), default=DEFAULT_WIDTH, help=f"multiple of 32 (default {DEFAULT_WIDTH})")
+    parser.add_argument("--seed", type=integer(0, 2**32 - 1), default=0)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a folder generated earlier (refused if it holds anything else)")
     args = parser.parse_args(None if argv is None else list(argv))

@@ -33,17 +33,10 @@ def random_thermal(n: int, height: int, width: int, seed: int = 0) -> np.ndarray
 
 
 def agreement_percent(text: str) -> float:
-    """argparse type of --min-agreement: a percentage in (0, 100], returned as a fraction."""
-    import argparse
-    import math
+    """argparse type of --min-agreement: a percentage above 0 and at most 100 (util.options), as a fraction."""
+    from ..options import number
 
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and 0 < value <= 100):
-        raise argparse.ArgumentTypeError(f"expected a percentage above 0 and at most 100, got {text!r}")
-    return value / 100.0
+    return number(above=0, high=100)(text) / 100.0
 
 
 def ms_per_frame(segmenters: Sequence[Callable[[np.ndarray], np.ndarray]], frames: np.ndarray,

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..data.info import DatasetInfo, info_for_classes
 from ..engine.config import parse_device
+from .runtimes import keep_signal_stack
 
 ONNX_SUFFIXES = (".onnx",)
 TORCH_SUFFIXES = (".pth", ".pt")
@@ -114,6 +115,10 @@ def student_facts(path: Path, meta: dict[str, str], input_shapes: list[list], ou
                   ) -> tuple[int, int, int, str, DatasetInfo]:
     """(height, width, n_class, precision, dataset info) of an exported student, from its metadata and
     its input/output shapes; ValueError naming the file when it is not an EKNet of ours."""
+    if "network" not in meta:  # a file from elsewhere: say what it holds, not what it lacks deep inside
+        raise ValueError(f"{path}: not a CEKD export (no CEKD metadata); it holds a model with input(s) "
+                         f"{[tuple(s) for s in input_shapes]} and output(s) {[tuple(s) for s in output_shapes]}; "
+                         f"export the student with: python -m util.export")
     if len(input_shapes) != 1 or len(input_shapes[0]) != 4 or input_shapes[0][1] != 1:
         raise ValueError(f"{path}: expected one thermal input of shape (B, 1, H, W), "
                          f"got {[tuple(s) for s in input_shapes]}")
@@ -122,7 +127,10 @@ def student_facts(path: Path, meta: dict[str, str], input_shapes: list[list], ou
     height = _size(meta.get("height"), input_shapes[0][2], path, "height")
     width = _size(meta.get("width"), input_shapes[0][3], path, "width")
     n_class = _size(meta.get("n_class"), output_shapes[0][1], path, "class count")
-    info = info_for_classes(n_class, json.loads(meta["dataset"]) if "dataset" in meta else None)
+    try:
+        info = info_for_classes(n_class, json.loads(meta["dataset"]) if "dataset" in meta else None)
+    except ValueError as exc:
+        raise ValueError(f"{path}: its CEKD metadata does not describe {n_class} classes ({exc})") from None
     return height, width, n_class, meta.get("precision", "fp32"), info
 
 
@@ -170,7 +178,8 @@ class OpenVinoSegmenter:
         if batch not in self._compiled:
             model = self.model.clone()
             model.reshape([batch, 1, self.height, self.width])
-            self._compiled[batch] = self.core.compile_model(model, "CPU", self.config)
+            with keep_signal_stack():  # see runtimes.keep_signal_stack
+                self._compiled[batch] = self.core.compile_model(model, "CPU", self.config)
         return self._compiled[batch]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ takes `--precision auto` as bf16 where native, else fp32, without timing.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import json
@@ -254,8 +255,12 @@ def sample_frames(frames: Iterable[Frame], n: int, height: int, width: int, seed
     from .agreement import random_thermal
     from .inference import to_model_input
 
-    out = [to_model_input(f.thermal, height, width) for f in itertools.islice(
-        (f for f in frames if f.thermal is not None), n)]
+    try:
+        out = [to_model_input(f.thermal, height, width) for f in itertools.islice(
+            (f for f in frames if f.thermal is not None), n)]
+    finally:
+        if hasattr(frames, "close"):  # a generator over a file: let go of it now
+            frames.close()
     return np.stack(out) if out else random_thermal(n, height, width, seed)
 
 
@@ -294,4 +299,9 @@ def open_segmenter(weights: str, device: torch.device, backend: str, precision: 
         log("  " + line)
     write_cached(cached_at, chosen, table)
     route = Route(chosen["backend"], chosen["precision"], chosen["weights"], chosen["int8"])
-    return segs[route], {**record, **asdict(route), "table": table}
+    seg = segs.pop(route)
+    # the runtimes not chosen are let go here, in the main thread: freed later by the garbage collector
+    # in whatever thread it runs (a live source's reader), OpenVINO's compiled models crash the process
+    del segs, reference, any_seg
+    gc.collect()
+    return seg, {**record, **asdict(route), "table": table}

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .agreement import compare, format_comparison, random_thermal
-from .onnxfile import atomic_path, check_new_file, read_metadata, write_metadata
-from .agreement import agreement_percent
+from .agreement import agreement_percent, compare, format_comparison, random_thermal
 from .cpu import cpu_info
+from .onnxfile import atomic_path, check_new_file, read_metadata, write_metadata
 from .quantize import ACTIVATIONS, CALIB_METHODS, INT8_MIN_AGREEMENT, tune_int8
 from .quantize import quantize_int8  # noqa: F401  (the export API: util.deploy.export.quantize_int8)
+from ..options import ArgumentParser, integer, number, one_of
 
 OPSETS = range(14, 21)  # scaled_dot_product_attention needs 14; the TorchScript exporter stops at 20
 DEFAULT_OPSET = 17
@@ -153,32 +153,32 @@ def calibration_frames(data: str | os.PathLike, height: int, width: int, n_calib
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Export the CEKD student (EKNet) to ONNX, optionally also int8.")
+    p = ArgumentParser(prog="python -m util.export", description="Export the CEKD student (EKNet) to ONNX, optionally also int8.")
     p.add_argument("--weights", required=True, help="our student checkpoint (best.pth, last.pth, final.pth) "
                    "or the released Student_model/final.pth")
     p.add_argument("--out", required=True, help="the ONNX file to write, e.g. student.onnx")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({OPSETS.start}-{OPSETS.stop - 1})")
+    p.add_argument("--opset", type=integer(OPSETS.start, OPSETS.stop - 1), default=DEFAULT_OPSET, help=f"ONNX opset ({OPSETS.start}-{OPSETS.stop - 1})")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--int8", action="store_true", help="also write a static int8 copy (needs --calib-data)")
     p.add_argument("--int8-out", default=None, help="the int8 file (default: OUT with .int8.onnx)")
     p.add_argument("--calib-data", default=None, help="MFNet-format folder (train split calibrates, val is "
                    "held out), or a folder, image or video of thermal frames (as --input of run_demo_student.py)")
-    p.add_argument("--calib-frames", type=int, default=32, help="frames to calibrate on")
-    p.add_argument("--heldout-frames", type=int, default=16, help="frames to compare int8 with fp32 on")
-    p.add_argument("--int8-activations", choices=ACTIVATIONS, default="uint8",
-                   help="uint8 (default): uint8 activations x int8 weights, the fast pair of x86 VNNI/AMX "
+    p.add_argument("--calib-frames", type=integer(1), default=32, help="frames to calibrate on")
+    p.add_argument("--heldout-frames", type=integer(1), default=16, help="frames to compare int8 with fp32 on")
+    p.add_argument("--int8-activations", type=one_of(ACTIVATIONS), default="uint8",
+                   help="uint8 or int8; uint8 (default): uint8 activations x int8 weights, the fast pair of x86 VNNI/AMX "
                         "kernels; int8: symmetric activations, for targets that need them (TensorRT, NPUs, "
                         "Arm) and x86 CPUs without VNNI, where uint8 x int8 kernels can saturate")
-    p.add_argument("--calib-method", choices=("auto",) + CALIB_METHODS, default="auto",
-                   help="activation ranges; auto: the one whose int8 file agrees best with fp32 on the "
+    p.add_argument("--calib-method", type=one_of(("auto",) + CALIB_METHODS), default="auto",
+                   help="auto, minmax, entropy or percentile: activation ranges; auto: the one whose int8 file agrees best with fp32 on the "
                         "held-out frames")
-    p.add_argument("--keep-float", choices=("auto", "none"), default="auto",
-                   help="auto: leave in float the node groups (transposed convolutions, attention, resizes "
+    p.add_argument("--keep-float", type=one_of(("auto", "none")), default="auto",
+                   help="auto or none; auto: leave in float the node groups (transposed convolutions, attention, resizes "
                         "and pools) that run faster unquantised on this machine; none: quantise all")
     p.add_argument("--min-agreement", type=agreement_percent, default=INT8_MIN_AGREEMENT, metavar="PERCENT",
                    help=f"with --keep-float auto, a node group is left in float only if the argmax agreement "
                         f"with fp32 stays at least this (default {100 * INT8_MIN_AGREEMENT:g})")
-    p.add_argument("--thermal-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+    p.add_argument("--thermal-range", type=number(), nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="fixed raw-value range for 16-bit calibration frames (default: per-frame min-max)")
     return p.parse_args(argv)
 
@@ -188,6 +188,9 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Optional[Path]]:
     from .frames import check_thermal_range
 
     out = Path(args.out)
+    if Path(args.weights).suffix.lower() == ".onnx":
+        raise ValueError(f"--weights {args.weights}: holds an ONNX model; python -m util.export exports PyTorch "
+                         f"weights (best.pth, last.pth, final.pth)")
     if out.suffix.lower() != ".onnx":
         raise ValueError(f"--out {out}: expected a file name ending in .onnx")
     check_new_file(out, args.overwrite, "--out")
@@ -218,6 +221,9 @@ def run(args: argparse.Namespace) -> dict:
     cfg = model_metadata(model)
     print(f"[export] EKNet-{cfg['depth']} {cfg['height']}x{cfg['width']}, {cfg['n_class']} classes, "
           f"from {args.weights}", flush=True)
+    if int8_out is not None:  # every input is read before any output is written
+        calib, held, where = calibration_frames(args.calib_data, model.height, model.width, args.calib_frames,
+                                                args.heldout_frames, args.thermal_range)
     export_onnx(model, out, args.opset, args.overwrite)
     print(f"[export] wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {args.opset})", flush=True)
     torch_seg, fp32 = TorchSegmenter(model, "cpu", channels_last=False), OnnxSegmenter(out)
@@ -227,13 +233,15 @@ def run(args: argparse.Namespace) -> dict:
         print(format_comparison("[export] onnxruntime CPU vs PyTorch, random thermal", r), flush=True)
         result["checks"].append(r)
     if int8_out is not None:
-        calib, held, where = calibration_frames(args.calib_data, model.height, model.width, args.calib_frames,
-                                                args.heldout_frames, args.thermal_range)
         print(f"[export] int8: calibrating on {where}", flush=True)
         methods = CALIB_METHODS if args.calib_method == "auto" else (args.calib_method,)
-        tuned = tune_int8(out, int8_out, calib, held, args.overwrite, args.int8_activations, methods,
-                          args.keep_float == "auto", args.min_agreement,
-                          log=lambda line: print(f"[export] {line}", flush=True))
+        try:
+            tuned = tune_int8(out, int8_out, calib, held, args.overwrite, args.int8_activations, methods,
+                              args.keep_float == "auto", args.min_agreement,
+                              log=lambda line: print(f"[export] {line}", flush=True))
+        except BaseException:
+            out.unlink(missing_ok=True)  # all outputs or none: the fp32 file written above goes too
+            raise
         r = compare(fp32, OnnxSegmenter(int8_out), held, batch_size=1)
         print(f"[export] wrote {int8_out} ({int8_out.stat().st_size / 2**20:.1f} MiB; {tuned['description']})",
               flush=True)

@@ -166,6 +166,15 @@ def _prop(cap: cv2.VideoCapture, prop: int) -> float:
     return value if math.isfinite(value) and value > 0 else 0.0
 
 
+def fill_from_capture(frame: Frame, bgr: np.ndarray, thermal_range: Optional[Sequence[float]] = None) -> Frame:
+    """Set the frame's thermal from a cv2 capture's (lossy) picture, or its error when it is not grey."""
+    try:
+        frame.thermal, frame.nonfinite = scale_thermal(single_channel(bgr, frame.source, lossy=True), thermal_range)
+    except ValueError as exc:
+        frame.error = str(exc)
+    return frame
+
+
 def iter_video(path: str | os.PathLike, thermal_range: Optional[Sequence[float]] = None) -> Iterator[Frame]:
     """Every frame of a video in order. A frame that cannot be decoded before the reported frame
     count is reached, or whose size differs from the video's, comes with its error and the rest
@@ -191,13 +200,10 @@ def iter_video(path: str | os.PathLike, thermal_range: Optional[Sequence[float]]
                 bad_in_a_row = 0
                 size = size or bgr.shape[:2]
                 if bgr.shape[:2] != size:
-                    frame.error = f"{path}: frame {index} is {bgr.shape[1]}x{bgr.shape[0]}, the video is {size[1]}x{size[0]}"
+                    frame.error = (f"{path}: frame {index} is {bgr.shape[1]}x{bgr.shape[0]}, "
+                                   f"the video is {size[1]}x{size[0]}")
                 else:
-                    try:
-                        frame.thermal, frame.nonfinite = scale_thermal(single_channel(bgr, frame.source, lossy=True),
-                                                                       thermal_range)
-                    except ValueError as exc:
-                        frame.error = str(exc)
+                    fill_from_capture(frame, bgr, thermal_range)
             yield frame
             index += 1
     finally:

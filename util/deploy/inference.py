@@ -79,9 +79,11 @@ class Throughput:
 
 def segment_stream(segmenter: Segmenter, frames: Iterable[Frame],
                    emit: Callable[[Frame, Optional[np.ndarray]], None], batch_size: int = 1,
-                   total: Optional[int] = None, show: bool = True) -> dict:
+                   total: Optional[int] = None, show: bool = True,
+                   predict: Optional[Callable[[list[np.ndarray]], list]] = None) -> dict:
     """Segment `frames` in batches of `batch_size` usable frames and pass each frame, in input
-    order, to `emit` with its class ids (None for a frame that is skipped, reported by its error)."""
+    order, to `emit` with its class ids (None for a frame that is skipped, reported by its error).
+    `predict` (default: predict_batch) maps a batch of thermal frames to what `emit` receives."""
     pending: list[Frame] = []
     speed = Throughput()
     bar = tqdm(total=total or None, desc="segmenting", unit="frame", disable=not show, dynamic_ncols=True)
@@ -89,7 +91,7 @@ def segment_stream(segmenter: Segmenter, frames: Iterable[Frame],
     def flush() -> None:
         ready = [f.thermal for f in pending if f.thermal is not None]
         t0 = time.perf_counter()
-        labels = iter(predict_batch(segmenter, ready) if ready else [])
+        labels = iter((predict or (lambda t: predict_batch(segmenter, t)))(ready) if ready else [])
         speed.add(len(ready), time.perf_counter() - t0)
         for f in pending:
             if f.thermal is None:
@@ -134,7 +136,8 @@ def write_label(path: Path, pred: np.ndarray) -> None:
 
 
 def segment_images(segmenter: Segmenter, paths: Sequence[Path], out_dir: Path,
-                   thermal_range: Optional[Sequence[float]] = None, batch_size: int = 1, show: bool = True) -> dict:
+                   thermal_range: Optional[Sequence[float]] = None, batch_size: int = 1, show: bool = True,
+                   predict: Optional[Callable[[list[np.ndarray]], list]] = None) -> dict:
     """Segment image files; write NAME_mask.png, NAME_overlay.png and NAME_label.png (class ids)."""
     records = Records(segmenter.n_class)
 
@@ -145,7 +148,7 @@ def segment_images(segmenter: Segmenter, paths: Sequence[Path], out_dir: Path,
             save_rgb(out_dir / f"{frame.name}_overlay.png", overlay(thermal_to_rgb(frame.thermal), mask, 0.5))
             write_label(out_dir / f"{frame.name}_label.png", pred)
 
-    speed = segment_stream(segmenter, iter_images(paths, thermal_range), emit, batch_size, len(paths), show)
+    speed = segment_stream(segmenter, iter_images(paths, thermal_range), emit, batch_size, len(paths), show, predict)
     return {**records.summary(), **speed}
 
 
@@ -184,7 +187,8 @@ class OverlayVideo:
 
 
 def segment_video(segmenter: Segmenter, path: Path, out_dir: Path, thermal_range: Optional[Sequence[float]] = None,
-                  batch_size: int = 1, save_labels: bool = False, show: bool = True) -> dict:
+                  batch_size: int = 1, save_labels: bool = False, show: bool = True,
+                  predict: Optional[Callable[[list[np.ndarray]], list]] = None) -> dict:
     """Segment every frame of a video; write the overlay video and, with `save_labels`, labels/NAME_i.png."""
     info = video_info(path)
     suffix = ".avi" if path.suffix.lower() == ".avi" else ".mp4"
@@ -200,7 +204,8 @@ def segment_video(segmenter: Segmenter, path: Path, out_dir: Path, thermal_range
             write_label(out_dir / "labels" / f"{frame.name}.png", pred)
 
     try:
-        speed = segment_stream(segmenter, iter_video(path, thermal_range), emit, batch_size, info.frames, show)
+        speed = segment_stream(segmenter, iter_video(path, thermal_range), emit, batch_size, info.frames, show,
+                               predict)
     finally:
         video.close()
     return {**records.summary(), **speed,

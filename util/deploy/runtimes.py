@@ -8,9 +8,12 @@ so the tool is not imported at all; OpenVINO's model cache stays off (no CACHE_D
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import sys
 from types import ModuleType
+from typing import Iterator, Optional
 
 
 def import_onnxruntime() -> ModuleType:
@@ -50,3 +53,37 @@ def openvino_config(precision: str, threads: int | None = None) -> dict:
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return config
+
+
+class _StackT(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def _sigaltstack(new: Optional[_StackT]) -> Optional[_StackT]:
+    """sigaltstack(2) of this thread: set `new` (unless None) and return the previous one; None where
+    it is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        old = _StackT()
+        if libc.sigaltstack(ctypes.byref(new) if new is not None else None, ctypes.byref(old)) != 0:
+            return None
+        return old
+    except (OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def keep_signal_stack() -> Iterator[None]:
+    """Put this thread's alternate signal stack back as it was after the block.
+
+    OpenVINO's compile_model installs a signal stack of its own on the calling thread and, when the
+    compiled model is freed, puts back the one it replaced. With several compiled models freed in
+    another order than made, the thread is left with a freed stack; CPython runs its signal handlers
+    (Ctrl-C) on the alternate stack once faulthandler has set one, and the process then crashes."""
+    saved = _sigaltstack(None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            _sigaltstack(saved)
+

@@ -20,6 +20,7 @@ from typing import Any, Mapping, NamedTuple
 import torch
 from torch import nn
 
+from .folders import disk_full, is_disk_full
 from model.release import infer_config, is_release_format, network_of, upgrade_v1_keys, from_release, to_release
 
 FORMAT = "cekd-pytorch"
@@ -36,7 +37,8 @@ class CheckpointError(ValueError):
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
 
-    A process killed at any moment leaves either the old file or the new one, never a torn one.
+    A process killed at any moment leaves either the old file or the new one, never a torn one;
+    a full disk raises DiskFullError naming `path`, with no temporary file left.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,9 +49,11 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if is_disk_full(exc):
+            raise disk_full(path) from None
         raise
     return path
 

@@ -7,12 +7,13 @@ from typing import Callable, TypeVar
 from ..data import DatasetError
 from .checkpoint import CheckpointError
 from .config import ConfigError
+from .folders import DiskFullError
 from .run import RunStopped
 
 T = TypeVar("T")
 # Errors that describe a bad input in their message; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ConfigError, CheckpointError, DatasetError, ValueError, FileNotFoundError, FileExistsError,
-               NotADirectoryError, IsADirectoryError, PermissionError)
+               NotADirectoryError, IsADirectoryError, PermissionError, DiskFullError)
 
 
 TRAINER_INTERRUPTED = "interrupted (Ctrl-C) before training started; nothing was written"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional, Sequence
@@ -23,6 +22,7 @@ from model.encoder import RESNET_DEPTHS
 from model.losses import EDGE_MODES, STUDENT_TERMS
 
 from ..data.mfnet import TEST_SPLITS
+from ..options import Spec, check_option, integer, multiple_of, number, one_of, split_name
 
 AMP_MODES = ("none", "bf16", "fp16")
 DEFAULT_DATA_DIR = "dataset/synthetic"
@@ -31,6 +31,19 @@ MIN_SIZE = 64  # TEM pools the input 64-fold
 # Options that may differ when a run is resumed; every other option is the run's own.
 RUNTIME_OPTIONS = ("epochs", "device", "workers", "progress", "stop_after_epochs", "max_steps_per_epoch",
                    "image_every", "eval_splits", "runs_dir", "run_name", "resume")
+
+
+# The accepted range of each numeric or named option, used by argparse (type=) and by `check`.
+COMMON_SPECS: dict[str, Spec] = {
+    "n_class": integer(2, 256), "depth": one_of(RESNET_DEPTHS, int),
+    "height": multiple_of(32, MIN_SIZE), "width": multiple_of(32, MIN_SIZE),
+    "epochs": integer(1), "batch_size": integer(1), "seed": integer(0, 2**32 - 1), "workers": integer(0),
+    "image_every": integer(0), "stop_after_epochs": integer(0), "max_steps_per_epoch": integer(0),
+    "lr": number(above=0), "lr_gamma": number(above=0), "momentum": number(low=0), "weight_decay": number(low=0),
+    "amp": one_of(AMP_MODES), "eval_splits": split_name(),
+}
+TEACHER_SPECS: dict[str, Spec] = {"edge_loss": one_of(EDGE_MODES)}
+STUDENT_SPECS: dict[str, Spec] = {"tau": number(above=0), "gt_weight": number(low=0), "loss_weights": number(low=0)}
 
 
 class ConfigError(ValueError):
@@ -78,24 +91,7 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise ConfigError naming the first option whose value cannot work."""
-        for name in ("height", "width"):
-            v = getattr(self, name)
-            if v < MIN_SIZE or v % 32:
-                raise ConfigError(f"{flag(name)} {v}: must be a multiple of 32 and at least {MIN_SIZE}")
-        _at_least(self, "epochs", 1)
-        _at_least(self, "batch_size", 1)
-        if self.n_class is not None:
-            _at_least(self, "n_class", 2)
-        for name in ("seed", "workers", "image_every", "stop_after_epochs", "max_steps_per_epoch"):
-            _at_least(self, name, 0)
-        _positive(self, "lr")
-        _positive(self, "lr_gamma")
-        for name in ("momentum", "weight_decay"):
-            _non_negative(self, name)
-        if self.depth not in RESNET_DEPTHS:
-            raise ConfigError(f"--depth {self.depth}: must be one of {', '.join(map(str, RESNET_DEPTHS))}")
-        if self.amp not in AMP_MODES:
-            raise ConfigError(f"--amp {self.amp}: must be one of {', '.join(AMP_MODES)}")
+        _check_specs(self, COMMON_SPECS)
         check_amp(self.amp, parse_device(self.device))
         runs = Path(self.runs_dir)
         if runs.exists() and not runs.is_dir():
@@ -126,8 +122,7 @@ class TeacherConfig(TrainConfig):
 
     def check(self) -> None:
         super().check()
-        if self.edge_loss not in EDGE_MODES:
-            raise ConfigError(f"--edge-loss {self.edge_loss}: must be one of {', '.join(EDGE_MODES)}")
+        _check_specs(self, TEACHER_SPECS)
 
 
 @dataclass
@@ -148,33 +143,29 @@ class StudentConfig(TrainConfig):
 
     def check(self) -> None:
         super().check()
-        _positive(self, "tau")
-        _non_negative(self, "gt_weight")
+        _check_specs(self, {k: v for k, v in STUDENT_SPECS.items() if k != "loss_weights"})
         unknown = set(self.loss_weights) - set(STUDENT_TERMS)
         if unknown:
             raise ConfigError(f"--loss-weights: unknown term(s) {', '.join(sorted(unknown))}; "
                               f"known: {', '.join(STUDENT_TERMS)}")
         for term, w in self.loss_weights.items():
-            if not (math.isfinite(w) and w >= 0):
-                raise ConfigError(f"--loss-weights: the {term} weight is {w}; weights must be finite and >= 0")
+            try:
+                STUDENT_SPECS["loss_weights"].check(w)
+            except ValueError as exc:
+                raise ConfigError(f"--loss-weights: the {term} weight is {w}; weights {exc}") from None
 
 
-def _at_least(cfg: TrainConfig, name: str, low: int) -> None:
-    v = getattr(cfg, name)
-    if v < low:
-        raise ConfigError(f"{flag(name)} {v}: must be at least {low}")
-
-
-def _positive(cfg: TrainConfig, name: str) -> None:
-    v = getattr(cfg, name)
-    if not (math.isfinite(v) and v > 0):
-        raise ConfigError(f"{flag(name)} {v}: must be a finite number greater than 0")
-
-
-def _non_negative(cfg: TrainConfig, name: str) -> None:
-    v = getattr(cfg, name)
-    if not (math.isfinite(v) and v >= 0):
-        raise ConfigError(f"{flag(name)} {v}: must be a finite number, at least 0")
+def _check_specs(cfg: TrainConfig, specs: Mapping[str, Spec]) -> None:
+    """ConfigError naming the first option (in `specs` order) whose value is out of its range."""
+    for name, spec in specs.items():
+        value = getattr(cfg, name)
+        if value is None and name == "n_class":
+            continue
+        try:
+            for v in (value if isinstance(value, (tuple, list)) else [value]):
+                check_option(flag(name), v, spec)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def check_amp(amp: str, device: torch.device) -> None:
@@ -208,38 +199,39 @@ def add_common_args(p: argparse.ArgumentParser, defaults: TrainConfig) -> argpar
     d = defaults
     p.add_argument("--data-dir", default=d.data_dir,
                    help=f"MFNet-format folder (default {DEFAULT_DATA_DIR}, generated when absent)")
-    p.add_argument("--n-class", type=int, default=d.n_class,
+    p.add_argument("--n-class", type=COMMON_SPECS["n_class"], default=d.n_class,
                    help="class count (default: from the data folder's dataset.json, else MFNet's 9)")
-    p.add_argument("--depth", type=int, default=d.depth, choices=RESNET_DEPTHS, help="ResNet depth")
-    p.add_argument("--height", type=int, default=d.height, help="input height (multiple of 32)")
-    p.add_argument("--width", type=int, default=d.width, help="input width (multiple of 32)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="ExponentialLR decay per epoch")
+    p.add_argument("--depth", type=COMMON_SPECS["depth"], default=d.depth, help="ResNet depth (18, 34, 50, 101, 152)")
+    p.add_argument("--height", type=COMMON_SPECS["height"], default=d.height, help="input height (multiple of 32)")
+    p.add_argument("--width", type=COMMON_SPECS["width"], default=d.width, help="input width (multiple of 32)")
+    p.add_argument("--epochs", type=COMMON_SPECS["epochs"], default=d.epochs)
+    p.add_argument("--batch-size", type=COMMON_SPECS["batch_size"], default=d.batch_size)
+    p.add_argument("--lr", type=COMMON_SPECS["lr"], default=d.lr)
+    p.add_argument("--momentum", type=COMMON_SPECS["momentum"], default=d.momentum)
+    p.add_argument("--weight-decay", type=COMMON_SPECS["weight_decay"], default=d.weight_decay)
+    p.add_argument("--lr-gamma", type=COMMON_SPECS["lr_gamma"], default=d.lr_gamma, help="ExponentialLR decay per epoch")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="do not load ImageNet weights")
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no flip/crop (as the release's loader)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
+    p.add_argument("--seed", type=COMMON_SPECS["seed"], default=d.seed)
+    p.add_argument("--workers", type=COMMON_SPECS["workers"], default=d.workers, help="DataLoader worker processes")
     p.add_argument("--runs-dir", default=d.runs_dir)
     p.add_argument("--run-name", default=d.run_name, help="folder under --runs-dir (default: role and time)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR_OR_CKPT",
                    help="continue a run from its last.pth (a run folder or the file); "
                         "--epochs may raise the run's epoch count")
-    p.add_argument("--amp", default=d.amp, choices=AMP_MODES, help="autocast precision")
+    p.add_argument("--amp", default=d.amp, type=COMMON_SPECS["amp"],
+                   help=f"autocast precision ({', '.join(AMP_MODES)})")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs (torchrun)")
-    p.add_argument("--image-every", type=int, default=d.image_every,
+    p.add_argument("--image-every", type=COMMON_SPECS["image_every"], default=d.image_every,
                    help="TensorBoard pictures every N steps (0: never)")
-    p.add_argument("--eval-splits", nargs="*", default=list(d.eval_splits),
+    p.add_argument("--eval-splits", nargs="*", type=COMMON_SPECS["eval_splits"], default=list(d.eval_splits),
                    help="splits the best checkpoint is tested on at the end (absent ones are skipped)")
-    p.add_argument("--stop-after-epochs", type=int, default=d.stop_after_epochs,
+    p.add_argument("--stop-after-epochs", type=COMMON_SPECS["stop_after_epochs"], default=d.stop_after_epochs,
                    help="stop this invocation after N epochs (continue later with --resume)")
-    p.add_argument("--max-steps-per-epoch", type=int, default=d.max_steps_per_epoch,
+    p.add_argument("--max-steps-per-epoch", type=COMMON_SPECS["max_steps_per_epoch"], default=d.max_steps_per_epoch,
                    help="cap on training steps per epoch (0: all)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p

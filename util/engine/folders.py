@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import datetime
+import errno
+import fcntl
 import json
 import math
 import os
+import socket
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Optional
 
 import numpy as np
 
@@ -25,6 +28,53 @@ def new_run_dir(runs_dir: str | os.PathLike, name: Optional[str], prefix: str, h
     return path
 
 
+LOCK_FILE = "run.lock"
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """A file could not be written because its disk (or quota) is full; nothing of it was kept."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` or an exception it came from is ENOSPC/EDQUOT (torch's zip writer wraps it in a RuntimeError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full(path: str | os.PathLike) -> DiskFullError:
+    return DiskFullError(errno.ENOSPC, f"{path}: the disk is full (no space left on device); the file was not "
+                                       f"written and no part of it was left")
+
+
+def claim_folder(folder: Path, what: str = "run folder") -> IO[str]:
+    """Make `folder` this process's: an exclusive lock on folder/run.lock, held while the returned
+    file stays open (the system drops it when the process ends, however it ends), and the owner's
+    pid and host written in it. FileExistsError naming the owner when another process holds it."""
+    f = open(folder / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        owner = f.read().strip() or "another process"
+        f.close()
+        raise FileExistsError(f"{what} {folder} is in use by {owner}; wait until it ends or choose another "
+                              f"--run-name") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    return f
+
+
 def json_safe(value: Any) -> Any:
     """Arrays to lists and NaN to null, recursively, so that the file is strict JSON."""
     if isinstance(value, np.ndarray):
@@ -41,5 +91,11 @@ def json_safe(value: Any) -> Any:
 def write_json(obj: Any, path: Path) -> None:
     """Write `obj` as JSON through a temporary file and a rename (a reader never sees half a file)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(json_safe(obj), indent=2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(json_safe(obj), indent=2))
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full(path) from None
+        raise

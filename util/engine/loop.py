@@ -15,11 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from model.losses import check_finite
+from model.losses import check_finite, has_valid_pixel
 
 from .checkpoint import unwrap
 from .distributed import all_agree, all_reduce_sum
 from .metrics import ConfusionMatrix
+
+
+EMPTY_BATCHES = "batches_without_labels"  # the epoch's count of batches whose every pixel is ignored
 
 
 class Task(Protocol):
@@ -84,17 +87,23 @@ def train_one_epoch(model: nn.Module, task: Task, loader, optimizer: torch.optim
                     scaler: Optional[torch.amp.GradScaler], device: torch.device, cfg, epoch: int,
                     log: StepLog) -> tuple[dict[str, float], float]:
     """One pass over `loader` (at most cfg.max_steps_per_epoch steps); return the mean of each
-    loss term over every process's batches, and images per second."""
+    loss term over every process's batches, and images per second.
+
+    With a task that ignores a label (`task.ignore_index`), the means also hold EMPTY_BATCHES: how
+    many batches (all processes) had no pixel of another class, so no label loss and no gradient
+    from the labels."""
     model.train()
     in_channels = unwrap(model).in_channels
+    ignore_index = getattr(task, "ignore_index", None)
     sums: dict[str, torch.Tensor] = {}
-    n_batches, n_images, t0 = 0, 0, time.perf_counter()
+    n_batches, n_images, n_empty, t0 = 0, 0, 0, time.perf_counter()
     show = cfg.progress and log is not None and getattr(log, "is_main", True)
     bar = tqdm(loader, desc=f"epoch {epoch} train", disable=not show, leave=False, dynamic_ncols=True)
     for i, batch in enumerate(bar):
         if cfg.max_steps_per_epoch and i >= cfg.max_steps_per_epoch:
             break
         batch = to_device(batch, device, in_channels, cfg.channels_last)
+        n_empty += not has_valid_pixel(batch["label"], ignore_index)
         losses, out = train_step(model, task, batch, optimizer, device, cfg.amp, scaler,
                                  where=f"epoch {epoch} step {log.step}")
         log.step += 1
@@ -107,6 +116,8 @@ def train_one_epoch(model: nn.Module, task: Task, loader, optimizer: torch.optim
         log.after_step(losses, optimizer.param_groups[0]["lr"], batch, out)
     count = torch.tensor(float(max(n_batches, 1)), device=device)
     means = {k: (all_reduce_sum(v.clone()) / all_reduce_sum(count.clone())).item() for k, v in sums.items()}
+    if ignore_index is not None:
+        means[EMPTY_BATCHES] = int(all_reduce_sum(torch.tensor(float(n_empty), device=device)).item())
     return means, n_images / max(time.perf_counter() - t0, 1e-9)
 
 

@@ -29,16 +29,16 @@ from .checkpoint import (FORMAT, NETWORK_ROLE, TRAINER, VERSION, export_release,
                          unwrap)
 from .config import TrainConfig, describe
 from .distributed import Session, barrier, broadcast_object
-from .folders import new_run_dir, write_json
+from .folders import LOCK_FILE, DiskFullError, claim_folder, new_run_dir, write_json
 from .loaders import Data, split_loader
-from .loop import evaluate
+from .loop import EMPTY_BATCHES, evaluate
 from .metrics import format_report
 from .pictures import frame_panel, tb_image
 from ..data.info import MFNET, DatasetInfo
 
 CONFIG_FILE = "run.json"
 # What a run folder may hold before its first checkpoint: it is then safe to start it again.
-_OWN_FILES = {CONFIG_FILE, "tb", "best.pth"}
+_OWN_FILES = {CONFIG_FILE, "tb", "best.pth", LOCK_FILE}
 
 
 class RunStopped(RuntimeError):
@@ -77,8 +77,9 @@ class Run:
     """One training run: use `with open_run(...) as run:`; the log is closed on every exit path."""
 
     def __init__(self, cfg: TrainConfig, session: Session, network: str, role: str, folder: Path,
-                 checkpoint: Optional[dict], info: DatasetInfo = MFNET):
+                 checkpoint: Optional[dict], info: DatasetInfo = MFNET, claim=None):
         self.cfg, self.session, self.network, self.role, self.dir = cfg, session, network, role, folder
+        self._claim = claim  # the open run.lock that makes the folder this process's (main process)
         self.info = info
         self.checkpoint = checkpoint
         self.start_epoch, self.step, self.best, self.history = 0, 0, {"miou": -1.0, "epoch": 0}, []
@@ -155,7 +156,9 @@ class Run:
             save_atomic(state, self.dir / "last.pth")
             print(f"[{self.role}] epoch {epoch}/{self.cfg.epochs}  loss {losses.get('total', float('nan')):.4f}  "
                   f"val mIoU {100 * metrics['miou']:.2f}  mAcc {100 * metrics['macc']:.2f}  "
-                  f"{images_per_s:.1f} img/s  {record['seconds']:.0f}s" + ("  (best)" if is_best else ""), flush=True)
+                  f"{images_per_s:.1f} img/s  {record['seconds']:.0f}s" + ("  (best)" if is_best else "")
+                  + (f"  {losses[EMPTY_BATCHES]} batch(es) held only the ignored class "
+                     f"(no label loss from them)" if losses.get(EMPTY_BATCHES) else ""), flush=True)
         self._done_this_call += 1
         self._t_epoch = time.perf_counter()
 
@@ -218,10 +221,14 @@ class Run:
     def __exit__(self, kind, exc, tb) -> bool:
         if self.writer is not None:
             self.writer.close()
+        if self._claim is not None:
+            self._claim.close()
         if kind is KeyboardInterrupt:
             raise self._stopped("interrupted (Ctrl-C)", exit_code=130) from None
         if kind is FloatingPointError:
             raise self._stopped(f"training stopped: {exc}") from None
+        if kind is DiskFullError:
+            raise self._stopped(exc.strerror) from None
         return False
 
 
@@ -252,14 +259,23 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
             session.log(f"[{role}] {folder} holds no checkpoint yet: starting the run from scratch")
         else:
             folder = new_run_dir(cfg.runs_dir, cfg.run_name, role, " or continue it with --resume {path}")
-    folder = Path(broadcast_object(str(folder) if session.is_main else None))
+    claim, refused = None, None
+    if session.is_main:
+        try:
+            claim = claim_folder(folder)  # before anything in it is written
+        except FileExistsError as exc:
+            refused = str(exc)
+    folder, refused = broadcast_object((str(folder), refused) if session.is_main else None)
+    if refused:  # every process stops, none waits for the others
+        raise FileExistsError(refused)
+    folder = Path(folder)
     if session.is_main:
         remove_partial_writes(folder)
         if checkpoint is None:
             write_json({"network": network, "role": role, "config": cfg.to_dict()}, folder / CONFIG_FILE)
     barrier()
     session.log(f"[{role}] run folder {folder}  device {session.device}  processes {session.info.world_size}")
-    return Run(cfg, session, network, role, folder, checkpoint, info)
+    return Run(cfg, session, network, role, folder, checkpoint, info, claim)
 
 
 def saved_config(cls: type[TrainConfig], resume: str | Path) -> TrainConfig:

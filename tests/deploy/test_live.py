@@ -1,0 +1,188 @@
+"""Live sources (an MJPEG-over-HTTP stream served here on 127.0.0.1) and temporal smoothing."""
+import argparse
+import json
+import os
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import cv2
+import numpy as np
+import pytest
+
+import run_demo_student
+from util.deploy.smoothing import ProbabilityPredictor, smoothing_alpha
+
+DEMO = ["--no-progress", "--device", "cpu"]
+SERVE_SECONDS = 20.0  # a stream never outlives this
+
+
+@pytest.fixture
+def weights(tiny_student):
+    return tiny_student
+
+
+class MjpegServer:
+    """Serves `frames` JPEG frames of a moving ramp as multipart/x-mixed-replace (what IP cameras send),
+    `delay` seconds apart, then closes; `on_frame(i)` is called after frame i is sent."""
+
+    def __init__(self, frames, delay=0.0, on_frame=None):
+        jpegs = [cv2.imencode(".jpg", np.roll(np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1)), 3 * i, 1))[1]
+                 for i in range(frames)]
+        served = self.served = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                start = time.monotonic()
+                try:
+                    for i, jpg in enumerate(jpegs):
+                        if time.monotonic() - start > SERVE_SECONDS:
+                            break
+                        data = jpg.tobytes()
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                         % len(data) + data + b"\r\n")
+                        self.wfile.flush()
+                        served.append(i)
+                        if on_frame:
+                            on_frame(i)
+                        time.sleep(delay)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/thermal.mjpg"
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _run(weights, inp, out, *extra):
+    return run_demo_student.main(["--weights", str(weights), "--input", str(inp), "--runs-dir", str(out),
+                                  "--run-name", "r", *DEMO, *extra])
+
+
+def _frames(path):
+    cap, n = cv2.VideoCapture(str(path)), 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def test_what_counts_as_live(tmp_path, monkeypatch):
+    from util.deploy.live import is_live
+    monkeypatch.chdir(tmp_path)
+    assert is_live("0") and is_live("12") and is_live("rtsp://cam/1") and is_live("http://127.0.0.1:8/x.mjpg")
+    (tmp_path / "0").write_text("")
+    assert not is_live("0") and not is_live("video.mp4") and not is_live("-1")
+
+
+def test_opencv_opens_a_loopback_mjpeg_stream():
+    with MjpegServer(3) as server:
+        cap = cv2.VideoCapture(server.url, cv2.CAP_FFMPEG)
+        got = [cap.read()[1] for _ in range(3)]
+        cap.release()
+    assert all(f is not None and f.shape[:2] == (48, 64) for f in got)
+
+
+def test_stream_until_max_frames(weights, tmp_path):
+    with MjpegServer(8) as server:
+        summary = _run(weights, server.url, tmp_path / "out", "--max-frames", "5", "--save-labels")
+    out = tmp_path / "out" / "r"
+    assert len(summary["segmented"]) == 5 and summary["ended"] == "max-frames"
+    assert json.loads((out / "summary.json").read_text())["frames_read"] == 5
+    assert _frames(out / "live_overlay.mp4") == 5
+    assert sorted(p.name for p in (out / "labels").iterdir()) == [f"live_{i:06d}.png" for i in range(5)]
+
+
+def test_stream_end_is_the_end(weights, tmp_path):
+    with MjpegServer(4) as server:
+        summary = _run(weights, server.url, tmp_path / "out")
+    assert len(summary["segmented"]) == 4 and summary["ended"] == "end"
+
+
+def test_ctrl_c_ends_a_stream_cleanly(weights, tmp_path, monkeypatch):
+    """SIGINT once the 3rd frame has been read: the run stops before reading on, and everything is written."""
+    import util.deploy.recording as recording
+
+    def interrupted_after_3(*args):
+        for i, frame in enumerate(real(*args)):
+            yield frame
+            if i == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    real = recording.iter_live
+    monkeypatch.setattr(recording, "iter_live", interrupted_after_3)
+    before = signal.getsignal(signal.SIGINT)
+    with MjpegServer(200, delay=0.02) as server:
+        summary = _run(weights, server.url, tmp_path / "out", "--batch-size", "2")
+    out = tmp_path / "out" / "r"
+    written = json.loads((out / "summary.json").read_text())
+    assert written["ended"] == "interrupted" and written["frames_read"] == 3
+    assert _frames(out / "live_overlay.mp4") == written["video"]["frames_written"] == len(summary["segmented"]) == 3
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
+
+
+def test_unreachable_stream_is_one_line(weights, tmp_path, capsys):
+    with MjpegServer(1) as server:
+        url = server.url.replace("thermal", "x")
+    with pytest.raises(SystemExit):  # the server is gone: nothing listens on the port
+        _run(weights, url, tmp_path / "out")
+    assert capsys.readouterr().err.strip() == (
+        f"error: --input {url}: cannot open the stream (OpenCV could not connect or decode it)")
+    assert not (tmp_path / "out").exists()
+
+
+# --- temporal smoothing ----------------------------------------------------------------------------
+
+class FixedLogits:
+    """A segmenter returning the next of `logits` (each (C, h, w)) per frame."""
+    height, width, name = 2, 2, "fixed"
+
+    def __init__(self, logits):
+        self.logits, self.n_class, self.i = logits, logits[0].shape[0], 0
+
+    def __call__(self, x):
+        out = np.stack(self.logits[self.i:self.i + len(x)])
+        self.i += len(x)
+        return out
+
+
+def test_exponential_moving_average_by_hand():
+    a = np.zeros((2, 2, 2), np.float32)
+    a[0] = np.log(3.0)  # softmax: class 0 with p = 0.75 everywhere
+    b = a[::-1].copy()  # class 1 with p = 0.75
+    pred = ProbabilityPredictor(FixedLogits([a, b, b, b]), alpha=0.6, confidence=True)
+    got = [pred([np.zeros((2, 2), np.float32)])[0] for _ in range(4)]
+    # p(class 1): 0.25, then 0.6 * 0.25 + 0.4 * 0.75 = 0.45, then 0.57, then 0.642
+    assert [int(lab[0, 0]) for lab, _ in got] == [0, 0, 1, 1]
+    assert [int(c[0, 0]) for _, c in got] == [round(0.75 * 255), round(0.55 * 255), round(0.57 * 255),
+                                                round(0.642 * 255)]
+    plain = ProbabilityPredictor(FixedLogits([a, b]), alpha=0.0)
+    assert [int(plain([np.zeros((3, 5), np.float32)])[0][2, 4]) for _ in range(2)] == [0, 1]
+
+
+def test_smoothing_option(weights, tmp_path, capsys):
+    assert smoothing_alpha("0.5") == 0.5 and smoothing_alpha("0") == 0.0
+    for bad in ("1", "-0.1", "nan", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"expected a number in \[0, 1\)"):
+            smoothing_alpha(bad)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"f{i}.png"), np.roll(np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1)), i, 1))
+    plain = _run(weights, folder, tmp_path / "a")
+    smooth = _run(weights, folder, tmp_path / "b", "--temporal-smoothing", "0.0001")
+    assert [s["class_pixels"] for s in plain["segmented"]] == [s["class_pixels"] for s in smooth["segmented"]]

@@ -1,0 +1,342 @@
+"""ROS bags in and out (run_demo_student.py --input BAG, python -m util.convert rosbag): bags written
+here with rosbags' writers (ROS 1, ROS 2 sqlite3 and MCAP), read back with its readers."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+from rosbags.rosbag1 import Reader as Reader1, Writer as Writer1
+from rosbags.rosbag2 import Reader as Reader2, StoragePlugin, Writer as Writer2
+from rosbags.typesys import Stores, get_typestore
+
+import run_demo_student
+from util.deploy.rosbag import image_pixels
+
+DEMO = ["--no-progress", "--device", "cpu"]
+KINDS = ["ros1", "sqlite3", "mcap"]
+H, W = 12, 16
+
+
+@pytest.fixture
+def weights(tiny_student):
+    return tiny_student
+
+
+def _store(kind):
+    return get_typestore(Stores.ROS1_NOETIC if kind == "ros1" else Stores.ROS2_HUMBLE)
+
+
+def _header(store, i, frame_id="thermal_optical"):
+    fields = store.types["std_msgs/msg/Header"].__dataclass_fields__
+    stamp = store.types["builtin_interfaces/msg/Time"](sec=100 + i, nanosec=1000 * i + 7)
+    return store.types["std_msgs/msg/Header"](**({"seq": i} if "seq" in fields else {}), stamp=stamp,
+                                              frame_id=frame_id)
+
+
+def raw_image(store, i, pixels, encoding, bigendian=False, pad=0, frame_id="thermal_optical"):
+    """A sensor_msgs/Image of `pixels` with `pad` bytes of padding after each row."""
+    dt = pixels.dtype.newbyteorder(">" if bigendian else "<")
+    rows = np.ascontiguousarray(pixels.astype(dt)).view(np.uint8).reshape(pixels.shape[0], -1)
+    rows = np.concatenate([rows, np.full((rows.shape[0], pad), 0xAB, np.uint8)], axis=1)
+    return store.types["sensor_msgs/msg/Image"](
+        header=_header(store, i, frame_id), height=pixels.shape[0], width=pixels.shape[1], encoding=encoding,
+        is_bigendian=int(bigendian), step=rows.shape[1], data=rows.ravel())
+
+
+def compressed_image(store, i, pixels, ext, frame_id="thermal_optical"):
+    data = np.frombuffer(cv2.imencode(ext, pixels)[1].tobytes(), np.uint8)
+    return store.types["sensor_msgs/msg/CompressedImage"](header=_header(store, i, frame_id),
+                                                          format=ext[1:], data=data)
+
+
+def receive_time(i):
+    return 10**9 * (i + 1) + 123
+
+
+def write_bag(path, kind, streams):
+    """streams: {topic: [messages]}; message i of each topic is received at receive_time(i)."""
+    store = _store(kind)
+    if kind == "ros1":
+        writer = Writer1(path.with_suffix(".bag"))
+    else:
+        storage = StoragePlugin.MCAP if kind == "mcap" else StoragePlugin.SQLITE3
+        writer = Writer2(path, version=9, storage_plugin=storage)
+    with writer:
+        for topic, msgs in streams.items():
+            conn = writer.add_connection(topic, msgs[0].__msgtype__, typestore=store)
+            for i, msg in enumerate(msgs):
+                raw = store.serialize_ros1(msg, msg.__msgtype__) if kind == "ros1" else store.serialize_cdr(
+                    msg, msg.__msgtype__)
+                writer.write(conn, receive_time(i), raw)
+    return writer.path
+
+
+def read_bag(path):
+    """{topic: [(receive time, message)]} of a bag written by either writer."""
+    ros2 = path.is_dir()
+    store = _store("ros2" if ros2 else "ros1")
+    out = {}
+    with (Reader2 if ros2 else Reader1)(path) as reader:
+        for conn, t, raw in reader.messages():
+            msg = store.deserialize_cdr(raw, conn.msgtype) if ros2 else store.deserialize_ros1(raw, conn.msgtype)
+            out.setdefault(conn.topic, []).append((t, msg))
+    return out
+
+
+def thermal16(i):
+    rng = np.random.default_rng(i)
+    return (20000 + 100 * i + rng.integers(0, 3000, (H, W))).astype(np.uint16)
+
+
+def _run(weights, inp, out, *extra):
+    return run_demo_student.main(["--weights", str(weights), "--input", str(inp), "--runs-dir", str(out),
+                                  "--run-name", "r", *DEMO, *extra])
+
+
+def _stamp(msg):
+    return msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id
+
+
+# --- pixels -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("encoding,dtype,bigendian,pad", [
+    ("mono8", np.uint8, False, 3), ("8UC1", np.uint8, True, 0), ("mono16", np.uint16, True, 5),
+    ("16UC1", np.uint16, False, 2), ("32FC1", np.float32, False, 4), ("32FC1", np.float32, True, 0)])
+def test_raw_image_pixels_exact(encoding, dtype, bigendian, pad):
+    store = _store("ros2")
+    pixels = (np.arange(H * W).reshape(H, W) * 37 % 251).astype(dtype) * (3 if dtype != np.uint8 else 1)
+    got = image_pixels(raw_image(store, 0, pixels, encoding, bigendian, pad))
+    assert got.dtype == np.dtype(dtype) and got.dtype.isnative
+    np.testing.assert_array_equal(got, pixels)
+
+
+def test_raw_image_refusals():
+    store = _store("ros2")
+    msg = raw_image(store, 0, np.zeros((H, W, 3), np.uint8).reshape(H, W * 3), "rgb8")
+    msg.width = W
+    with pytest.raises(ValueError, match=r"encoding 'rgb8' is not single-channel thermal \(expected mono8"):
+        image_pixels(msg)
+    short = raw_image(store, 0, np.zeros((H, W), np.uint16), "mono16", pad=2)
+    short.data = short.data[:-40]
+    with pytest.raises(ValueError, match=f"a {W}x{H} mono16 image needs rows of at least {2 * W} bytes"):
+        image_pixels(short)
+
+
+# --- run_demo_student.py --input BAG -------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bag_in_bag_out(weights, tmp_path, capsys, kind):
+    store = _store(kind)
+    thermal = [raw_image(store, i, thermal16(i), "mono16", bigendian=True, pad=4) for i in range(5)]
+    thermal[2] = raw_image(store, 2, thermal16(2), "mono16", pad=4)
+    thermal[2].data = thermal[2].data[:10]  # damaged message: skipped, the others go on
+    colour = [raw_image(store, i, np.zeros((H, W * 3), np.uint8), "rgb8", frame_id="rgb") for i in range(5)]
+    for m in colour:
+        m.width = W
+    bag = write_bag(tmp_path / "drive", kind, {"/rgb/image": colour, "/thermal/image_raw": thermal})
+    summary = _run(weights, bag, tmp_path / "out", "--confidence", "--thermal-range", "20000", "24000")
+    out = tmp_path / "out" / "r"
+    assert summary["frames_read"] == 5 and len(summary["segmented"]) == 4
+    assert "message 2" in summary["skipped"][0]["reason"] and "needs rows" in summary["skipped"][0]["reason"]
+    assert summary["bag"]["topic"] == "/thermal/image_raw" and summary["bag"]["damage"] is None
+    written = json.loads((out / "summary.json").read_text())["bag"]["written"]
+    assert written == {"/cekd/labels": 4, "/cekd/overlay": 4, "/cekd/confidence": 4}
+    result = (out / "drive_cekd.bag") if kind == "ros1" else (out / "drive_cekd")
+    if kind != "ros1":
+        assert next(result.glob("*.mcap" if kind == "mcap" else "*.db3"))
+    got = read_bag(result)
+    assert set(got) == set(written)
+    kept = [0, 1, 3, 4]
+    for topic, encoding in (("/cekd/labels", "mono8"), ("/cekd/overlay", "rgb8"), ("/cekd/confidence", "mono8")):
+        assert [t for t, _ in got[topic]] == [receive_time(i) for i in kept]
+        assert [_stamp(m) for _, m in got[topic]] == [_stamp(thermal[i]) for i in kept]
+        assert {(m.encoding, m.height, m.width) for _, m in got[topic]} == {(encoding, H, W)}
+    labels = np.stack([np.asarray(m.data).reshape(H, W) for _, m in got["/cekd/labels"]])
+    assert labels.max() < 9
+    conf = np.stack([np.asarray(m.data).reshape(H, W) for _, m in got["/cekd/confidence"]])
+    assert conf.min() >= 255 // 9  # a max probability is at least 1/9
+    assert summary["video"]["frames_written"] == 5 and summary["video"]["black_placeholders"] == 1
+    assert summary["video"]["fps"] == pytest.approx(1.0)  # messages received 1 s apart
+    assert "ROS" in capsys.readouterr().out
+
+
+def test_compressed_topics_and_topic_choice(weights, tmp_path, capsys):
+    store = _store("ros1")
+    frames = [thermal16(i) for i in range(3)]
+    png = [compressed_image(store, i, f, ".png") for i, f in enumerate(frames)]
+    jpeg = [compressed_image(store, i, (f // 256).astype(np.uint8), ".jpg") for i, f in enumerate(frames)]
+    floats = [raw_image(store, i, f.astype(np.float32) / 100, "32FC1", pad=8) for i, f in enumerate(frames)]
+    bag = write_bag(tmp_path / "cams", "ros1", {"/a/png": png, "/b/jpeg": jpeg, "/c/float": floats})
+    with pytest.raises(SystemExit):
+        _run(weights, bag, tmp_path / "out")
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --input {bag}: several single-channel image topics: /a/png, /b/jpeg, /c/float; pass --topic"
+    with pytest.raises(SystemExit):
+        _run(weights, bag, tmp_path / "out", "--topic", "/nope")
+    assert capsys.readouterr().err.strip() == (
+        f"error: --topic /nope: not an image topic of {bag}; image topics: /a/png (CompressedImage), "
+        f"/b/jpeg (CompressedImage), /c/float (Image)")
+    assert not (tmp_path / "out").exists()
+    # a 16-bit PNG and a float topic give the same labels (min-max scaling of the same values)
+    a = _run(weights, bag, tmp_path / "o1", "--topic", "/a/png")
+    c = _run(weights, bag, tmp_path / "o2", "--topic", "/c/float", "--max-frames", "2")
+    assert len(a["segmented"]) == 3 and a["ended"] == "end"
+    assert len(c["segmented"]) == 2 and c["ended"] == "max-frames"
+    la, lc = (read_bag(tmp_path / o / "r" / "cams_cekd.bag")["/cekd/labels"] for o in ("o1", "o2"))
+    assert [bytes(m.data) for _, m in la[:2]] == [bytes(m.data) for _, m in lc]
+    j = _run(weights, bag, tmp_path / "o3", "--topic", "/b/jpeg", "--topic-prefix", "/robot/seg")
+    assert set(read_bag(tmp_path / "o3" / "r" / "cams_cekd.bag")) == {"/robot/seg/labels", "/robot/seg/overlay"}
+    assert len(j["segmented"]) == 3
+
+
+def test_truncated_ros1_bag_keeps_the_frames_before_the_damage(weights, tmp_path, capsys):
+    store = _store("ros1")
+    frames = [raw_image(store, i, thermal16(i), "mono16", pad=2) for i in range(6)]
+    whole = write_bag(tmp_path / "whole", "ros1", {"/thermal": frames}).read_bytes()
+    ends = [whole.find(bytes(f.data)) + len(f.data) for f in frames]
+    cut = ends[3] - 5  # in the middle of message 3
+    (tmp_path / "cut.bag").write_bytes(whole[:cut])
+    kept = sum(end <= cut for end in ends)
+    assert kept == 3 and min(ends) > 4096
+    summary = _run(weights, tmp_path / "cut.bag", tmp_path / "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: {tmp_path / 'cut.bag'}: index unreadable")
+    assert f"the {kept} frame(s) before it were read" in err[0]
+    assert len(summary["segmented"]) == kept and summary["bag"]["damage"]
+    got = read_bag(tmp_path / "out" / "r" / "cut_cekd.bag")["/cekd/labels"]
+    assert [_stamp(m) for _, m in got] == [_stamp(f) for f in frames[:kept]]
+
+
+def test_bag_only_options_refused_elsewhere(weights, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(SystemExit):
+        _run(weights, tmp_path / "a.png", tmp_path / "out", "--max-frames", "3", "--confidence")
+    assert capsys.readouterr().err.strip() == (
+        f"error: --confidence, --max-frames: only with a ROS bag or live --input (got {tmp_path / 'a.png'})")
+    with pytest.raises(SystemExit):
+        _run(weights, tmp_path / "a.png", tmp_path / "out", "--max-frames", "0")
+    assert "--max-frames: expected an integer of at least 1, got '0'" in capsys.readouterr().err
+
+
+# --- python -m util.convert rosbag: an unlabeled set ------------------------------------------------
+
+def _stamped(msg, store, sec, nanosec):
+    msg.header = store.types["std_msgs/msg/Header"](
+        **({"seq": 0} if "seq" in store.types["std_msgs/msg/Header"].__dataclass_fields__ else {}),
+        stamp=store.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=msg.header.frame_id)
+    return msg
+
+
+def _rgb(i):
+    rng = np.random.default_rng(100 + i)
+    return rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+def _paired_bag(tmp_path, kind):
+    """5 thermal frames (mono16) at t_i = 100 + 0.1 i s; RGB (bgr8, padded) 5 ms later, but 50 ms for frame 3."""
+    store = _store(kind)
+    thermal = [_stamped(raw_image(store, i, thermal16(i), "mono16", pad=2), store, 100, i * 10**8) for i in range(5)]
+    rgb = []
+    for i in range(5):
+        bgr = _rgb(i)[:, :, ::-1].reshape(H, W * 3)
+        msg = raw_image(store, i, bgr, "bgr8", pad=3, frame_id="rgb")
+        msg.width = W
+        rgb.append(_stamped(msg, store, 100, i * 10**8 + (50 if i == 3 else 5) * 10**6))
+    return write_bag(tmp_path / "pairs", kind, {"/rgb": rgb, "/thermal": thermal})
+
+
+def _convert(*args):
+    from util.data.rosbag_set import main
+    return main([str(a) for a in args])
+
+
+@pytest.mark.parametrize("kind", ["ros1", "mcap"])
+def test_convert_rosbag_pairs_by_stamp(tmp_path, capsys, kind):
+    from util.data.convert import percentile_range, scale_raw_thermal
+    bag = _paired_bag(tmp_path, kind)
+    dst = tmp_path / "set"
+    topics = ["--rgb-topic", "/rgb", "--thermal-topic", "/thermal"]
+    assert _convert(bag, dst, *topics, "--raw-range", "20000", "24000") == 0
+    assert "4 RGB-thermal pairs written; 1 thermal frame(s) without an RGB frame within 20 ms dropped" in \
+        capsys.readouterr().out
+    names = [f"pairs_{i:06d}" for i in (0, 1, 2, 4)]
+    assert (dst / "train.txt").read_text().split() == names
+    assert sorted(p.name for p in dst.iterdir()) == ["convert.json", "dataset.json", "images", "train.txt"]
+    assert json.loads((dst / "dataset.json").read_text()) == {"name": "pairs", "unlabeled": True,
+                                                              "thermal_range": [20000.0, 24000.0]}
+    for name, i in zip(names, (0, 1, 2, 4)):
+        bgra = cv2.imread(str(dst / "images" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(bgra[:, :, 2::-1], _rgb(i))  # R, G, B as stored
+        np.testing.assert_array_equal(bgra[:, :, 3], scale_raw_thermal(thermal16(i), 20000, 24000))
+    record = json.loads((dst / "convert.json").read_text())
+    assert record["dropped_outside_max_dt"] == 1 and record["written"] == 4
+    # a wider window keeps frame 3; a homography shifts RGB by 2 pixels; the old set is replaced
+    (tmp_path / "h.txt").write_text("1 0 2\n0 1 0\n0 0 1\n")
+    assert _convert(bag, dst, "--rgb-topic", "/rgb", "--thermal-topic", "/thermal", "--max-dt-ms", "60",
+                    "--homography", tmp_path / "h.txt", "--overwrite") == 0
+    assert len((dst / "train.txt").read_text().split()) == 5
+    bgra = cv2.imread(str(dst / "images" / "pairs_000003.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(bgra[:, 2:, 2::-1], _rgb(3)[:, :-2])
+    assert (bgra[:, :2, :3] == 0).all()
+    hist = np.bincount(np.concatenate([thermal16(i).ravel() for i in range(5)]), minlength=65536)
+    assert json.loads((dst / "dataset.json").read_text())["thermal_range"] == list(percentile_range(hist))
+
+
+def test_convert_rosbag_refusals(tmp_path, capsys):
+    bag = _paired_bag(tmp_path, "ros1")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "mine.txt").write_text("x")
+    cases = [
+        (["--rgb-topic", "/rgb", "--thermal-topic", "/thermal"], tmp_path / "busy",
+         f"error: {tmp_path / 'busy'}: not empty and not written by this converter (no valid convert.json); "
+         f"choose another DST"),
+        (["--rgb-topic", "/rgbx", "--thermal-topic", "/thermal"], tmp_path / "new",
+         f"error: --rgb-topic /rgbx: not an image topic of {bag}; image topics: /rgb (Image), /thermal (Image)"),
+        (["--rgb-topic", "/rgb", "--thermal-topic", "/thermal", "--max-dt-ms", "1"], tmp_path / "new",
+         f"error: {bag}: no thermal frame of /thermal has an RGB frame of /rgb within 1 ms (5 dropped, "
+         f"0 unreadable); nothing was written"),
+    ]
+    for extra, dst, line in cases:
+        assert _convert(bag, dst, *extra) == 1
+        assert capsys.readouterr().err.strip() == line
+    assert not (tmp_path / "new").exists() and (tmp_path / "busy" / "mine.txt").read_text() == "x"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_convert_command_dispatches_rosbag(tmp_path, monkeypatch):
+    import runpy
+    bag = _paired_bag(tmp_path, "sqlite3")
+    monkeypatch.setattr("sys.argv", ["util.convert", "rosbag", str(bag), str(tmp_path / "set"), "--rgb-topic", "/rgb",
+                                     "--thermal-topic", "/thermal"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_module("util.convert", run_name="__main__")
+    assert stop.value.code == 0 and len((tmp_path / "set" / "train.txt").read_text().split()) == 4
+
+
+def test_truncated_mcap_bag_keeps_the_frames_before_the_damage(weights, tmp_path, capsys):
+    store = _store("mcap")
+    frames = [raw_image(store, i, thermal16(i), "mono16", pad=2) for i in range(6)]
+    bag = write_bag(tmp_path / "rec", "mcap", {"/thermal": frames})
+    storage = next(bag.glob("*.mcap"))
+    whole = storage.read_bytes()
+    ends = [whole.find(bytes(f.data)) + len(f.data) for f in frames]
+    storage.write_bytes(whole[:ends[4] - 5])  # in the middle of message 4
+    summary = _run(weights, bag, tmp_path / "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: {bag}: index unreadable (File end magic is invalid.)")
+    assert "the 4 frame(s) before it were read" in err[0]
+    got = read_bag(tmp_path / "out" / "r" / "rec_cekd")["/cekd/labels"]
+    assert [_stamp(m) for _, m in got] == [_stamp(f) for f in frames[:4]] and len(summary["segmented"]) == 4
+    assert [t for t, _ in got] == [receive_time(i) for i in range(4)]
+
+
+def test_unreadable_sqlite_bag_is_one_line(weights, tmp_path, capsys):
+    store = _store("sqlite3")
+    bag = write_bag(tmp_path / "rec", "sqlite3", {"/thermal": [raw_image(store, 0, thermal16(0), "mono16")]})
+    storage = next(bag.glob("*.db3"))
+    storage.write_bytes(storage.read_bytes()[:len(storage.read_bytes()) // 2])
+    with pytest.raises(SystemExit):
+        _run(weights, bag, tmp_path / "out")
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --input {bag}: cannot read the bag (") and "\n" not in err
+    assert not (tmp_path / "out").exists()
