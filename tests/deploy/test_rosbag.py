@@ -340,3 +340,188 @@ def test_unreadable_sqlite_bag_is_one_line(weights, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: --input {bag}: cannot read the bag (") and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+# --- ROS 2 CompressedImage, storage failing partway, nothing written outside the run folder ----------
+
+def _tree(root):
+    """{path: (size, mtime_ns)} of every file under root."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", ["sqlite3", "mcap"])
+def test_ros2_compressed_topics(weights, tmp_path, kind):
+    store = _store(kind)
+    frames = [thermal16(i) for i in range(3)]
+    png = [compressed_image(store, i, f, ".png", frame_id=f"png{i}") for i, f in enumerate(frames)]
+    raw = [raw_image(store, i, f, "mono16", pad=2) for i, f in enumerate(frames)]
+    jpeg = [compressed_image(store, i, (f // 256).astype(np.uint8), ".jpg") for i, f in enumerate(frames)]
+    bag = write_bag(tmp_path / "cams", kind, {"/png": png, "/raw": raw, "/jpeg": jpeg})
+    before = _tree(tmp_path)
+    runs = {t: _run(weights, bag, tmp_path / "out", "--topic", t, "--run-name", t.strip("/"))
+            for t in ("/png", "/raw", "/jpeg")}
+    assert {p: v for p, v in _tree(tmp_path).items() if tmp_path / "out" not in p.parents} == before
+    assert all(len(s["segmented"]) == 3 and s["bag"]["message_type"].endswith(t) for s, t in
+               zip(runs.values(), ("CompressedImage", "Image", "CompressedImage")))
+    got = {t: read_bag(tmp_path / "out" / t.strip("/") / "cams_cekd")["/cekd/labels"] for t in runs}
+    assert [_stamp(m) for _, m in got["/png"]] == [_stamp(m) for m in png]
+    assert [t for t, _ in got["/jpeg"]] == [receive_time(i) for i in range(3)]
+    # a 16-bit PNG holds the raw frame exactly: the same labels as the mono16 topic
+    assert [bytes(m.data) for _, m in got["/png"]] == [bytes(m.data) for _, m in got["/raw"]]
+    assert max(np.asarray(m.data).max() for _, m in got["/jpeg"]) < 9
+
+
+def test_sqlite_error_partway_keeps_the_frames_before(weights, tmp_path, capsys):
+    """Message 3 spans several sqlite overflow pages; one page's link is broken, so the query fails there."""
+    store = _store("sqlite3")
+    frames = [raw_image(store, i, (np.arange(96 * 64).reshape(96, 64) * (i + 3) % 65000).astype(np.uint16),
+                        "mono16") for i in range(6)]
+    bag = write_bag(tmp_path / "rec", "sqlite3", {"/thermal": frames})
+    db = next(bag.glob("*.db3"))
+    whole = bytearray(db.read_bytes())
+    page = int.from_bytes(whole[16:18], "big")
+    at = whole.find(bytes(frames[3].data)[page:page + 64]) // page * page  # an overflow page of message 3
+    assert at > 0 and whole[at:at + 4] != bytes(4)  # not the last page of its chain
+    whole[at:at + 4] = (0x7FFFFFF0).to_bytes(4, "big")  # its link to the next page
+    db.write_bytes(bytes(whole))
+    summary = _run(weights, bag, tmp_path / "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: {bag}: storage unreadable after some messages (database disk image is malformed); "
+                   f"the 3 frame(s) before it were read"]
+    assert len(summary["segmented"]) == 3 and summary["bag"]["written"]["/cekd/labels"] == 3
+    got = read_bag(tmp_path / "out" / "r" / "rec_cekd")["/cekd/labels"]
+    assert [_stamp(m) for _, m in got] == [_stamp(f) for f in frames[:3]]
+
+
+def test_failed_run_leaves_no_half_written_bag(weights, tmp_path, monkeypatch):
+    from util.deploy.rosbag import BagWriter
+    store = _store("ros1")
+    bag = write_bag(tmp_path / "rec", "ros1", {"/t": [raw_image(store, i, thermal16(i), "mono16") for i in range(3)]})
+    write = BagWriter.write
+
+    def fail_on_second(self, frame, *args):
+        if sum(self.written.values()):
+            raise RuntimeError("disk full")
+        write(self, frame, *args)
+
+    monkeypatch.setattr(BagWriter, "write", fail_on_second)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _run(weights, bag, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "r").iterdir()) == ["rec_overlay.mp4"]
+
+
+# --- sizes from untrusted fields ----------------------------------------------------------------------
+
+def test_raw_image_sizes_come_from_the_data(tmp_path):
+    import tracemalloc
+    store = _store("ros2")
+    one_row = raw_image(store, 0, np.arange(W, dtype=np.uint16)[None], "mono16")
+    one_row.step = 2**32 - 1  # one row: its step is never used to size anything
+    tracemalloc.start()
+    got = image_pixels(one_row)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(got, np.arange(W)[None])
+    assert peak < 1 << 20
+    absurd = raw_image(store, 0, np.zeros((H, W), np.uint16), "mono16")
+    absurd.height = absurd.width = 2**32 - 1
+    with pytest.raises(ValueError, match=r"^a 4294967295x4294967295 mono16 image needs rows of at least "
+                                         r"8589934590 bytes and .* bytes, got step 32 and 384 bytes$"):
+        image_pixels(absurd)
+
+
+def _png_declaring(width, height):
+    import struct
+    import zlib
+    png = bytearray(cv2.imencode(".png", np.zeros((4, 4), np.uint16))[1].tobytes())
+    png[16:24] = struct.pack(">II", width, height)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))  # a valid IHDR
+    return png
+
+
+def test_compressed_image_declaring_a_huge_picture_is_refused():
+    from util.deploy.rosbag import compressed_pixels, declared_size
+    store = _store("ros1")
+    msg = compressed_image(store, 0, np.zeros((4, 4), np.uint8), ".png")
+    msg.data = np.frombuffer(bytes(_png_declaring(20000, 20000)), np.uint8)
+    with pytest.raises(ValueError, match=r"^the PNG image declares 20000x20000 pixels, more than the 67108864 "
+                                         r"accepted$"):
+        compressed_pixels(msg, "t")
+    jpeg = bytearray(cv2.imencode(".jpg", np.zeros((9, 11), np.uint8))[1].tobytes())
+    assert declared_size(bytes(jpeg), "jpeg") == (11, 9)
+    sof = jpeg.find(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = (30000).to_bytes(2, "big") * 2
+    msg.data = np.frombuffer(bytes(jpeg), np.uint8)
+    with pytest.raises(ValueError, match=r"^the JPEG image declares 30000x30000 pixels"):
+        compressed_pixels(msg, "t")
+
+
+def test_chunks_are_inflated_no_further_than_declared():
+    import lz4.frame
+    from util.deploy.rosbag import MAX_CHUNK_BYTES, _inflate
+    bomb = lz4.frame.compress(bytes(10 << 20))  # 10 MiB of zeros in a few KiB
+    assert len(bomb) < 100_000 and _inflate(bomb, "lz4", 1000) == bytes(1000)
+    with pytest.raises(ValueError, match=f"^the chunk declares {MAX_CHUNK_BYTES + 1} bytes uncompressed, more than "
+                                         f"the {MAX_CHUNK_BYTES} accepted$"):
+        _inflate(bomb, "lz4", MAX_CHUNK_BYTES + 1)
+
+
+def _indexless_ros1(tmp_path, count):
+    """A ROS 1 bag of `count` 8 KiB messages in chunks of about two, cut before its index."""
+    store = _store("ros1")
+    frames = [raw_image(store, i, np.tile(thermal16(i), (6, 4))[:64, :64], "mono16") for i in range(count)]
+    path = tmp_path / "long.bag"
+    with Writer1(path) as writer:
+        writer.chunk_threshold = 10_000
+        conn = writer.add_connection("/t", frames[0].__msgtype__, typestore=store)
+        for i, f in enumerate(frames):
+            writer.write(conn, receive_time(i), store.serialize_ros1(f, f.__msgtype__))
+    whole = path.read_bytes()
+    end = whole.find(bytes(frames[-1].data)) + len(frames[-1].data) + 1
+    path.write_bytes(whole[:end])
+    return path, frames
+
+
+def test_damaged_bag_is_streamed_not_held(tmp_path):
+    import tracemalloc
+    from util.deploy.rosbag import BagSource
+    path, _ = _indexless_ros1(tmp_path, 40)
+    source = BagSource.open(path)
+    assert source.salvage
+    tracemalloc.start()
+    count = 0
+    for time_ns, raw in source.messages("/t"):
+        count += 1
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 40 and peak < 100_000  # the messages take 40 x 8 KiB = 320 KiB
+    assert source.damage.startswith("index unreadable") and "; damaged at byte" in source.damage
+
+
+def _ros1_records(whole):
+    """(start, op, where its data length is) of each top-level record of a ROS 1 bag."""
+    pos = len(b"#ROSBAG V2.0\n")
+    while pos + 4 <= len(whole):
+        header_len = int.from_bytes(whole[pos:pos + 4], "little")
+        header = whole[pos + 4:pos + 4 + header_len]
+        at = pos + 4 + header_len
+        yield pos, header[header.find(b"op=") + 3], at
+        pos = at + 4 + int.from_bytes(whole[at:at + 4], "little")
+
+
+def test_absurd_record_size_in_a_damaged_bag(tmp_path):
+    import tracemalloc
+    from util.deploy.rosbag import Scan, scan_ros1
+    path, _ = _indexless_ros1(tmp_path, 6)
+    whole = bytearray(path.read_bytes())
+    s, length_at = [(start, at) for start, op, at in _ros1_records(whole) if op == 5][1]  # the 2nd chunk
+    whole[length_at:length_at + 4] = (0xFFFFFFF0).to_bytes(4, "little")  # its data length
+    path.write_bytes(bytes(whole))
+    scan = Scan()
+    tracemalloc.start()
+    got = list(scan_ros1(path, scan, "/t"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # the chunk's records end where its header says: its messages count, what follows it does not
+    assert [t for t, _ in got] == [receive_time(i) for i in range(4)] and peak < 1 << 20
+    assert scan.damage == f"damaged at byte {s} (the record is cut short)"

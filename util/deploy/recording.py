@@ -176,6 +176,10 @@ def segment_recording(segmenter: Segmenter, recording: Recording, out_dir: Path,
         with StopOnCtrlC() as stop:
             frames = bounded(recording.frames(thermal_range), args.max_frames, stop, ending)
             speed = segment_stream(segmenter, frames, emit, args.batch_size, recording.total(), show, predict)
+    except BaseException:  # an error or a second Ctrl-C: no half-written bag is left in the run folder
+        if writer is not None:
+            writer.abort()
+        raise
     finally:
         video.close()
         recording.close()

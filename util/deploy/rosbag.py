@@ -12,13 +12,13 @@ scaling rules of frames.py (8-bit: value / 255; 16-bit and float: per-frame min-
 ``--thermal-range``).
 
 A ROS 1 bag or an MCAP file whose index is missing or damaged (a recording cut short, a truncated
-copy) is read record by record from the start instead, up to the damage (scan_ros1, scan_mcap:
-their messages of the topic are then held in memory); the damage is reported in one line and the
-frames before it are kept. Storage that fails while being read keeps the messages read before
+copy) is read record by record from the start instead, up to the damage (scan_ros1, scan_mcap,
+streamed); the damage is reported in one line and the frames before it are kept. Storage that fails while being read keeps the messages read before
 the error, reported the same way; an sqlite3 file that cannot be opened stops with one line.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -41,6 +41,7 @@ COLOUR_ENCODINGS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4,
                     "bgra8": (4, (2, 1, 0)), "mono8": (1, ())}
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg"}
 DEFAULT_PREFIX = "/cekd"
+MAX_COMPRESSED_PIXELS = 1 << 26  # 8192 x 8192: far above any thermal or RGB camera
 
 
 class BagError(ValueError):
@@ -124,7 +125,10 @@ class BagSource:
             self.salvage = True  # e.g. "Bag index looks damaged" after a truncation
             self.index_problem = f"index unreadable ({_words(exc)})"
             self.damage = self.index_problem
-            conns = [(c["topic"], c["msgtype"], c["digest"], 0) for c in self._scan(None).connections.values()]
+            scan = Scan()
+            for _ in self._scan(scan, None):  # no topic: reads the connections only
+                pass
+            conns = [(c["topic"], c["msgtype"], c["digest"], 0) for c in scan.connections.values()]
         topics: dict[str, Topic] = {}
         for name, msgtype, digest, count in conns:
             ok = msgtype in IMAGE_TYPES and _digest_ok(store, msgtype, digest, self.ros2)
@@ -136,8 +140,8 @@ class BagSource:
     def messages(self, topic: str) -> Iterator[tuple[int, bytes]]:
         """(receive time ns, serialized message) of `topic` in recording order; stops at damage (see `damage`)."""
         if self.salvage:
-            scan = self._scan(topic)
-            yield from scan.messages
+            scan = Scan()
+            yield from self._scan(scan, topic)
             self.damage = self.index_problem + (f"; {scan.damage}" if scan.damage else "")
             return
         try:
@@ -148,11 +152,11 @@ class BagSource:
         except Exception as exc:  # any storage error of an untrusted bag: keep what came before it
             self.damage = f"storage unreadable after some messages ({_words(exc)})"
 
-    def _scan(self, topic: Optional[str]) -> "Scan":
+    def _scan(self, scan: "Scan", topic: Optional[str]) -> Iterator[tuple[int, bytes]]:
         if not self.ros2:
-            return scan_ros1(self.path, topic, self.what)
+            return scan_ros1(self.path, scan, topic, self.what)
         files = sorted(self.path.glob("*.mcap"))
-        return scan_mcap(files[0], topic, self.what)
+        return scan_mcap(files[0], scan, topic, self.what)
 
     def deserialize(self, raw: bytes, msgtype: str):
         store = _typestore(self.ros2)
@@ -175,30 +179,70 @@ def _digest_ok(store, msgtype: str, digest: str, ros2: bool) -> bool:
 
 
 # --- record-by-record reading of ROS 1 (format 2.0) and MCAP files without a usable index --------
+# Streamed: only the chunk being read is held in memory. Size fields come from a possibly damaged
+# file, so no read asks for more than the file still holds and no chunk is inflated past its
+# declared size, which itself must stay within MAX_CHUNK_BYTES.
+
+MAX_CHUNK_BYTES = 1 << 30
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
 
 @dataclass
 class Scan:
+    """What a record-by-record read has found so far: the connections (id -> topic, msgtype,
+    digest) and, once it stopped early, where the file is damaged."""
     connections: dict[int, dict] = field(default_factory=dict)
-    messages: list[tuple[int, bytes]] = field(default_factory=list)
     damage: Optional[str] = None
 
 
-def scan_ros1(path: Path, topic: Optional[str] = None, what: str = "--input") -> Scan:
-    """Read a ROS 1 bag from the start, chunk by chunk, until its end or the first damaged record.
-    Collects the connections and, for `topic`, the messages (time ns, bytes)."""
+class _Stop(Exception):
+    pass
+
+
+class _Capped:
+    """A file whose `read(n)` never asks for more than what remains of it."""
+
+    def __init__(self, file):
+        self.file, self.size = file, os.fstat(file.fileno()).st_size
+
+    def read(self, n: int = -1) -> bytes:
+        return self.file.read(n if n < 0 else max(0, min(n, self.size - self.file.tell())))
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.file.seek(offset, whence)
+
+
+def _inflate(data: bytes, kind: str, size: int) -> bytes:
+    """A chunk's records: `data` decompressed (bz2, lz4, zstd; "" or "none": as is), at most `size` bytes."""
+    if kind in ("", "none"):
+        return data[:size]
+    if size > MAX_CHUNK_BYTES:
+        raise ValueError(f"the chunk declares {size} bytes uncompressed, more than the {MAX_CHUNK_BYTES} accepted")
+    if kind == "bz2":
+        from bz2 import BZ2Decompressor as Decompressor
+    elif kind == "lz4":
+        from lz4.frame import LZ4FrameDecompressor as Decompressor
+    elif kind == "zstd":
+        try:
+            from compression.zstd import ZstdDecompressor as Decompressor
+        except ImportError:  # Python < 3.14: the backport rosbags depends on
+            from backports.zstd import ZstdDecompressor as Decompressor
+    else:
+        raise ValueError(f"chunk compression {kind!r} is not supported")
+    return Decompressor().decompress(data, max_length=size)
+
+
+def scan_ros1(path: Path, scan: Scan, topic: Optional[str] = None, what: str = "--input"
+              ) -> Iterator[tuple[int, bytes]]:
+    """The messages (time ns, bytes) of `topic` in a ROS 1 bag read from the start, chunk by chunk,
+    until its end or the first damaged record (then `scan.damage`); `scan` collects the connections."""
     from rosbags.rosbag1.reader import Header, ReaderError, RecordType, read_uint32
     from rosbags.typesys.msg import normalize_msgtype
 
-    scan = Scan()
-    decompress = {"none": lambda b: b}
-    try:
-        from bz2 import decompress as bz2
-        from lz4.frame import decompress as lz4
-        decompress.update(bz2=bz2, lz4=lz4)
-    except ImportError:  # lz4 comes with rosbags; without it lz4 chunks count as damage
-        pass
-
-    def records(bio, end: int, where: str) -> None:
+    def records(bio, end: int, where: str) -> Iterator[tuple[int, bytes]]:
         while bio.tell() < end:
             start = bio.tell()
             try:
@@ -209,11 +253,9 @@ def scan_ros1(path: Path, topic: Optional[str] = None, what: str = "--input") ->
                 short = len(data) < size
                 if op == RecordType.CHUNK:
                     kind = header.get_string("compression")
-                    if kind not in decompress:
-                        raise ReaderError(f"chunk compression {kind!r} is not supported")
                     if kind == "none" or not short:  # an uncompressed chunk cut short: its whole records count
-                        inner = decompress[kind](data)
-                        records(BytesIO(inner), len(inner), f" of the chunk at byte {start}")
+                        inner = _inflate(data, kind, header.get_uint32("size"))
+                        yield from records(BytesIO(inner), len(inner), f" of the chunk at byte {start}")
                 if short:
                     raise ReaderError("the record is cut short")
                 elif op == RecordType.CONNECTION:
@@ -224,42 +266,37 @@ def scan_ros1(path: Path, topic: Optional[str] = None, what: str = "--input") ->
                 elif op == RecordType.MSGDATA:
                     conn = scan.connections.get(header.get_uint32("conn"))
                     if conn is not None and conn["topic"] == topic:
-                        scan.messages.append((header.get_time("time"), data))
-            except (ReaderError, OSError, ValueError, KeyError) as exc:
+                        yield header.get_time("time"), data
+            except _Stop:
+                raise
+            except Exception as exc:  # whatever a damaged record makes the parser or a decompressor raise
                 if scan.damage is None:
                     scan.damage = f"damaged at byte {start}{where} ({_words(exc)})"
                 raise _Stop from None
 
-    with open(path, "rb") as bio:
+    with open(path, "rb") as file:
+        bio = _Capped(file)
         try:
-            if not bio.readline().startswith(b"#ROSBAG V2.0"):
+            if not file.readline(64).startswith(b"#ROSBAG V2.0"):
                 raise BagError(f"{what} {path}: not a ROS 1 bag (version 2.0)")
             Header.read(bio, RecordType.BAGHEADER)
             bio.seek(read_uint32(bio), os.SEEK_CUR)  # header padding
         except ReaderError as exc:
             raise BagError(f"{what} {path}: not a readable ROS 1 bag ({_words(exc)})") from None
         try:
-            records(bio, os.fstat(bio.fileno()).st_size, "")
+            yield from records(bio, bio.size, "")
         except _Stop:
             pass
-    return scan
 
 
-class _Stop(Exception):
-    pass
-
-
-MCAP_MAGIC = b"\x89MCAP0\r\n"
-
-
-def scan_mcap(path: Path, topic: Optional[str] = None, what: str = "--input") -> Scan:
-    """Read an MCAP file from the start, record by record (chunks included), until its data end or
-    the first damaged record. Collects the channels and, for `topic`, the messages (log time ns, bytes)."""
+def scan_mcap(path: Path, scan: Scan, topic: Optional[str] = None, what: str = "--input"
+              ) -> Iterator[tuple[int, bytes]]:
+    """The messages (log time ns, bytes) of `topic` in an MCAP file read from the start, record by
+    record (chunks included), until its data end or the first damaged record (then `scan.damage`);
+    `scan` collects the channels."""
     import struct
+    import zlib
 
-    from rosbags.rosbag2.storage_mcap import decompress
-
-    scan = Scan()
     schemas: dict[int, str] = {}
 
     def string(buf: bytes, pos: int) -> tuple[str, int]:
@@ -268,7 +305,7 @@ def scan_mcap(path: Path, topic: Optional[str] = None, what: str = "--input") ->
             raise ValueError("string runs past its record")
         return buf[pos + 4:pos + 4 + n].decode(), pos + 4 + n
 
-    def records(bio, end: int, where: str) -> None:
+    def records(bio, end: int, where: str) -> Iterator[tuple[int, bytes]]:
         while bio.tell() < end:
             start = bio.tell()
             try:
@@ -286,8 +323,10 @@ def scan_mcap(path: Path, topic: Optional[str] = None, what: str = "--input") ->
                     (length,) = struct.unpack_from("<Q", body, pos)
                     data = body[pos + 8:pos + 8 + length]
                     if kind == "" or not short:  # an uncompressed chunk cut short: its whole records count
-                        inner = data if kind == "" else decompress(data, kind, usize, crc)
-                        records(BytesIO(inner), len(inner), f" of the chunk at byte {start}")
+                        inner = _inflate(data, kind, usize)
+                        if crc and not short and zlib.crc32(inner) != crc:
+                            raise ValueError("the chunk's checksum does not match its records")
+                        yield from records(BytesIO(inner), len(inner), f" of the chunk at byte {start}")
                 elif short:
                     pass
                 elif op == 0x03:  # schema
@@ -301,28 +340,24 @@ def scan_mcap(path: Path, topic: Optional[str] = None, what: str = "--input") ->
                     cid, _, log_time = struct.unpack_from("<HIQ", body, 0)
                     conn = scan.connections.get(cid)
                     if conn is not None and conn["topic"] == topic:
-                        scan.messages.append((log_time, body[22:]))
+                        yield log_time, body[22:]
                 if short:
                     raise ValueError("the record is cut short")
             except _Stop:
                 raise
-            except (ValueError, struct.error, UnicodeDecodeError, OSError) as exc:
-                if scan.damage is None:
-                    scan.damage = f"damaged at byte {start}{where} ({_words(exc)})"
-                raise _Stop from None
-            except Exception as exc:  # a decompressor's error on a damaged chunk
+            except Exception as exc:  # whatever a damaged record makes the parser or a decompressor raise
                 if scan.damage is None:
                     scan.damage = f"damaged at byte {start}{where} ({type(exc).__name__}: {_words(exc)})"
                 raise _Stop from None
 
-    with open(path, "rb") as bio:
-        if bio.read(8) != MCAP_MAGIC:
+    with open(path, "rb") as file:
+        if file.read(8) != MCAP_MAGIC:
             raise BagError(f"{what} {path}: not an MCAP file")
+        bio = _Capped(file)
         try:
-            records(bio, os.fstat(bio.fileno()).st_size, "")
+            yield from records(bio, bio.size, "")
         except _Stop:
             pass
-    return scan
 
 
 # --- pixels ------------------------------------------------------------------------------------
@@ -336,9 +371,9 @@ def _unpadded(msg, dtype: np.dtype, channels: int, encoding: str) -> np.ndarray:
     if height < 1 or width < 1 or step < row or data.size < step * (height - 1) + row:
         raise ValueError(f"a {width}x{height} {encoding} image needs rows of at least {row} bytes and "
                          f"{step * (height - 1) + row} bytes, got step {step} and {data.size} bytes")
-    if data.size < step * height:  # the last row's padding may be left out
-        data = np.concatenate([data, np.zeros(step * height - data.size, np.uint8)])
-    rows = np.ascontiguousarray(data[:step * height].reshape(height, step)[:, :row])
+    # rows as a strided view of the data (the last row's padding may be left out); nothing is
+    # allocated from the header's fields beyond the pixels themselves, which the data holds
+    rows = np.lib.stride_tricks.as_strided(data, (height, row), (step, 1), writeable=False).copy()
     shape = (height, width) if channels == 1 else (height, width, channels)
     return rows.view(dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
@@ -375,10 +410,35 @@ def _decode_compressed(msg) -> tuple[np.ndarray, str]:
     kind = next((k for sig, k in SIGNATURES.items() if data[:len(sig)].tobytes() == sig), None)
     if kind is None:
         raise ValueError(f"compressed image format {str(msg.format)!r} is not PNG or JPEG")
+    width, height = declared_size(data.tobytes(), kind)
+    if width * height > MAX_COMPRESSED_PIXELS:
+        raise ValueError(f"the {kind.upper()} image declares {width}x{height} pixels, more than the "
+                         f"{MAX_COMPRESSED_PIXELS} accepted")
     raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise ValueError(f"the {kind.upper()} data cannot be decoded")
     return raw, kind
+
+
+def declared_size(data: bytes, kind: str) -> tuple[int, int]:
+    """(width, height) from the header of PNG or JPEG data, read before decoding: a few hundred
+    bytes can declare a picture of gigabytes. ValueError when the header is missing."""
+    if kind == "png":
+        if data[12:16] != b"IHDR" or len(data) < 24:
+            raise ValueError("the PNG data has no IHDR header")
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    pos = 2
+    while pos + 4 <= len(data):  # JPEG segments up to the frame header (SOF0..SOF15 but DHT, JPG, DAC)
+        if data[pos] != 0xFF:
+            break
+        if data[pos + 1] == 0xFF:  # a fill byte
+            pos += 1
+            continue
+        marker, length = data[pos + 1], int.from_bytes(data[pos + 2:pos + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and pos + 9 <= len(data):
+            return int.from_bytes(data[pos + 7:pos + 9], "big"), int.from_bytes(data[pos + 5:pos + 7], "big")
+        pos += 2 + length
+    raise ValueError("the JPEG data has no frame header")
 
 
 def compressed_pixels(msg, source: str) -> np.ndarray:
@@ -502,6 +562,13 @@ class BagWriter:
             self.written[self.topics[name]] += 1
 
     def close(self) -> None:
+        """Finish the bag and move it into place."""
         self.writer.close()
         os.replace(self.tmp_dir / self.path.name, self.path)
         shutil.rmtree(self.tmp_dir)
+
+    def abort(self) -> None:
+        """Drop the unfinished bag (a run that failed): nothing half-written is left behind."""
+        with contextlib.suppress(Exception):  # the run's own error is the one to report
+            self.writer.close()
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
