@@ -10,7 +10,7 @@ from rosbags.rosbag2 import Reader as Reader2, StoragePlugin, Writer as Writer2
 from rosbags.typesys import Stores, get_typestore
 
 import run_demo_student
-from util.deploy.rosbag import image_pixels
+from util.deploy.bag_pixels import image_pixels
 
 DEMO = ["--no-progress", "--device", "cpu"]
 KINDS = ["ros1", "sqlite3", "mcap"]
@@ -440,7 +440,7 @@ def _png_declaring(width, height):
 
 
 def test_compressed_image_declaring_a_huge_picture_is_refused():
-    from util.deploy.rosbag import compressed_pixels, declared_size
+    from util.deploy.bag_pixels import compressed_pixels, declared_size
     store = _store("ros1")
     msg = compressed_image(store, 0, np.zeros((4, 4), np.uint8), ".png")
     msg.data = np.frombuffer(bytes(_png_declaring(20000, 20000)), np.uint8)
@@ -458,12 +458,12 @@ def test_compressed_image_declaring_a_huge_picture_is_refused():
 
 def test_chunks_are_inflated_no_further_than_declared():
     import lz4.frame
-    from util.deploy.rosbag import MAX_CHUNK_BYTES, _inflate
+    from util.deploy.bag_records import MAX_CHUNK_BYTES, inflate
     bomb = lz4.frame.compress(bytes(10 << 20))  # 10 MiB of zeros in a few KiB
-    assert len(bomb) < 100_000 and _inflate(bomb, "lz4", 1000) == bytes(1000)
+    assert len(bomb) < 100_000 and inflate(bomb, "lz4", 1000) == bytes(1000)
     with pytest.raises(ValueError, match=f"^the chunk declares {MAX_CHUNK_BYTES + 1} bytes uncompressed, more than "
                                          f"the {MAX_CHUNK_BYTES} accepted$"):
-        _inflate(bomb, "lz4", MAX_CHUNK_BYTES + 1)
+        inflate(bomb, "lz4", MAX_CHUNK_BYTES + 1)
 
 
 def _indexless_ros1(tmp_path, count):
@@ -511,7 +511,7 @@ def _ros1_records(whole):
 
 def test_absurd_record_size_in_a_damaged_bag(tmp_path):
     import tracemalloc
-    from util.deploy.rosbag import Scan, scan_ros1
+    from util.deploy.bag_records import Scan, scan_ros1
     path, _ = _indexless_ros1(tmp_path, 6)
     whole = bytearray(path.read_bytes())
     s, length_at = [(start, at) for start, op, at in _ros1_records(whole) if op == 5][1]  # the 2nd chunk

@@ -38,7 +38,9 @@ from util.data.check import IMAGE_DIR
 from util.data.convert import (MANIFEST, TOOL, ConvertError, _swap_in, _tree_files, _write_png, check_destination,
                                percentile_range, scale_raw_thermal)
 from util.data.info import INFO_FILE
-from util.deploy.rosbag import BagError, BagSource, Topic, colour_pixels, message_pixels, pick_topic
+from util.deploy.bag_pixels import colour_pixels, message_pixels
+from util.deploy.bag_records import BagError
+from util.deploy.rosbag import BagSource, Topic, pick_topic
 
 
 def max_dt_ms(text: str) -> float:
