@@ -1,4 +1,5 @@
-"""The pixels of sensor_msgs/Image and sensor_msgs/CompressedImage messages of untrusted bags.
+"""The pixels of sensor_msgs/Image and sensor_msgs/CompressedImage messages of untrusted bags
+(`msg`: a message deserialized by rosbags' type store).
 
 Raw images: rows ``step`` bytes apart (padding skipped), little- or big-endian (``is_bigendian``);
 sizes come from the message's data, never from its header fields alone. Compressed images: PNG
@@ -6,6 +7,8 @@ and JPEG only, recognised by their signature, decoded by OpenCV after their decl
 checked (MAX_COMPRESSED_PIXELS).
 """
 from __future__ import annotations
+
+from typing import Any
 
 import cv2
 import numpy as np
@@ -22,7 +25,7 @@ SIGNATURES = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg"}
 MAX_COMPRESSED_PIXELS = 1 << 26  # 8192 x 8192: far above any thermal or RGB camera
 
 
-def _unpadded(msg, dtype: np.dtype, channels: int, encoding: str) -> np.ndarray:
+def _unpadded(msg: Any, dtype: np.dtype, channels: int, encoding: str) -> np.ndarray:
     """(H, W) or (H, W, channels) pixels of a raw Image: rows `step` bytes apart, byte order honoured."""
     dtype = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
@@ -38,7 +41,7 @@ def _unpadded(msg, dtype: np.dtype, channels: int, encoding: str) -> np.ndarray:
     return rows.view(dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def image_pixels(msg) -> np.ndarray:
+def image_pixels(msg: Any) -> np.ndarray:
     """The (H, W) array of a single-channel sensor_msgs/Image (row padding skipped, byte order honoured)."""
     encoding = str(msg.encoding)
     if encoding not in MONO_ENCODINGS:
@@ -47,7 +50,7 @@ def image_pixels(msg) -> np.ndarray:
     return _unpadded(msg, MONO_ENCODINGS[encoding], 1, encoding)
 
 
-def colour_pixels(msg) -> np.ndarray:
+def colour_pixels(msg: Any) -> np.ndarray:
     """(H, W, 3) uint8 RGB of an Image (rgb8, bgr8, rgba8, bgra8, mono8) or PNG/JPEG CompressedImage."""
     if hasattr(msg, "encoding"):
         encoding = str(msg.encoding)
@@ -64,7 +67,7 @@ def colour_pixels(msg) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB if bgr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 
-def _decode_compressed(msg) -> tuple[np.ndarray, str]:
+def _decode_compressed(msg: Any) -> tuple[np.ndarray, str]:
     """The decoded pixels (cv2 channel order) of a PNG or JPEG CompressedImage, and "png" or "jpeg"."""
     data = np.asarray(msg.data, dtype=np.uint8).ravel()
     kind = next((k for sig, k in SIGNATURES.items() if data[:len(sig)].tobytes() == sig), None)
@@ -101,11 +104,11 @@ def declared_size(data: bytes, kind: str) -> tuple[int, int]:
     raise ValueError("the JPEG data has no frame header")
 
 
-def compressed_pixels(msg, source: str) -> np.ndarray:
+def compressed_pixels(msg: Any, source: str) -> np.ndarray:
     """The single-channel pixels of a PNG or JPEG sensor_msgs/CompressedImage."""
     raw, kind = _decode_compressed(msg)
     return single_channel(raw, source, lossy=kind == "jpeg")
 
 
-def message_pixels(msg, msgtype: str, source: str) -> np.ndarray:
+def message_pixels(msg: Any, msgtype: str, source: str) -> np.ndarray:
     return image_pixels(msg) if msgtype == IMAGE else compressed_pixels(msg, source)

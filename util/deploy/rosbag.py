@@ -146,7 +146,7 @@ class BagSource:
         files = sorted(self.path.glob("*.mcap"))
         return scan_mcap(files[0], scan, topic, self.what)
 
-    def deserialize(self, raw: bytes, msgtype: str):
+    def deserialize(self, raw: bytes, msgtype: str) -> Any:
         store = _typestore(self.ros2)
         return store.deserialize_cdr(raw, msgtype) if self.ros2 else store.deserialize_ros1(raw, msgtype)
 
