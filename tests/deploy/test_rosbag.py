@@ -466,8 +466,8 @@ def test_chunks_are_inflated_no_further_than_declared():
         inflate(bomb, "lz4", MAX_CHUNK_BYTES + 1)
 
 
-def _indexless_ros1(tmp_path, count):
-    """A ROS 1 bag of `count` 8 KiB messages in chunks of about two, cut before its index."""
+def _indexless_ros1(tmp_path, count, cut=True):
+    """A ROS 1 bag of `count` 8 KiB messages in chunks of two, cut before its index (unless not `cut`)."""
     store = _store("ros1")
     frames = [raw_image(store, i, np.tile(thermal16(i), (6, 4))[:64, :64], "mono16") for i in range(count)]
     path = tmp_path / "long.bag"
@@ -476,9 +476,9 @@ def _indexless_ros1(tmp_path, count):
         conn = writer.add_connection("/t", frames[0].__msgtype__, typestore=store)
         for i, f in enumerate(frames):
             writer.write(conn, receive_time(i), store.serialize_ros1(f, f.__msgtype__))
-    whole = path.read_bytes()
-    end = whole.find(bytes(frames[-1].data)) + len(frames[-1].data) + 1
-    path.write_bytes(whole[:end])
+    if cut:
+        whole = path.read_bytes()
+        path.write_bytes(whole[:whole.find(bytes(frames[-1].data)) + len(frames[-1].data) + 1])
     return path, frames
 
 
@@ -525,3 +525,51 @@ def test_absurd_record_size_in_a_damaged_bag(tmp_path):
     # the chunk's records end where its header says: its messages count, what follows it does not
     assert [t for t, _ in got] == [receive_time(i) for i in range(4)] and peak < 1 << 20
     assert scan.damage == f"damaged at byte {s} (the record is cut short)"
+
+
+def test_ros1_index_with_an_absurd_chunk_size(tmp_path):
+    """rosbags fails on it (a struct.error while opening): read record by record, nothing sized from it."""
+    import tracemalloc
+    from util.deploy.rosbag import BagSource
+    path, _ = _indexless_ros1(tmp_path, 6, cut=False)
+    whole = bytearray(path.read_bytes())
+    s, length_at = [(start, at) for start, op, at in _ros1_records(whole) if op == 5][1]  # the 2nd chunk
+    whole[length_at:length_at + 4] = (0xFFFFFFF0).to_bytes(4, "little")
+    path.write_bytes(bytes(whole))
+    tracemalloc.start()
+    source = BagSource.open(path)
+    got = list(source.messages("/t"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert source.salvage and peak < 1 << 20
+    assert [t for t, _ in got] == [receive_time(i) for i in range(4)]
+    assert source.damage.startswith("index unreadable (") and "\n" not in source.damage
+    assert source.damage.endswith(f"; damaged at byte {s} (the record is cut short)")
+
+
+def test_mcap_index_with_an_absurd_chunk_size_is_not_trusted(tmp_path):
+    """The summary's chunk index declares 1 TiB uncompressed: the data section is read record by record."""
+    import struct
+    from util.deploy.rosbag import BagSource
+    store = _store("mcap")
+    frames = [raw_image(store, i, thermal16(i), "mono16") for i in range(4)]
+    bag = write_bag(tmp_path / "rec", "mcap", {"/t": frames})
+    storage = next(bag.glob("*.mcap"))
+    whole = bytearray(storage.read_bytes())
+    footer = len(whole) - 8 - 9 - 20
+    assert whole[footer] == 0x02  # footer: summary start, summary offset start, summary crc
+    pos, patched = struct.unpack_from("<Q", whole, footer + 9)[0], 0
+    while pos < footer:
+        op, size = whole[pos], struct.unpack_from("<Q", whole, pos + 1)[0]
+        if op == 0x08:  # a chunk index: its last field is the uncompressed size
+            struct.pack_into("<Q", whole, pos + 9 + size - 8, 1 << 40)
+            patched += 1
+        pos += 9 + size
+    struct.pack_into("<I", whole, footer + 9 + 16, 0)  # no summary crc
+    storage.write_bytes(bytes(whole))
+    assert patched == 1
+    source = BagSource.open(bag)
+    got = list(source.messages("/t"))
+    assert source.salvage and [t for t, _ in got] == [receive_time(i) for i in range(4)]
+    assert source.damage.startswith("index unreadable (the index lists a chunk of ")
+    assert source.damage.endswith(f"({1 << 40} uncompressed) that does not fit the file)")

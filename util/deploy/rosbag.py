@@ -29,7 +29,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from .bag_pixels import COMPRESSED, IMAGE, MONO_ENCODINGS, compressed_pixels, message_pixels
-from .bag_records import BagError, Scan, first_words, scan_mcap, scan_ros1
+from .bag_records import MAX_CHUNK_BYTES, BagError, Scan, first_words, scan_mcap, scan_ros1
 from .frames import Frame, scale_thermal
 
 IMAGE_TYPES = (IMAGE, COMPRESSED)
@@ -100,14 +100,12 @@ class BagSource:
         return Reader(self.path)
 
     def _read_topics(self) -> dict[str, Topic]:
-        from rosbags.rosbag1 import ReaderError as Error1
-        from rosbags.rosbag2 import ReaderError as Error2
-
         store = _typestore(self.ros2)
         try:
             with self._reader() as reader:
                 conns = [(c.topic, c.msgtype, c.digest, c.msgcount) for c in reader.connections]
-        except (Error1, Error2, OSError, ValueError, KeyError) as exc:
+                _check_chunks(reader)
+        except Exception as exc:  # whatever a damaged bag makes rosbags raise (struct.error among others)
             if self.ros2 and self.storage != "mcap":
                 raise BagError(f"{self.what} {self.path}: cannot read the bag ({first_words(exc)})") from None
             self.salvage = True  # e.g. "Bag index looks damaged" after a truncation
@@ -152,6 +150,23 @@ class BagSource:
 
     def image_topics(self) -> list[Topic]:
         return [t for t in self.topics.values() if t.msgtype in IMAGE_TYPES]
+
+
+def _check_chunks(reader: Any) -> None:
+    """ValueError when the index of an opened ROS 1 or MCAP bag lists a chunk that lies beyond the
+    end of its file or declares more than MAX_CHUNK_BYTES uncompressed: rosbags sizes its reads from
+    these fields, so such a bag is read record by record instead (bag_records.py)."""
+    files = getattr(getattr(reader, "storage", None), "storages", None) or [reader]  # ROS 2: one per file
+    for file in files:
+        chunks = getattr(file, "chunks", None) or {}
+        for chunk in (chunks.values() if isinstance(chunks, dict) else chunks):
+            if hasattr(chunk, "datapos"):  # ROS 1
+                start, length, inflated = chunk.datapos, chunk.datasize, 0
+            else:  # MCAP
+                start, length, inflated = chunk.chunk_start_offset, chunk.chunk_length, chunk.uncompressed_size
+            if start + length > Path(file.path).stat().st_size or inflated > MAX_CHUNK_BYTES:
+                raise ValueError(f"the index lists a chunk of {length} bytes at byte {start} "
+                                 f"({inflated or length} uncompressed) that does not fit the file")
 
 
 def _digest_ok(store, msgtype: str, digest: str, ros2: bool) -> bool:
