@@ -232,8 +232,9 @@ def _rgb(i):
     return rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
 
 
-def _paired_bag(tmp_path, kind):
-    """5 thermal frames (mono16) at t_i = 100 + 0.1 i s; RGB (bgr8, padded) 5 ms later, but 50 ms for frame 3."""
+def _paired_bag(tmp_path, kind, rgb_reversed=False):
+    """5 thermal frames (mono16) at t_i = 100 + 0.1 i s; RGB (bgr8, padded) 5 ms later, but 50 ms for frame 3
+    (RGB recorded in reverse order with `rgb_reversed`)."""
     store = _store(kind)
     thermal = [_stamped(raw_image(store, i, thermal16(i), "mono16", pad=2), store, 100, i * 10**8) for i in range(5)]
     rgb = []
@@ -242,7 +243,7 @@ def _paired_bag(tmp_path, kind):
         msg = raw_image(store, i, bgr, "bgr8", pad=3, frame_id="rgb")
         msg.width = W
         rgb.append(_stamped(msg, store, 100, i * 10**8 + (50 if i == 3 else 5) * 10**6))
-    return write_bag(tmp_path / "pairs", kind, {"/rgb": rgb, "/thermal": thermal})
+    return write_bag(tmp_path / "pairs", kind, {"/rgb": rgb[::-1] if rgb_reversed else rgb, "/thermal": thermal})
 
 
 def _convert(*args):
@@ -280,6 +281,15 @@ def test_convert_rosbag_pairs_by_stamp(tmp_path, capsys, kind):
     assert (bgra[:, :2, :3] == 0).all()
     hist = np.bincount(np.concatenate([thermal16(i).ravel() for i in range(5)]), minlength=65536)
     assert json.loads((dst / "dataset.json").read_text())["thermal_range"] == list(percentile_range(hist))
+
+
+def test_convert_rosbag_rgb_out_of_order(tmp_path):
+    bag = _paired_bag(tmp_path, "ros1", rgb_reversed=True)
+    assert _convert(bag, tmp_path / "set", "--rgb-topic", "/rgb", "--thermal-topic", "/thermal", "--max-dt-ms", "60",
+                    "--raw-range", "20000", "24000") == 0
+    for i in range(5):
+        bgra = cv2.imread(str(tmp_path / "set" / "images" / f"pairs_{i:06d}.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(bgra[:, :, 2::-1], _rgb(i))
 
 
 def test_convert_rosbag_refusals(tmp_path, capsys):
