@@ -466,6 +466,20 @@ def test_compressed_image_declaring_a_huge_picture_is_refused():
         compressed_pixels(msg, "t")
 
 
+def test_absurd_message_is_one_line_naming_bag_topic_and_index(tmp_path):
+    from util.deploy.rosbag import BagSource, iter_bag, pick_topic
+    store = _store("ros1")
+    good = compressed_image(store, 0, thermal16(0), ".png")
+    huge = compressed_image(store, 1, thermal16(1), ".png")
+    huge.data = np.frombuffer(bytes(_png_declaring(20000, 20000)), np.uint8)
+    bag = write_bag(tmp_path / "rec", "ros1", {"/t": [good, huge]})
+    source = BagSource.open(bag)
+    frames = list(iter_bag(source, pick_topic(source, "/t")))
+    assert frames[0].error is None and frames[0].thermal.shape == (H, W)
+    assert frames[1].error == (f"{bag} /t message 1: the PNG image declares 20000x20000 pixels, more than the "
+                               f"67108864 accepted")
+
+
 def test_chunks_are_inflated_no_further_than_declared():
     import lz4.frame
     from util.deploy.bag_records import MAX_CHUNK_BYTES, inflate
