@@ -8,6 +8,8 @@ CompressedImage; thermal mono8/mono16/8UC1/16UC1/32FC1, RGB rgb8/bgr8/rgba8/bgra
 
 Pairing: each thermal frame is paired with the RGB frame whose header stamp is nearest to its own;
 a thermal frame without an RGB frame within ``--max-dt-ms`` (default 20 ms) is dropped and counted.
+Frames are read one at a time (RgbFrames: the RGB topic is read again from its start when an earlier
+message is wanted, i.e. when stamps are out of recording order).
 RGB frames are warped onto the thermal frame with ``--homography FILE`` (3x3, RGB pixel -> thermal
 pixel; a text file of 9 numbers or a JSON list of 3 rows), else resized to the thermal size.
 
@@ -38,7 +40,9 @@ from util.data.check import IMAGE_DIR
 from util.data.convert import (MANIFEST, TOOL, ConvertError, _swap_in, _tree_files, _write_png, check_destination,
                                percentile_range, scale_raw_thermal)
 from util.data.info import INFO_FILE
-from util.deploy.rosbag import BagError, BagSource, Topic, colour_pixels, message_pixels, pick_topic
+from util.deploy.bag_pixels import colour_pixels, message_pixels
+from util.deploy.bag_records import BagError
+from util.deploy.rosbag import BagSource, Topic, pick_topic
 
 
 def max_dt_ms(text: str) -> float:
@@ -125,16 +129,27 @@ def pair_by_stamp(thermal: Sequence[Optional[int]], rgb: Sequence[Optional[int]]
     return pairs, dropped
 
 
-def _rgb_frames(source: BagSource, topic: Topic, wanted: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, RGB pixels) of the messages `wanted` (sorted, unique), one pass over the topic."""
-    want = iter(wanted)
-    nxt = next(want, None)
-    for index, (_, raw) in enumerate(source.messages(topic.name)):
-        if nxt is None:
-            return
-        if index == nxt:
-            yield index, colour_pixels(source.deserialize(raw, topic.msgtype))
-            nxt = next(want, None)
+class RgbFrames:
+    """The RGB pixels of a topic's messages by index, read in a forward pass that starts over when
+    an earlier message is wanted (stamps out of recording order): one frame is held at a time."""
+
+    def __init__(self, source: BagSource, topic: Topic):
+        self.source, self.topic = source, topic
+        self.messages: Optional[Iterator[tuple[int, bytes]]] = None
+        self.index, self.pixels = -1, None  # the last message read, and its pixels once decoded
+
+    def __getitem__(self, wanted: int) -> np.ndarray:
+        if wanted < self.index or self.messages is None:
+            self.messages, self.index = iter(self.source.messages(self.topic.name)), -1
+        if wanted > self.index:
+            for self.index, (_, raw) in enumerate(self.messages, self.index + 1):
+                if self.index == wanted:
+                    break
+            else:
+                raise ConvertError(f"{self.source.path} {self.topic.name} message {wanted}: missing when read "
+                                   f"again; nothing was written")
+            self.pixels = colour_pixels(self.source.deserialize(raw, self.topic.msgtype))
+        return self.pixels
 
 
 def to_8bit(pixels: np.ndarray, raw_range: Optional[tuple[float, float]]) -> np.ndarray:
@@ -175,9 +190,7 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
     names: list[str] = []
     try:
         (tmp / IMAGE_DIR).mkdir()
-        rgb_iter = _rgb_frames(source, rgb_t, sorted(set(pairs.values())))
-        cache: dict[int, np.ndarray] = {}
-        last_use = {j: i for i, j in sorted(pairs.items())}
+        rgb_frames = RgbFrames(source, rgb_t)
         for index, (_, raw) in enumerate(source.messages(th_t.name)):
             if index not in pairs:
                 continue
@@ -188,13 +201,7 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
                     raise ConvertError(f"{where}: {pixels.dtype} thermal; give --raw-range LOW HIGH to map it "
                                        f"to 0..255; nothing was written")
                 used_range = percentile_range(hist)
-            j = pairs[index]
-            while j not in cache:  # RGB messages come in order; keep those still to be paired
-                k, colour = next(rgb_iter)
-                cache[k] = colour
-            colour = cache[j]
-            if last_use[j] == index:
-                del cache[j]
+            colour = rgb_frames[pairs[index]]
             frame = f"{stem}_{index:06d}"
             image = np.dstack([align(colour, pixels.shape, homography)[:, :, ::-1], to_8bit(pixels, used_range)])
             _write_png(tmp / IMAGE_DIR / f"{frame}.png", image)  # cv2: B, G, R, A = R, G, B, thermal when read
