@@ -215,7 +215,8 @@ def test_bag_only_options_refused_elsewhere(weights, tmp_path, capsys):
         f"error: --confidence, --max-frames: only with a ROS bag or live --input (got {tmp_path / 'a.png'})")
     with pytest.raises(SystemExit):
         _run(weights, tmp_path / "a.png", tmp_path / "out", "--max-frames", "0")
-    assert "--max-frames: expected an integer of at least 1, got '0'" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("error: argument --max-frames: must be an integer at least 1, got '0' "
+                                       "(see run_demo_student.py --help)\n")
 
 
 # --- python -m util.convert rosbag: an unlabeled set ------------------------------------------------

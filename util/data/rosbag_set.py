@@ -43,17 +43,7 @@ from util.data.info import INFO_FILE
 from util.deploy.bag_pixels import colour_pixels, message_pixels
 from util.deploy.bag_records import BagError
 from util.deploy.rosbag import BagSource, Topic, pick_topic
-
-
-def max_dt_ms(text: str) -> float:
-    """argparse type of --max-dt-ms: a number of milliseconds >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0, got {text!r}")
-    return value
+from util.options import ArgumentParser, number
 
 
 def read_homography(path: str) -> np.ndarray:
@@ -228,17 +218,17 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m util.convert rosbag",
+    p = ArgumentParser(prog="python -m util.convert rosbag",
                                 description="An unlabeled RGB-thermal set from a ROS bag "
                                             "(see util/data/rosbag_set.py).")
     p.add_argument("bag", metavar="BAG", help="ROS 1 .bag file or ROS 2 bag folder (only read)")
     p.add_argument("dst", metavar="DST", help="output folder (new, empty, or a previous output with --overwrite)")
     p.add_argument("--rgb-topic", required=True, help="the RGB image topic")
     p.add_argument("--thermal-topic", required=True, help="the thermal image topic")
-    p.add_argument("--max-dt-ms", type=max_dt_ms, default=20.0,
+    p.add_argument("--max-dt-ms", type=number(0), default=20.0,
                    help="largest stamp difference of a pair in ms (default 20); others are dropped and counted")
     p.add_argument("--homography", default=None, help="3x3 RGB-to-thermal pixel homography (text or JSON)")
-    p.add_argument("--raw-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+    p.add_argument("--raw-range", type=number(), nargs=2, metavar=("LOW", "HIGH"), default=None,
                    help="16-bit/float thermal range mapped to 0..255 (default for 16-bit: 1st/99th percentile)")
     p.add_argument("--name", default=None, help="set name in dataset.json (default: the bag's name)")
     p.add_argument("--overwrite", action="store_true", help="replace DST when it holds a previous conversion")

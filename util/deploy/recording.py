@@ -24,19 +24,9 @@ from .live import Ending, StopOnCtrlC, bounded, is_live, iter_live, open_live
 from .rosbag import BagSource, BagWriter, frame_rate, is_bag, iter_bag, pick_topic
 from .smoothing import ProbabilityPredictor
 from ..engine.pictures import colorize, overlay, thermal_to_rgb
+from ..options import integer
 
 TOPIC_NAME = re.compile(r"^/?[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
-
-
-def positive_int(text: str) -> int:
-    """argparse type of --max-frames: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {text!r}")
-    return value
 
 
 def topic_prefix(text: str) -> str:
@@ -53,7 +43,7 @@ def add_recording_args(p: argparse.ArgumentParser) -> None:
                    help="with a bag --input: topics of the output bag (PREFIX/labels, PREFIX/overlay, ...)")
     p.add_argument("--confidence", action="store_true",
                    help="with a bag --input: also write PREFIX/confidence (mono8, max softmax probability x 255)")
-    p.add_argument("--max-frames", type=positive_int, default=None,
+    p.add_argument("--max-frames", type=integer(1), default=None,
                    help="with a bag, camera or stream --input: stop after N frames (Ctrl-C also stops cleanly)")
 
 
