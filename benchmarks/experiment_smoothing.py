@@ -100,7 +100,7 @@ def moving_videos(args: argparse.Namespace) -> list[tuple[list[np.ndarray], list
     return videos
 
 
-def measure(seg: TorchSegmenter, videos, alpha: float) -> dict:
+def measure(seg: TorchSegmenter, videos: list, alpha: float) -> dict:
     """Flicker on static pixels, mIoU and ms/frame for one ALPHA (0: the default argmax path)."""
     conf = ConfusionMatrix(seg.n_class)
     changed = static = 0

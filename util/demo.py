@@ -29,8 +29,9 @@ from .engine.pictures import colorize, frame_panel, save_rgb
 from .data.info import MFNET, DatasetInfo, load_dataset_info
 from .data.mfnet import TEST_SPLITS
 from .deploy.recording import add_recording_args
-from .deploy.smoothing import smoothing_alpha
-from .options import ArgumentParser, integer, number
+from .options import ArgumentParser, fraction, integer, number
+
+SMOOTHING = fraction()  # --temporal-smoothing ALPHA: 0 is off
 
 RELEASE_WEIGHTS = {"CENet": "weights_backup/Teacher_model/final.pth",
                    "EKNet": "weights_backup/Student_model/final.pth"}
@@ -70,7 +71,7 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
         p.add_argument("--save-labels", action="store_true",
                        help="with a video, bag or live --input, also write each frame's class ids as "
                             "labels/NAME_i.png")
-        p.add_argument("--temporal-smoothing", type=smoothing_alpha, default=0.0, metavar="ALPHA",
+        p.add_argument("--temporal-smoothing", type=SMOOTHING, default=0.0, metavar="ALPHA",
                        help="average class probabilities over consecutive frames, ALPHA = weight of the past "
                             "in [0, 1) (default 0: off)")
         add_recording_args(p)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import run_demo_student
-from util.deploy.smoothing import ProbabilityPredictor, smoothing_alpha
+from util.demo import SMOOTHING
+from util.deploy.smoothing import ProbabilityPredictor
 
 DEMO = ["--no-progress", "--device", "cpu"]
 SERVE_SECONDS = 20.0  # a stream never outlives this
@@ -175,10 +176,10 @@ def test_exponential_moving_average_by_hand():
 
 
 def test_smoothing_option(weights, tmp_path, capsys):
-    assert smoothing_alpha("0.5") == 0.5 and smoothing_alpha("0") == 0.0
+    assert SMOOTHING("0.5") == 0.5 and SMOOTHING("0") == 0.0
     for bad in ("1", "-0.1", "nan", "x"):
-        with pytest.raises(argparse.ArgumentTypeError, match=r"expected a number in \[0, 1\)"):
-            smoothing_alpha(bad)
+        with pytest.raises(argparse.ArgumentTypeError, match=r"must be a number in \[0, 1\)"):
+            SMOOTHING(bad)
     folder = tmp_path / "frames"
     folder.mkdir()
     for i in range(3):

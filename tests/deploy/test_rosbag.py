@@ -10,7 +10,7 @@ from rosbags.rosbag2 import Reader as Reader2, StoragePlugin, Writer as Writer2
 from rosbags.typesys import Stores, get_typestore
 
 import run_demo_student
-from util.deploy.rosbag import image_pixels
+from util.deploy.bag_pixels import image_pixels
 
 DEMO = ["--no-progress", "--device", "cpu"]
 KINDS = ["ros1", "sqlite3", "mcap"]
@@ -215,7 +215,8 @@ def test_bag_only_options_refused_elsewhere(weights, tmp_path, capsys):
         f"error: --confidence, --max-frames: only with a ROS bag or live --input (got {tmp_path / 'a.png'})")
     with pytest.raises(SystemExit):
         _run(weights, tmp_path / "a.png", tmp_path / "out", "--max-frames", "0")
-    assert "--max-frames: expected an integer of at least 1, got '0'" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("error: argument --max-frames: must be an integer at least 1, got '0' "
+                                       "(see run_demo_student.py --help)\n")
 
 
 # --- python -m util.convert rosbag: an unlabeled set ------------------------------------------------
@@ -232,8 +233,9 @@ def _rgb(i):
     return rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
 
 
-def _paired_bag(tmp_path, kind):
-    """5 thermal frames (mono16) at t_i = 100 + 0.1 i s; RGB (bgr8, padded) 5 ms later, but 50 ms for frame 3."""
+def _paired_bag(tmp_path, kind, rgb_reversed=False):
+    """5 thermal frames (mono16) at t_i = 100 + 0.1 i s; RGB (bgr8, padded) 5 ms later, but 50 ms for frame 3
+    (RGB recorded in reverse order with `rgb_reversed`)."""
     store = _store(kind)
     thermal = [_stamped(raw_image(store, i, thermal16(i), "mono16", pad=2), store, 100, i * 10**8) for i in range(5)]
     rgb = []
@@ -242,7 +244,7 @@ def _paired_bag(tmp_path, kind):
         msg = raw_image(store, i, bgr, "bgr8", pad=3, frame_id="rgb")
         msg.width = W
         rgb.append(_stamped(msg, store, 100, i * 10**8 + (50 if i == 3 else 5) * 10**6))
-    return write_bag(tmp_path / "pairs", kind, {"/rgb": rgb, "/thermal": thermal})
+    return write_bag(tmp_path / "pairs", kind, {"/rgb": rgb[::-1] if rgb_reversed else rgb, "/thermal": thermal})
 
 
 def _convert(*args):
@@ -280,6 +282,15 @@ def test_convert_rosbag_pairs_by_stamp(tmp_path, capsys, kind):
     assert (bgra[:, :2, :3] == 0).all()
     hist = np.bincount(np.concatenate([thermal16(i).ravel() for i in range(5)]), minlength=65536)
     assert json.loads((dst / "dataset.json").read_text())["thermal_range"] == list(percentile_range(hist))
+
+
+def test_convert_rosbag_rgb_out_of_order(tmp_path):
+    bag = _paired_bag(tmp_path, "ros1", rgb_reversed=True)
+    assert _convert(bag, tmp_path / "set", "--rgb-topic", "/rgb", "--thermal-topic", "/thermal", "--max-dt-ms", "60",
+                    "--raw-range", "20000", "24000") == 0
+    for i in range(5):
+        bgra = cv2.imread(str(tmp_path / "set" / "images" / f"pairs_{i:06d}.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(bgra[:, :, 2::-1], _rgb(i))
 
 
 def test_convert_rosbag_refusals(tmp_path, capsys):
@@ -340,3 +351,250 @@ def test_unreadable_sqlite_bag_is_one_line(weights, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: --input {bag}: cannot read the bag (") and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+# --- ROS 2 CompressedImage, storage failing partway, nothing written outside the run folder ----------
+
+def _tree(root):
+    """{path: (size, mtime_ns)} of every file under root."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", ["sqlite3", "mcap"])
+def test_ros2_compressed_topics(weights, tmp_path, kind):
+    store = _store(kind)
+    frames = [thermal16(i) for i in range(3)]
+    png = [compressed_image(store, i, f, ".png", frame_id=f"png{i}") for i, f in enumerate(frames)]
+    raw = [raw_image(store, i, f, "mono16", pad=2) for i, f in enumerate(frames)]
+    jpeg = [compressed_image(store, i, (f // 256).astype(np.uint8), ".jpg") for i, f in enumerate(frames)]
+    bag = write_bag(tmp_path / "cams", kind, {"/png": png, "/raw": raw, "/jpeg": jpeg})
+    before = _tree(tmp_path)
+    runs = {t: _run(weights, bag, tmp_path / "out", "--topic", t, "--run-name", t.strip("/"))
+            for t in ("/png", "/raw", "/jpeg")}
+    assert {p: v for p, v in _tree(tmp_path).items() if tmp_path / "out" not in p.parents} == before
+    assert all(len(s["segmented"]) == 3 and s["bag"]["message_type"].endswith(t) for s, t in
+               zip(runs.values(), ("CompressedImage", "Image", "CompressedImage")))
+    got = {t: read_bag(tmp_path / "out" / t.strip("/") / "cams_cekd")["/cekd/labels"] for t in runs}
+    assert [_stamp(m) for _, m in got["/png"]] == [_stamp(m) for m in png]
+    assert [t for t, _ in got["/jpeg"]] == [receive_time(i) for i in range(3)]
+    # a 16-bit PNG holds the raw frame exactly: the same labels as the mono16 topic
+    assert [bytes(m.data) for _, m in got["/png"]] == [bytes(m.data) for _, m in got["/raw"]]
+    assert max(np.asarray(m.data).max() for _, m in got["/jpeg"]) < 9
+
+
+def test_sqlite_error_partway_keeps_the_frames_before(weights, tmp_path, capsys):
+    """Message 3 spans several sqlite overflow pages; one page's link is broken, so the query fails there."""
+    store = _store("sqlite3")
+    frames = [raw_image(store, i, (np.arange(96 * 64).reshape(96, 64) * (i + 3) % 65000).astype(np.uint16),
+                        "mono16") for i in range(6)]
+    bag = write_bag(tmp_path / "rec", "sqlite3", {"/thermal": frames})
+    db = next(bag.glob("*.db3"))
+    whole = bytearray(db.read_bytes())
+    page = int.from_bytes(whole[16:18], "big")
+    at = whole.find(bytes(frames[3].data)[page:page + 64]) // page * page  # an overflow page of message 3
+    assert at > 0 and whole[at:at + 4] != bytes(4)  # not the last page of its chain
+    whole[at:at + 4] = (0x7FFFFFF0).to_bytes(4, "big")  # its link to the next page
+    db.write_bytes(bytes(whole))
+    summary = _run(weights, bag, tmp_path / "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: {bag}: storage unreadable after some messages (database disk image is malformed); "
+                   f"the 3 frame(s) before it were read"]
+    assert len(summary["segmented"]) == 3 and summary["bag"]["written"]["/cekd/labels"] == 3
+    got = read_bag(tmp_path / "out" / "r" / "rec_cekd")["/cekd/labels"]
+    assert [_stamp(m) for _, m in got] == [_stamp(f) for f in frames[:3]]
+
+
+def test_failed_run_leaves_no_half_written_bag(weights, tmp_path, monkeypatch):
+    from util.deploy.rosbag import BagWriter
+    store = _store("ros1")
+    bag = write_bag(tmp_path / "rec", "ros1", {"/t": [raw_image(store, i, thermal16(i), "mono16") for i in range(3)]})
+    write = BagWriter.write
+
+    def fail_on_second(self, frame, *args):
+        if sum(self.written.values()):
+            raise RuntimeError("disk full")
+        write(self, frame, *args)
+
+    monkeypatch.setattr(BagWriter, "write", fail_on_second)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _run(weights, bag, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "r").iterdir()) == ["rec_overlay.mp4"]
+
+
+# --- sizes from untrusted fields ----------------------------------------------------------------------
+
+def test_raw_image_sizes_come_from_the_data(tmp_path):
+    import tracemalloc
+    store = _store("ros2")
+    one_row = raw_image(store, 0, np.arange(W, dtype=np.uint16)[None], "mono16")
+    one_row.step = 2**32 - 1  # one row: its step is never used to size anything
+    tracemalloc.start()
+    got = image_pixels(one_row)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(got, np.arange(W)[None])
+    assert peak < 1 << 20
+    absurd = raw_image(store, 0, np.zeros((H, W), np.uint16), "mono16")
+    absurd.height = absurd.width = 2**32 - 1
+    with pytest.raises(ValueError, match=r"^a 4294967295x4294967295 mono16 image needs rows of at least "
+                                         r"8589934590 bytes and .* bytes, got step 32 and 384 bytes$"):
+        image_pixels(absurd)
+
+
+def _png_declaring(width, height):
+    import struct
+    import zlib
+    png = bytearray(cv2.imencode(".png", np.zeros((4, 4), np.uint16))[1].tobytes())
+    png[16:24] = struct.pack(">II", width, height)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))  # a valid IHDR
+    return png
+
+
+def test_compressed_image_declaring_a_huge_picture_is_refused():
+    from util.deploy.bag_pixels import compressed_pixels, declared_size
+    store = _store("ros1")
+    msg = compressed_image(store, 0, np.zeros((4, 4), np.uint8), ".png")
+    msg.data = np.frombuffer(bytes(_png_declaring(20000, 20000)), np.uint8)
+    with pytest.raises(ValueError, match=r"^the PNG image declares 20000x20000 pixels, more than the 67108864 "
+                                         r"accepted$"):
+        compressed_pixels(msg, "t")
+    jpeg = bytearray(cv2.imencode(".jpg", np.zeros((9, 11), np.uint8))[1].tobytes())
+    assert declared_size(bytes(jpeg), "jpeg") == (11, 9)
+    sof = jpeg.find(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = (30000).to_bytes(2, "big") * 2
+    msg.data = np.frombuffer(bytes(jpeg), np.uint8)
+    with pytest.raises(ValueError, match=r"^the JPEG image declares 30000x30000 pixels"):
+        compressed_pixels(msg, "t")
+
+
+def test_absurd_message_is_one_line_naming_bag_topic_and_index(tmp_path):
+    from util.deploy.rosbag import BagSource, iter_bag, pick_topic
+    store = _store("ros1")
+    good = compressed_image(store, 0, thermal16(0), ".png")
+    huge = compressed_image(store, 1, thermal16(1), ".png")
+    huge.data = np.frombuffer(bytes(_png_declaring(20000, 20000)), np.uint8)
+    bag = write_bag(tmp_path / "rec", "ros1", {"/t": [good, huge]})
+    source = BagSource.open(bag)
+    frames = list(iter_bag(source, pick_topic(source, "/t")))
+    assert frames[0].error is None and frames[0].thermal.shape == (H, W)
+    assert frames[1].error == (f"{bag} /t message 1: the PNG image declares 20000x20000 pixels, more than the "
+                               f"67108864 accepted")
+
+
+def test_chunks_are_inflated_no_further_than_declared():
+    import lz4.frame
+    from util.deploy.bag_records import MAX_CHUNK_BYTES, inflate
+    bomb = lz4.frame.compress(bytes(10 << 20))  # 10 MiB of zeros in a few KiB
+    assert len(bomb) < 100_000 and inflate(bomb, "lz4", 1000) == bytes(1000)
+    with pytest.raises(ValueError, match=f"^the chunk declares {MAX_CHUNK_BYTES + 1} bytes uncompressed, more than "
+                                         f"the {MAX_CHUNK_BYTES} accepted$"):
+        inflate(bomb, "lz4", MAX_CHUNK_BYTES + 1)
+
+
+def _indexless_ros1(tmp_path, count, cut=True):
+    """A ROS 1 bag of `count` 8 KiB messages in chunks of two, cut before its index (unless not `cut`)."""
+    store = _store("ros1")
+    frames = [raw_image(store, i, np.tile(thermal16(i), (6, 4))[:64, :64], "mono16") for i in range(count)]
+    path = tmp_path / "long.bag"
+    with Writer1(path) as writer:
+        writer.chunk_threshold = 10_000
+        conn = writer.add_connection("/t", frames[0].__msgtype__, typestore=store)
+        for i, f in enumerate(frames):
+            writer.write(conn, receive_time(i), store.serialize_ros1(f, f.__msgtype__))
+    if cut:
+        whole = path.read_bytes()
+        path.write_bytes(whole[:whole.find(bytes(frames[-1].data)) + len(frames[-1].data) + 1])
+    return path, frames
+
+
+def test_damaged_bag_is_streamed_not_held(tmp_path):
+    import tracemalloc
+    from util.deploy.rosbag import BagSource
+    path, _ = _indexless_ros1(tmp_path, 40)
+    source = BagSource.open(path)
+    assert source.salvage
+    tracemalloc.start()
+    count = 0
+    for time_ns, raw in source.messages("/t"):
+        count += 1
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 40 and peak < 100_000  # the messages take 40 x 8 KiB = 320 KiB
+    assert source.damage.startswith("index unreadable") and "; damaged at byte" in source.damage
+
+
+def _ros1_records(whole):
+    """(start, op, where its data length is) of each top-level record of a ROS 1 bag."""
+    pos = len(b"#ROSBAG V2.0\n")
+    while pos + 4 <= len(whole):
+        header_len = int.from_bytes(whole[pos:pos + 4], "little")
+        header = whole[pos + 4:pos + 4 + header_len]
+        at = pos + 4 + header_len
+        yield pos, header[header.find(b"op=") + 3], at
+        pos = at + 4 + int.from_bytes(whole[at:at + 4], "little")
+
+
+def test_absurd_record_size_in_a_damaged_bag(tmp_path):
+    import tracemalloc
+    from util.deploy.bag_records import Scan, scan_ros1
+    path, _ = _indexless_ros1(tmp_path, 6)
+    whole = bytearray(path.read_bytes())
+    s, length_at = [(start, at) for start, op, at in _ros1_records(whole) if op == 5][1]  # the 2nd chunk
+    whole[length_at:length_at + 4] = (0xFFFFFFF0).to_bytes(4, "little")  # its data length
+    path.write_bytes(bytes(whole))
+    scan = Scan()
+    tracemalloc.start()
+    got = list(scan_ros1(path, scan, "/t"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # the chunk's records end where its header says: its messages count, what follows it does not
+    assert [t for t, _ in got] == [receive_time(i) for i in range(4)] and peak < 1 << 20
+    assert scan.damage == f"damaged at byte {s} (the record is cut short)"
+
+
+def test_ros1_index_with_an_absurd_chunk_size(tmp_path):
+    """rosbags fails on it (a struct.error while opening): read record by record, nothing sized from it."""
+    import tracemalloc
+    from util.deploy.rosbag import BagSource
+    path, _ = _indexless_ros1(tmp_path, 6, cut=False)
+    whole = bytearray(path.read_bytes())
+    s, length_at = [(start, at) for start, op, at in _ros1_records(whole) if op == 5][1]  # the 2nd chunk
+    whole[length_at:length_at + 4] = (0xFFFFFFF0).to_bytes(4, "little")
+    path.write_bytes(bytes(whole))
+    tracemalloc.start()
+    source = BagSource.open(path)
+    got = list(source.messages("/t"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert source.salvage and peak < 1 << 20
+    assert [t for t, _ in got] == [receive_time(i) for i in range(4)]
+    assert source.damage.startswith("index unreadable (") and "\n" not in source.damage
+    assert source.damage.endswith(f"; damaged at byte {s} (the record is cut short)")
+
+
+def test_mcap_index_with_an_absurd_chunk_size_is_not_trusted(tmp_path):
+    """The summary's chunk index declares 1 TiB uncompressed: the data section is read record by record."""
+    import struct
+    from util.deploy.rosbag import BagSource
+    store = _store("mcap")
+    frames = [raw_image(store, i, thermal16(i), "mono16") for i in range(4)]
+    bag = write_bag(tmp_path / "rec", "mcap", {"/t": frames})
+    storage = next(bag.glob("*.mcap"))
+    whole = bytearray(storage.read_bytes())
+    footer = len(whole) - 8 - 9 - 20
+    assert whole[footer] == 0x02  # footer: summary start, summary offset start, summary crc
+    pos, patched = struct.unpack_from("<Q", whole, footer + 9)[0], 0
+    while pos < footer:
+        op, size = whole[pos], struct.unpack_from("<Q", whole, pos + 1)[0]
+        if op == 0x08:  # a chunk index: its last field is the uncompressed size
+            struct.pack_into("<Q", whole, pos + 9 + size - 8, 1 << 40)
+            patched += 1
+        pos += 9 + size
+    struct.pack_into("<I", whole, footer + 9 + 16, 0)  # no summary crc
+    storage.write_bytes(bytes(whole))
+    assert patched == 1
+    source = BagSource.open(bag)
+    got = list(source.messages("/t"))
+    assert source.salvage and [t for t, _ in got] == [receive_time(i) for i in range(4)]
+    assert source.damage.startswith("index unreadable (the index lists a chunk of ")
+    assert source.damage.endswith(f"({1 << 40} uncompressed) that does not fit the file)")

@@ -12,7 +12,7 @@ import trainStudent
 import trainTeacher
 from util import options
 from util.data import check as check_cmd
-from util.data import convert, edges, synthetic
+from util.data import convert, edges, rosbag_set, synthetic
 from util.deploy import export
 from util.engine.config import ConfigError, StudentConfig, TeacherConfig
 
@@ -86,6 +86,10 @@ COMMANDS = [
     ("util.convert", convert.main, ["fmb", "a", "b", "--workers", "-1"], "--workers: must be an integer at least 1"),
     ("util.convert", convert.main, ["pst900", "a", "b", "--val-fraction", "1"], "--val-fraction: must be a number in (0, 1)"),
     ("util.convert", convert.main, ["fmb", "a", "b", "--raw-range", "0", "7e5"], "--raw-range: must be a finite number"),
+    ("util.convert rosbag", rosbag_set.main, ["b", "d", "--rgb-topic", "/r", "--thermal-topic", "/t", "--max-dt-ms", "-1"],
+     "--max-dt-ms: must be a finite number at least 0"),
+    ("run_demo_student.py", run_demo_student.main, ["--temporal-smoothing", "1"], "--temporal-smoothing: must be a number in [0, 1)"),
+    ("run_demo_student.py", run_demo_student.main, ["--max-frames", "0"], "--max-frames: must be an integer at least 1"),
     ("util.edges", edges.main, ["--data-dir", "x", "--workers", "0"], "--workers: must be an integer at least 1"),
     ("util.edges", edges.main, ["--data-dir", "x", "--radius", "nan"], "--radius: must be a finite number"),
     ("util.check_dataset", check_cmd.main, ["--data-dir", "x", "--n-class", "0"], "--n-class: must be an integer"),

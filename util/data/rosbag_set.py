@@ -8,6 +8,8 @@ CompressedImage; thermal mono8/mono16/8UC1/16UC1/32FC1, RGB rgb8/bgr8/rgba8/bgra
 
 Pairing: each thermal frame is paired with the RGB frame whose header stamp is nearest to its own;
 a thermal frame without an RGB frame within ``--max-dt-ms`` (default 20 ms) is dropped and counted.
+Frames are read one at a time (RgbFrames: the RGB topic is read again from its start when an earlier
+message is wanted, i.e. when stamps are out of recording order).
 RGB frames are warped onto the thermal frame with ``--homography FILE`` (3x3, RGB pixel -> thermal
 pixel; a text file of 9 numbers or a JSON list of 3 rows), else resized to the thermal size.
 
@@ -38,18 +40,10 @@ from util.data.check import IMAGE_DIR
 from util.data.convert import (MANIFEST, TOOL, ConvertError, _swap_in, _tree_files, _write_png, check_destination,
                                percentile_range, scale_raw_thermal)
 from util.data.info import INFO_FILE
-from util.deploy.rosbag import BagError, BagSource, Topic, colour_pixels, message_pixels, pick_topic
-
-
-def max_dt_ms(text: str) -> float:
-    """argparse type of --max-dt-ms: a number of milliseconds >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0, got {text!r}")
-    return value
+from util.deploy.bag_pixels import colour_pixels, message_pixels
+from util.deploy.bag_records import BagError
+from util.deploy.rosbag import BagSource, Topic, pick_topic
+from util.options import ArgumentParser, number
 
 
 def read_homography(path: str) -> np.ndarray:
@@ -125,16 +119,27 @@ def pair_by_stamp(thermal: Sequence[Optional[int]], rgb: Sequence[Optional[int]]
     return pairs, dropped
 
 
-def _rgb_frames(source: BagSource, topic: Topic, wanted: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, RGB pixels) of the messages `wanted` (sorted, unique), one pass over the topic."""
-    want = iter(wanted)
-    nxt = next(want, None)
-    for index, (_, raw) in enumerate(source.messages(topic.name)):
-        if nxt is None:
-            return
-        if index == nxt:
-            yield index, colour_pixels(source.deserialize(raw, topic.msgtype))
-            nxt = next(want, None)
+class RgbFrames:
+    """The RGB pixels of a topic's messages by index, read in a forward pass that starts over when
+    an earlier message is wanted (stamps out of recording order): one frame is held at a time."""
+
+    def __init__(self, source: BagSource, topic: Topic):
+        self.source, self.topic = source, topic
+        self.messages: Optional[Iterator[tuple[int, bytes]]] = None
+        self.index, self.pixels = -1, None  # the last message read, and its pixels once decoded
+
+    def __getitem__(self, wanted: int) -> np.ndarray:
+        if wanted < self.index or self.messages is None:
+            self.messages, self.index = iter(self.source.messages(self.topic.name)), -1
+        if wanted > self.index:
+            for self.index, (_, raw) in enumerate(self.messages, self.index + 1):
+                if self.index == wanted:
+                    break
+            else:
+                raise ConvertError(f"{self.source.path} {self.topic.name} message {wanted}: missing when read "
+                                   f"again; nothing was written")
+            self.pixels = colour_pixels(self.source.deserialize(raw, self.topic.msgtype))
+        return self.pixels
 
 
 def to_8bit(pixels: np.ndarray, raw_range: Optional[tuple[float, float]]) -> np.ndarray:
@@ -175,9 +180,7 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
     names: list[str] = []
     try:
         (tmp / IMAGE_DIR).mkdir()
-        rgb_iter = _rgb_frames(source, rgb_t, sorted(set(pairs.values())))
-        cache: dict[int, np.ndarray] = {}
-        last_use = {j: i for i, j in sorted(pairs.items())}
+        rgb_frames = RgbFrames(source, rgb_t)
         for index, (_, raw) in enumerate(source.messages(th_t.name)):
             if index not in pairs:
                 continue
@@ -188,13 +191,7 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
                     raise ConvertError(f"{where}: {pixels.dtype} thermal; give --raw-range LOW HIGH to map it "
                                        f"to 0..255; nothing was written")
                 used_range = percentile_range(hist)
-            j = pairs[index]
-            while j not in cache:  # RGB messages come in order; keep those still to be paired
-                k, colour = next(rgb_iter)
-                cache[k] = colour
-            colour = cache[j]
-            if last_use[j] == index:
-                del cache[j]
+            colour = rgb_frames[pairs[index]]
             frame = f"{stem}_{index:06d}"
             image = np.dstack([align(colour, pixels.shape, homography)[:, :, ::-1], to_8bit(pixels, used_range)])
             _write_png(tmp / IMAGE_DIR / f"{frame}.png", image)  # cv2: B, G, R, A = R, G, B, thermal when read
@@ -221,17 +218,17 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m util.convert rosbag",
+    p = ArgumentParser(prog="python -m util.convert rosbag",
                                 description="An unlabeled RGB-thermal set from a ROS bag "
                                             "(see util/data/rosbag_set.py).")
     p.add_argument("bag", metavar="BAG", help="ROS 1 .bag file or ROS 2 bag folder (only read)")
     p.add_argument("dst", metavar="DST", help="output folder (new, empty, or a previous output with --overwrite)")
     p.add_argument("--rgb-topic", required=True, help="the RGB image topic")
     p.add_argument("--thermal-topic", required=True, help="the thermal image topic")
-    p.add_argument("--max-dt-ms", type=max_dt_ms, default=20.0,
+    p.add_argument("--max-dt-ms", type=number(0), default=20.0,
                    help="largest stamp difference of a pair in ms (default 20); others are dropped and counted")
     p.add_argument("--homography", default=None, help="3x3 RGB-to-thermal pixel homography (text or JSON)")
-    p.add_argument("--raw-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+    p.add_argument("--raw-range", type=number(), nargs=2, metavar=("LOW", "HIGH"), default=None,
                    help="16-bit/float thermal range mapped to 0..255 (default for 16-bit: 1st/99th percentile)")
     p.add_argument("--name", default=None, help="set name in dataset.json (default: the bag's name)")
     p.add_argument("--overwrite", action="store_true", help="replace DST when it holds a previous conversion")

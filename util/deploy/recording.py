@@ -13,7 +13,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -24,19 +24,9 @@ from .live import Ending, StopOnCtrlC, bounded, is_live, iter_live, open_live
 from .rosbag import BagSource, BagWriter, frame_rate, is_bag, iter_bag, pick_topic
 from .smoothing import ProbabilityPredictor
 from ..engine.pictures import colorize, overlay, thermal_to_rgb
+from ..options import integer
 
 TOPIC_NAME = re.compile(r"^/?[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
-
-
-def positive_int(text: str) -> int:
-    """argparse type of --max-frames: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {text!r}")
-    return value
 
 
 def topic_prefix(text: str) -> str:
@@ -53,7 +43,7 @@ def add_recording_args(p: argparse.ArgumentParser) -> None:
                    help="with a bag --input: topics of the output bag (PREFIX/labels, PREFIX/overlay, ...)")
     p.add_argument("--confidence", action="store_true",
                    help="with a bag --input: also write PREFIX/confidence (mono8, max softmax probability x 255)")
-    p.add_argument("--max-frames", type=positive_int, default=None,
+    p.add_argument("--max-frames", type=integer(1), default=None,
                    help="with a bag, camera or stream --input: stop after N frames (Ctrl-C also stops cleanly)")
 
 
@@ -64,7 +54,7 @@ class Recording:
     def describe(self) -> str:
         raise NotImplementedError
 
-    def frames(self, thermal_range) -> Iterable[Frame]:
+    def frames(self, thermal_range: Optional[Sequence[float]]) -> Iterable[Frame]:
         raise NotImplementedError
 
     def frame_rate(self) -> float:
@@ -95,7 +85,7 @@ class BagRecording(Recording):
         count = f"{self.topic.count} messages" if self.topic.count else "messages"
         return f"ROS {2 if self.source.ros2 else 1} bag{storage}, {self.topic.name}: {count}"
 
-    def frames(self, thermal_range):
+    def frames(self, thermal_range: Optional[Sequence[float]]) -> Iterable[Frame]:
         return iter_bag(self.source, self.topic, thermal_range)
 
     def frame_rate(self) -> float:
@@ -122,7 +112,7 @@ class LiveRecording(Recording):
     def describe(self) -> str:
         return f"live {'camera' if self.text.isdigit() else 'stream'}"
 
-    def frames(self, thermal_range):
+    def frames(self, thermal_range: Optional[Sequence[float]]) -> Iterable[Frame]:
         return iter_live(self.cap, self.text, thermal_range)
 
     def frame_rate(self) -> float:
@@ -151,7 +141,7 @@ def open_recording(args: argparse.Namespace) -> Optional[Recording]:
 
 
 def segment_recording(segmenter: Segmenter, recording: Recording, out_dir: Path, args: argparse.Namespace,
-                      thermal_range, show: bool = True) -> dict:
+                      thermal_range: Optional[Sequence[float]], show: bool = True) -> dict:
     """Segment a bag or live source into the overlay video (and output bag); the summary's content."""
     alpha = getattr(args, "temporal_smoothing", 0.0) or 0.0
     confidence = recording.kind == "bag" and args.confidence
@@ -176,6 +166,10 @@ def segment_recording(segmenter: Segmenter, recording: Recording, out_dir: Path,
         with StopOnCtrlC() as stop:
             frames = bounded(recording.frames(thermal_range), args.max_frames, stop, ending)
             speed = segment_stream(segmenter, frames, emit, args.batch_size, recording.total(), show, predict)
+    except BaseException:  # an error or a second Ctrl-C: no half-written bag is left in the run folder
+        if writer is not None:
+            writer.abort()
+        raise
     finally:
         video.close()
         recording.close()

@@ -6,45 +6,34 @@ Bags: a ROS 1 ``.bag`` file, or a ROS 2 bag folder (``metadata.yaml`` with sqlit
 own type store (a topic whose recorded definition hash differs is refused), and pixels are
 decoded with NumPy (raw images) or OpenCV (PNG and JPEG only, recognised by their signature).
 
-Raw images: ``mono8``/``8UC1``, ``mono16``/``16UC1`` and ``32FC1``, little- or big-endian
-(``is_bigendian``), rows ``step`` bytes apart (padding skipped). The pixels then follow the
-scaling rules of frames.py (8-bit: value / 255; 16-bit and float: per-frame min-max or
-``--thermal-range``).
+Pixels: bag_pixels.py (raw mono8/8UC1, mono16/16UC1, 32FC1 in either byte order with row padding;
+PNG/JPEG); they then follow the scaling rules of frames.py (8-bit: value / 255; 16-bit and float:
+per-frame min-max or ``--thermal-range``).
 
 A ROS 1 bag or an MCAP file whose index is missing or damaged (a recording cut short, a truncated
-copy) is read record by record from the start instead, up to the damage (scan_ros1, scan_mcap:
-their messages of the topic are then held in memory); the damage is reported in one line and the
-frames before it are kept. Storage that fails while being read keeps the messages read before
-the error, reported the same way; an sqlite3 file that cannot be opened stops with one line.
+copy) is read record by record from the start instead, up to the damage (bag_records.py); storage
+that fails while being read keeps the messages read before the error. Either way the damage is
+reported in one line and the frames before it are kept; an sqlite3 file that cannot be opened
+stops with one line.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-import cv2
 import numpy as np
 
-from .frames import Frame, scale_thermal, single_channel
+from .bag_pixels import COMPRESSED, IMAGE, MONO_ENCODINGS, compressed_pixels, message_pixels
+from .bag_records import MAX_CHUNK_BYTES, BagError, Scan, first_words, scan_mcap, scan_ros1
+from .frames import Frame, scale_thermal
 
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE, COMPRESSED)
-MONO_ENCODINGS = {"mono8": np.uint8, "8UC1": np.uint8, "mono16": np.uint16, "16UC1": np.uint16,
-                  "32FC1": np.float32}
-COLOUR_ENCODINGS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)),
-                    "bgra8": (4, (2, 1, 0)), "mono8": (1, ())}
-SIGNATURES = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg"}
 DEFAULT_PREFIX = "/cekd"
-
-
-class BagError(ValueError):
-    """A bag that cannot be used; the message names it (a ValueError: the CLI prints one line)."""
 
 
 def is_bag(path: str | os.PathLike) -> bool:
@@ -111,20 +100,21 @@ class BagSource:
         return Reader(self.path)
 
     def _read_topics(self) -> dict[str, Topic]:
-        from rosbags.rosbag1 import ReaderError as Error1
-        from rosbags.rosbag2 import ReaderError as Error2
-
         store = _typestore(self.ros2)
         try:
             with self._reader() as reader:
                 conns = [(c.topic, c.msgtype, c.digest, c.msgcount) for c in reader.connections]
-        except (Error1, Error2, OSError, ValueError, KeyError) as exc:
+                _check_chunks(reader)
+        except Exception as exc:  # whatever a damaged bag makes rosbags raise (struct.error among others)
             if self.ros2 and self.storage != "mcap":
-                raise BagError(f"{self.what} {self.path}: cannot read the bag ({_words(exc)})") from None
+                raise BagError(f"{self.what} {self.path}: cannot read the bag ({first_words(exc)})") from None
             self.salvage = True  # e.g. "Bag index looks damaged" after a truncation
-            self.index_problem = f"index unreadable ({_words(exc)})"
+            self.index_problem = f"index unreadable ({first_words(exc)})"
             self.damage = self.index_problem
-            conns = [(c["topic"], c["msgtype"], c["digest"], 0) for c in self._scan(None).connections.values()]
+            scan = Scan()
+            for _ in self._scan(scan, None):  # no topic: reads the connections only
+                pass
+            conns = [(c["topic"], c["msgtype"], c["digest"], 0) for c in scan.connections.values()]
         topics: dict[str, Topic] = {}
         for name, msgtype, digest, count in conns:
             ok = msgtype in IMAGE_TYPES and _digest_ok(store, msgtype, digest, self.ros2)
@@ -136,8 +126,8 @@ class BagSource:
     def messages(self, topic: str) -> Iterator[tuple[int, bytes]]:
         """(receive time ns, serialized message) of `topic` in recording order; stops at damage (see `damage`)."""
         if self.salvage:
-            scan = self._scan(topic)
-            yield from scan.messages
+            scan = Scan()
+            yield from self._scan(scan, topic)
             self.damage = self.index_problem + (f"; {scan.damage}" if scan.damage else "")
             return
         try:
@@ -146,15 +136,15 @@ class BagSource:
                 for _, time, raw in reader.messages(connections=conns):
                     yield time, bytes(raw)
         except Exception as exc:  # any storage error of an untrusted bag: keep what came before it
-            self.damage = f"storage unreadable after some messages ({_words(exc)})"
+            self.damage = f"storage unreadable after some messages ({first_words(exc)})"
 
-    def _scan(self, topic: Optional[str]) -> "Scan":
+    def _scan(self, scan: Scan, topic: Optional[str]) -> Iterator[tuple[int, bytes]]:
         if not self.ros2:
-            return scan_ros1(self.path, topic, self.what)
+            return scan_ros1(self.path, scan, topic, self.what)
         files = sorted(self.path.glob("*.mcap"))
-        return scan_mcap(files[0], topic, self.what)
+        return scan_mcap(files[0], scan, topic, self.what)
 
-    def deserialize(self, raw: bytes, msgtype: str):
+    def deserialize(self, raw: bytes, msgtype: str) -> Any:
         store = _typestore(self.ros2)
         return store.deserialize_cdr(raw, msgtype) if self.ros2 else store.deserialize_ros1(raw, msgtype)
 
@@ -162,9 +152,21 @@ class BagSource:
         return [t for t in self.topics.values() if t.msgtype in IMAGE_TYPES]
 
 
-def _words(exc: BaseException) -> str:
-    text = " ".join(str(a) for a in exc.args) or type(exc).__name__
-    return text.splitlines()[0] if text else type(exc).__name__
+def _check_chunks(reader: Any) -> None:
+    """ValueError when the index of an opened ROS 1 or MCAP bag lists a chunk that lies beyond the
+    end of its file or declares more than MAX_CHUNK_BYTES uncompressed: rosbags sizes its reads from
+    these fields, so such a bag is read record by record instead (bag_records.py)."""
+    files = getattr(getattr(reader, "storage", None), "storages", None) or [reader]  # ROS 2: one per file
+    for file in files:
+        chunks = getattr(file, "chunks", None) or {}
+        for chunk in (chunks.values() if isinstance(chunks, dict) else chunks):
+            if hasattr(chunk, "datapos"):  # ROS 1
+                start, length, inflated = chunk.datapos, chunk.datasize, 0
+            else:  # MCAP
+                start, length, inflated = chunk.chunk_start_offset, chunk.chunk_length, chunk.uncompressed_size
+            if start + length > Path(file.path).stat().st_size or inflated > MAX_CHUNK_BYTES:
+                raise ValueError(f"the index lists a chunk of {length} bytes at byte {start} "
+                                 f"({inflated or length} uncompressed) that does not fit the file")
 
 
 def _digest_ok(store, msgtype: str, digest: str, ros2: bool) -> bool:
@@ -172,223 +174,6 @@ def _digest_ok(store, msgtype: str, digest: str, ros2: bool) -> bool:
     if ros2:
         return not digest.startswith("RIHS01_") or digest == store.hash_rihs01(msgtype)
     return digest == store.generate_msgdef(msgtype)[1]
-
-
-# --- record-by-record reading of ROS 1 (format 2.0) and MCAP files without a usable index --------
-
-@dataclass
-class Scan:
-    connections: dict[int, dict] = field(default_factory=dict)
-    messages: list[tuple[int, bytes]] = field(default_factory=list)
-    damage: Optional[str] = None
-
-
-def scan_ros1(path: Path, topic: Optional[str] = None, what: str = "--input") -> Scan:
-    """Read a ROS 1 bag from the start, chunk by chunk, until its end or the first damaged record.
-    Collects the connections and, for `topic`, the messages (time ns, bytes)."""
-    from rosbags.rosbag1.reader import Header, ReaderError, RecordType, read_uint32
-    from rosbags.typesys.msg import normalize_msgtype
-
-    scan = Scan()
-    decompress = {"none": lambda b: b}
-    try:
-        from bz2 import decompress as bz2
-        from lz4.frame import decompress as lz4
-        decompress.update(bz2=bz2, lz4=lz4)
-    except ImportError:  # lz4 comes with rosbags; without it lz4 chunks count as damage
-        pass
-
-    def records(bio, end: int, where: str) -> None:
-        while bio.tell() < end:
-            start = bio.tell()
-            try:
-                header = Header.read(bio)
-                op = header.get_uint8("op")
-                size = read_uint32(bio)
-                data = bio.read(size)
-                short = len(data) < size
-                if op == RecordType.CHUNK:
-                    kind = header.get_string("compression")
-                    if kind not in decompress:
-                        raise ReaderError(f"chunk compression {kind!r} is not supported")
-                    if kind == "none" or not short:  # an uncompressed chunk cut short: its whole records count
-                        inner = decompress[kind](data)
-                        records(BytesIO(inner), len(inner), f" of the chunk at byte {start}")
-                if short:
-                    raise ReaderError("the record is cut short")
-                elif op == RecordType.CONNECTION:
-                    body = Header.read(BytesIO(size.to_bytes(4, "little") + data))
-                    scan.connections[header.get_uint32("conn")] = {
-                        "topic": header.get_string("topic"), "msgtype": normalize_msgtype(body.get_string("type")),
-                        "digest": body.get_string("md5sum")}
-                elif op == RecordType.MSGDATA:
-                    conn = scan.connections.get(header.get_uint32("conn"))
-                    if conn is not None and conn["topic"] == topic:
-                        scan.messages.append((header.get_time("time"), data))
-            except (ReaderError, OSError, ValueError, KeyError) as exc:
-                if scan.damage is None:
-                    scan.damage = f"damaged at byte {start}{where} ({_words(exc)})"
-                raise _Stop from None
-
-    with open(path, "rb") as bio:
-        try:
-            if not bio.readline().startswith(b"#ROSBAG V2.0"):
-                raise BagError(f"{what} {path}: not a ROS 1 bag (version 2.0)")
-            Header.read(bio, RecordType.BAGHEADER)
-            bio.seek(read_uint32(bio), os.SEEK_CUR)  # header padding
-        except ReaderError as exc:
-            raise BagError(f"{what} {path}: not a readable ROS 1 bag ({_words(exc)})") from None
-        try:
-            records(bio, os.fstat(bio.fileno()).st_size, "")
-        except _Stop:
-            pass
-    return scan
-
-
-class _Stop(Exception):
-    pass
-
-
-MCAP_MAGIC = b"\x89MCAP0\r\n"
-
-
-def scan_mcap(path: Path, topic: Optional[str] = None, what: str = "--input") -> Scan:
-    """Read an MCAP file from the start, record by record (chunks included), until its data end or
-    the first damaged record. Collects the channels and, for `topic`, the messages (log time ns, bytes)."""
-    import struct
-
-    from rosbags.rosbag2.storage_mcap import decompress
-
-    scan = Scan()
-    schemas: dict[int, str] = {}
-
-    def string(buf: bytes, pos: int) -> tuple[str, int]:
-        (n,) = struct.unpack_from("<I", buf, pos)
-        if pos + 4 + n > len(buf):
-            raise ValueError("string runs past its record")
-        return buf[pos + 4:pos + 4 + n].decode(), pos + 4 + n
-
-    def records(bio, end: int, where: str) -> None:
-        while bio.tell() < end:
-            start = bio.tell()
-            try:
-                head = bio.read(9)
-                if len(head) < 9:
-                    raise ValueError("the record is cut short")
-                op, size = head[0], struct.unpack_from("<Q", head, 1)[0]
-                if op == 0x0F:  # data end: the summary follows
-                    raise _Stop
-                body = bio.read(size)
-                short = len(body) < size
-                if op == 0x06:  # chunk
-                    usize, crc = struct.unpack_from("<QI", body, 16)
-                    kind, pos = string(body, 28)
-                    (length,) = struct.unpack_from("<Q", body, pos)
-                    data = body[pos + 8:pos + 8 + length]
-                    if kind == "" or not short:  # an uncompressed chunk cut short: its whole records count
-                        inner = data if kind == "" else decompress(data, kind, usize, crc)
-                        records(BytesIO(inner), len(inner), f" of the chunk at byte {start}")
-                elif short:
-                    pass
-                elif op == 0x03:  # schema
-                    (sid,) = struct.unpack_from("<H", body, 0)
-                    schemas[sid] = string(body, 2)[0]
-                elif op == 0x04:  # channel
-                    cid, sid = struct.unpack_from("<HH", body, 0)
-                    name = string(body, 4)[0]
-                    scan.connections[cid] = {"topic": name, "msgtype": schemas.get(sid, ""), "digest": ""}
-                elif op == 0x05:  # message
-                    cid, _, log_time = struct.unpack_from("<HIQ", body, 0)
-                    conn = scan.connections.get(cid)
-                    if conn is not None and conn["topic"] == topic:
-                        scan.messages.append((log_time, body[22:]))
-                if short:
-                    raise ValueError("the record is cut short")
-            except _Stop:
-                raise
-            except (ValueError, struct.error, UnicodeDecodeError, OSError) as exc:
-                if scan.damage is None:
-                    scan.damage = f"damaged at byte {start}{where} ({_words(exc)})"
-                raise _Stop from None
-            except Exception as exc:  # a decompressor's error on a damaged chunk
-                if scan.damage is None:
-                    scan.damage = f"damaged at byte {start}{where} ({type(exc).__name__}: {_words(exc)})"
-                raise _Stop from None
-
-    with open(path, "rb") as bio:
-        if bio.read(8) != MCAP_MAGIC:
-            raise BagError(f"{what} {path}: not an MCAP file")
-        try:
-            records(bio, os.fstat(bio.fileno()).st_size, "")
-        except _Stop:
-            pass
-    return scan
-
-
-# --- pixels ------------------------------------------------------------------------------------
-
-def _unpadded(msg, dtype: np.dtype, channels: int, encoding: str) -> np.ndarray:
-    """(H, W) or (H, W, channels) pixels of a raw Image: rows `step` bytes apart, byte order honoured."""
-    dtype = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    row = width * channels * dtype.itemsize
-    data = np.asarray(msg.data, dtype=np.uint8).ravel()
-    if height < 1 or width < 1 or step < row or data.size < step * (height - 1) + row:
-        raise ValueError(f"a {width}x{height} {encoding} image needs rows of at least {row} bytes and "
-                         f"{step * (height - 1) + row} bytes, got step {step} and {data.size} bytes")
-    if data.size < step * height:  # the last row's padding may be left out
-        data = np.concatenate([data, np.zeros(step * height - data.size, np.uint8)])
-    rows = np.ascontiguousarray(data[:step * height].reshape(height, step)[:, :row])
-    shape = (height, width) if channels == 1 else (height, width, channels)
-    return rows.view(dtype).reshape(shape).astype(dtype.newbyteorder("="))
-
-
-def image_pixels(msg) -> np.ndarray:
-    """The (H, W) array of a single-channel sensor_msgs/Image (row padding skipped, byte order honoured)."""
-    encoding = str(msg.encoding)
-    if encoding not in MONO_ENCODINGS:
-        raise ValueError(f"encoding {encoding!r} is not single-channel thermal (expected "
-                         f"{', '.join(MONO_ENCODINGS)})")
-    return _unpadded(msg, MONO_ENCODINGS[encoding], 1, encoding)
-
-
-def colour_pixels(msg) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an Image (rgb8, bgr8, rgba8, bgra8, mono8) or PNG/JPEG CompressedImage."""
-    if hasattr(msg, "encoding"):
-        encoding = str(msg.encoding)
-        if encoding not in COLOUR_ENCODINGS:
-            raise ValueError(f"encoding {encoding!r} is not a colour image (expected {', '.join(COLOUR_ENCODINGS)})")
-        channels, order = COLOUR_ENCODINGS[encoding]
-        pixels = _unpadded(msg, np.uint8, channels, encoding)
-        return np.dstack([pixels] * 3) if channels == 1 else np.ascontiguousarray(pixels[:, :, list(order)])
-    bgr = _decode_compressed(msg)[0]
-    if bgr.dtype != np.uint8:
-        raise ValueError(f"a {bgr.dtype} compressed colour image; expected 8 bits per channel")
-    if bgr.ndim == 2:
-        return np.dstack([bgr] * 3)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB if bgr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-
-
-def _decode_compressed(msg) -> tuple[np.ndarray, str]:
-    """The decoded pixels (cv2 channel order) of a PNG or JPEG CompressedImage, and "png" or "jpeg"."""
-    data = np.asarray(msg.data, dtype=np.uint8).ravel()
-    kind = next((k for sig, k in SIGNATURES.items() if data[:len(sig)].tobytes() == sig), None)
-    if kind is None:
-        raise ValueError(f"compressed image format {str(msg.format)!r} is not PNG or JPEG")
-    raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise ValueError(f"the {kind.upper()} data cannot be decoded")
-    return raw, kind
-
-
-def compressed_pixels(msg, source: str) -> np.ndarray:
-    """The single-channel pixels of a PNG or JPEG sensor_msgs/CompressedImage."""
-    raw, kind = _decode_compressed(msg)
-    return single_channel(raw, source, lossy=kind == "jpeg")
-
-
-def message_pixels(msg, msgtype: str, source: str) -> np.ndarray:
-    return image_pixels(msg) if msgtype == IMAGE else compressed_pixels(msg, source)
 
 
 # --- topic choice and frames ---------------------------------------------------------------------
@@ -437,7 +222,7 @@ def iter_bag(source: BagSource, topic: Topic, thermal_range: Optional[Sequence[f
         try:
             msg = source.deserialize(raw, topic.msgtype)
         except Exception as exc:  # whatever a malformed message makes the deserializer raise
-            frame.error = f"{where}: cannot deserialize ({_words(exc)})"
+            frame.error = f"{where}: cannot deserialize ({first_words(exc)})"
             yield frame
             continue
         frame.header = msg.header
@@ -502,6 +287,13 @@ class BagWriter:
             self.written[self.topics[name]] += 1
 
     def close(self) -> None:
+        """Finish the bag and move it into place."""
         self.writer.close()
         os.replace(self.tmp_dir / self.path.name, self.path)
         shutil.rmtree(self.tmp_dir)
+
+    def abort(self) -> None:
+        """Drop the unfinished bag (a run that failed): nothing half-written is left behind."""
+        with contextlib.suppress(Exception):  # the run's own error is the one to report
+            self.writer.close()
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)

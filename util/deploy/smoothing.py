@@ -11,7 +11,6 @@ Confidence: the largest (smoothed) class probability of each pixel, as uint8 ``r
 """
 from __future__ import annotations
 
-import argparse
 from typing import Optional, Sequence
 
 import numpy as np
@@ -20,17 +19,6 @@ import torch.nn.functional as F
 
 from .backends import Segmenter
 from .inference import to_model_input
-
-
-def smoothing_alpha(text: str) -> float:
-    """argparse type of --temporal-smoothing: a float in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1) (0: off), got {text!r}")
-    return value
 
 
 def _at_size(x: torch.Tensor, shape: Sequence[int]) -> np.ndarray:
