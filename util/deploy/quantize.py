@@ -74,14 +74,14 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
     """Static int8 quantisation (QDQ, per-channel int8 weights; `activations` uint8 or int8) of an
     exported fp32 model, calibrated on `calib_frames` float32 (N, 1, H, W) in [0, 1] with `method`
     (one of CALIB_METHODS); the node groups named in `keep_float` (keys of KEEP_FLOAT_GROUPS) stay float."""
+    from .runtimes import import_onnxruntime
+
+    import_onnxruntime()  # first: it keeps onnxruntime's telemetry off, which is read when the library loads
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from .onnxfile import atomic_path, check_new_file, read_metadata, write_metadata
-    from .runtimes import import_onnxruntime
-
-    import_onnxruntime()
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     check_new_file(out_path, overwrite, "--int8-out")
     if activations not in ACTIVATIONS:
