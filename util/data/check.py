@@ -10,6 +10,8 @@ remembered by (path, size, mtime) in a small JSON file outside it (see :func:`ca
 second check decodes only what changed.
 
     python -m util.check_dataset --data-dir dataset/synthetic [--splits train val] [--need-edges] [--no-cache]
+
+An unlabeled set (dataset.json ``"unlabeled": true``) is checked by :func:`check_unlabeled` instead.
 """
 from __future__ import annotations
 
@@ -424,8 +426,17 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
                         help=f"decode every file again, ignoring what earlier checks remembered ({cache_path(Path('.')).parent})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(None if argv is None else list(argv))
+    from util.data.info import is_unlabeled_set, load_dataset_info
+
+    if is_unlabeled_set(args.data_dir):
+        problems = check_unlabeled(args.data_dir, progress=not args.no_progress, use_cache=not args.no_cache)
+        if problems:
+            print(f"unlabeled set check failed for {args.data_dir}: {len(problems)} problem(s)")
+            print("\n".join(problems))
+            return 1
+        print(f"OK: {args.data_dir}: unlabeled set, train {len(read_split(args.data_dir, 'train'))} frames")
+        return 0
     if args.n_class is None:
-        from util.data.info import load_dataset_info
 
         try:
             args.n_class = load_dataset_info(args.data_dir).n_class
