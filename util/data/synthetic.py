@@ -481,11 +481,10 @@ def _write_frames(root: Path, n_frames: int, height: int, width: int, seed: int,
     return written
 
 
-def _write_unlabeled(root: Path, n_frames: int, height: int, width: int, seed: int, day_fraction: float) -> list[str]:
-    """An unlabeled pool in ``root/unlabeled`` (images/, train.txt, dataset.json), drawn from the same scene
-    model as the labelled frames (its own random streams, so the labelled frames do not change); return
-    the files written, relative to ``root``."""
-    pool = root / UNLABELED_DIR
+def _write_unlabeled(pool: Path, n_frames: int, height: int, width: int, seed: int, day_fraction: float) -> list[str]:
+    """An unlabeled set in ``pool`` (images/, train.txt, dataset.json), drawn from the same scene model as the
+    labelled frames (its own random streams, so the labelled frames of the same seed do not change and
+    none is repeated); return the files written, relative to ``pool``."""
     (pool / IMAGE_DIR).mkdir(parents=True)
     master = np.random.default_rng([seed, 2])
     is_day = np.zeros(n_frames, bool)
@@ -498,10 +497,32 @@ def _write_unlabeled(root: Path, n_frames: int, height: int, width: int, seed: i
         rel = f"{IMAGE_DIR}/{name}.png"
         if not cv2.imwrite(str(pool / rel), cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA), [cv2.IMWRITE_PNG_COMPRESSION, 3]):
             raise OSError(f"{pool / rel}: could not write")
-        written.append(f"{UNLABELED_DIR}/{rel}")
+        written.append(rel)
     (pool / "train.txt").write_text("".join(n + "\n" for n in names))
     write_unlabeled_info(pool, "synthetic MFNet, unlabeled pool")
-    return written + [f"{UNLABELED_DIR}/train.txt", f"{UNLABELED_DIR}/{INFO_FILE}"]
+    return written + ["train.txt", INFO_FILE]
+
+
+def generate_unlabeled_pool(out_dir: Union[str, os.PathLike], n_frames: int, height: int = DEFAULT_HEIGHT,
+                            width: int = DEFAULT_WIDTH, seed: int = 0, day_fraction: float = DAY_FRACTION) -> Path:
+    """Write an unlabeled set of ``n_frames`` synthetic frames on its own (the pool ``generate_dataset(...,
+    unlabeled_frames=n_frames)`` puts in its ``unlabeled/``, the same pixels for the same arguments), e.g. beside
+    a synthetic set made earlier without one. Refuses a non-empty ``out_dir``; written into a sibling folder
+    renamed into place at the end."""
+    if n_frames < 1:
+        raise ValueError(f"synthetic: the unlabeled pool needs at least 1 frame, got {n_frames}")
+    target = Path(os.path.abspath(out_dir))
+    _check_target(target, overwrite=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_work_dirs(target)
+    partial = _work_dir(target, "partial")
+    try:
+        _write_unlabeled(partial, n_frames, height, width, seed, day_fraction)
+        _move_into_place(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return Path(out_dir)
 
 
 def _move_into_place(partial: Path, out: Path) -> None:
@@ -550,7 +571,8 @@ def generate_dataset(out_dir: Union[str, os.PathLike], n_frames: int = DEFAULT_F
     try:
         written = _write_frames(partial, n_frames, height, width, seed, radius, n_day)
         if unlabeled_frames:
-            written += _write_unlabeled(partial, unlabeled_frames, height, width, seed, day_fraction)
+            written += [f"{UNLABELED_DIR}/{rel}" for rel in _write_unlabeled(partial / UNLABELED_DIR, unlabeled_frames,
+                                                                             height, width, seed, day_fraction)]
         meta = {"generator": "util.data.synthetic", "n_frames": n_frames, "height": height, "width": width,
                 "seed": seed, "radius": radius, "day_fraction": day_fraction,
                 **({"unlabeled_frames": unlabeled_frames} if unlabeled_frames else {}),
