@@ -2,8 +2,8 @@
 
 The synthetic set is generated with an unlabeled pool drawn from the same scene model
 (util.synthetic --unlabeled-frames). Only --labelled frames of its train split keep their labels
-(a seeded choice; val and test stay whole). Per seed, a CENet teacher is trained on those labelled
-frames; then ResNet-18 EKNet students:
+(a seeded choice; val and test stay whole). A CENet teacher is trained on those labelled frames
+(one for every seed, or one per seed with --teacher-per-seed); then, per seed, ResNet-18 EKNet students:
 
     (a) labels only             trainStudent.py --no-distill
     (b) CEKD, labelled frames   trainStudent.py (today's recipe)
@@ -11,9 +11,11 @@ frames; then ResNet-18 EKNet students:
     (d) (c) with the ground-truth term on the labelled frames --unlabeled POOL_N --gt-weight 1
 
 for every N of --unlabeled-counts ((c) at N = 0 is (b); (d) at N = 0 is (b) with --gt-weight 1).
-Every student has the same number of epochs; an epoch is every frame once (labelled and unlabeled
-shuffled together, or --mix K unlabeled frames per batch), so a larger pool also means more steps:
-the JSON records each run's steps and seconds. Test mIoU (best validation epoch) is reported as the
+Every student has the same number of epochs, an epoch being one pass over the labelled frames: (c)
+and (d) take --mix K unlabeled frames into every batch (trainStudent.py --unlabeled-per-batch K; the
+pool's frames taken in turn, so a larger pool means more distinct frames, not more steps), so they
+make batch/(batch-K) times the steps of (a) and (b). --mix 0 instead shows every frame once per epoch
+(then a larger pool also means more steps). The JSON records each run's frames per epoch and seconds. Test mIoU (best validation epoch) is reported as the
 mean and the sample standard deviation over the seeds; a row "beats (a)" when its mean exceeds (a)'s
 by more than the two standard deviations together.
 
@@ -76,8 +78,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--teacher-epochs", type=_positive, default=40, help="epochs of each teacher (few frames)")
     p.add_argument("--batch-size", type=_positive, default=4)
     p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--mix", type=_count, default=0, metavar="K",
-                   help="--unlabeled-per-batch of (c) and (d) (default 0: every frame once per epoch)")
+    p.add_argument("--mix", type=_count, default=2, metavar="K",
+                   help="unlabeled frames in each batch of (c) and (d) (trainStudent.py --unlabeled-per-batch; "
+                        "0: every frame once per epoch, shuffled together)")
+    p.add_argument("--teacher-per-seed", action="store_true",
+                   help="train a teacher for every seed (the spread then includes the teacher's)")
     p.add_argument("--workers", type=_count, default=1)
     p.add_argument("--max-steps-per-epoch", type=_count, default=0, help="(for a smoke test) cap on steps")
     args = p.parse_args(argv)
@@ -125,9 +130,11 @@ def stage_configs(args: argparse.Namespace, data: Path, pools: dict[int, Path], 
     common = dict(data_dir=str(data), height=args.height, width=args.width, batch_size=args.batch_size, lr=args.lr,
                   workers=args.workers, seed=seed, runs_dir=str(out), pretrained=False, progress=False,
                   image_every=0, eval_splits=("test",), depth=18, max_steps_per_epoch=args.max_steps_per_epoch)
-    teacher = str(out / f"teacher-s{seed}" / "best.pth")
+    t_name = f"teacher-s{seed}" if args.teacher_per_seed else f"teacher-s{args.seeds[0]}"
+    teacher = str(out / t_name / "best.pth")
+    t_common = {**common, "seed": int(t_name.rsplit("-s", 1)[1])}
     runs: dict[str, TeacherConfig | StudentConfig] = {
-        f"teacher-s{seed}": TeacherConfig(run_name=f"teacher-s{seed}", epochs=args.teacher_epochs, **common),
+        t_name: TeacherConfig(run_name=t_name, epochs=args.teacher_epochs, **t_common),
         f"a-s{seed}": StudentConfig(run_name=f"a-s{seed}", epochs=args.epochs, distill=False, **common),
         f"b-s{seed}": StudentConfig(run_name=f"b-s{seed}", epochs=args.epochs, teacher=teacher, **common)}
     for n in args.unlabeled_counts:
@@ -152,11 +159,14 @@ def spread(values: list[float]) -> dict[str, float]:
 def summarise(args: argparse.Namespace, results: dict[str, dict]) -> dict[str, dict]:
     """Row key ("teacher", "a", "b", "c100", "d0", ...) -> spread over the seeds."""
     keys = ["teacher", "a", "b"] + [f"c{n}" for n in args.unlabeled_counts if n] + [f"d{n}" for n in args.unlabeled_counts]
-    return {k: spread([results[f"{k}-s{s}"]["splits"]["test"]["miou"] for s in args.seeds]) for k in keys}
+    seeds = {k: args.seeds for k in keys}
+    if not args.teacher_per_seed:
+        seeds["teacher"] = args.seeds[:1]
+    return {k: spread([results[f"{k}-s{s}"]["splits"]["test"]["miou"] for s in seeds[k]]) for k in keys}
 
 
 def _cell(s: dict) -> str:
-    return f"{s['mean']:.2f} ± {s['std']:.2f}"
+    return f"{s['mean']:.2f}" if s["n"] == 1 else f"{s['mean']:.2f} ± {s['std']:.2f}"
 
 
 def _beats(row: dict, base: dict) -> str:
@@ -164,19 +174,26 @@ def _beats(row: dict, base: dict) -> str:
     return "yes" if gap > row["std"] + base["std"] else ("no (within spread)" if gap > 0 else "no")
 
 
+def _mix(args: argparse.Namespace) -> str:
+    if args.mix:
+        return f"{args.mix} unlabeled frames in each batch of {args.batch_size}"
+    return "every frame once per epoch"
+
+
 def markdown(args: argparse.Namespace, summary: dict[str, dict], minutes: float) -> str:
     counts = args.unlabeled_counts
     head = "| student | " + " | ".join(f"{n} unlabeled" for n in counts) + " |"
     lines = [f"Test mIoU % (mean ± std over seeds {', '.join(map(str, args.seeds))}), synthetic data, {args.labelled} "
              f"labelled train frames, {args.height}x{args.width}, ResNet-18, {args.epochs} student epochs, "
-             f"teacher {args.teacher_epochs} epochs; {minutes:.0f} min on {cpu_name()}", "",
+             f"teacher {args.teacher_epochs} epochs, (c)/(d) with {_mix(args)}; {minutes:.0f} min on {cpu_name()}",
+             "",
              f"Teacher (CENet, RGB + thermal, labelled frames): {_cell(summary['teacher'])}", "", head,
              "|---|" + "---|" * len(counts)]
     for key in "abcd":
         cells = []
-        for n in counts:
+        for i, n in enumerate(counts):
             k = {"a": "a", "b": "b", "c": f"c{n}" if n else "b", "d": f"d{n}"}[key]
-            cells.append(_cell(summary[k]) if k in summary else "-")
+            cells.append(_cell(summary[k]) if k in summary and (key in "cd" or i == 0) else "")
         lines.append(f"| {ROWS[key]} | " + " | ".join(cells) + " |")
     lines += ["", "Beats (a) beyond the seeds' spread (mean gap > the two standard deviations together):", ""]
     for k, s in summary.items():

@@ -10,7 +10,7 @@ from util.data import check as check_module
 from util.data import convert as conv
 from util.data.check import check_unlabeled, load_image_file
 from util.data.info import is_unlabeled_set, load_dataset_info, write_unlabeled_info
-from util.data.synthetic import generate_dataset
+from util.data.synthetic import generate_dataset, generate_unlabeled_pool
 from util.data.unlabeled import UnlabeledDataset
 from util.data.check import DatasetError
 
@@ -80,6 +80,9 @@ def test_synthetic_pool_leaves_the_labelled_frames_unchanged(tmp_path):
     assert meta["unlabeled_frames"] == 5 and "unlabeled/train.txt" in meta["files"]
     first = load_image_file(pool / "images" / f"{names[0]}.png")
     assert first.shape == (32, 32, 4) and first[:, :, 3].std() > 0  # a rendered scene, not a blank
+    alone = generate_unlabeled_pool(tmp_path / "alone", 5, 32, 32, seed=3)  # the same pool on its own
+    for path in pool.rglob("*.png"):
+        assert path.read_bytes() == (alone / path.relative_to(pool)).read_bytes()
     item = UnlabeledDataset(pool, 64, 64)[0]
     assert item["image"].shape == (4, 64, 64) and item["labelled"] is False and item["label"].sum() == 0
 

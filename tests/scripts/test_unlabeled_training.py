@@ -199,3 +199,21 @@ def test_an_unlabeled_set_as_data_dir_and_bad_options_are_refused(setup, capsys)
     with pytest.raises(SystemExit):
         trainStudent.cli(_common(data, teacher, runs, "bad", "--unlabeled", str(pool), "--unlabeled-per-batch", "x"))
     assert "expected an integer 0..batch-size - 1, got 'x'" in capsys.readouterr().err
+
+
+def test_run_cekd_adds_a_label_free_row_when_asked(tmp_path, capsys):
+    from run_cekd import main
+
+    data = tmp_path / "syn"
+    main(["--data-dir", str(data), "--frames", "12", "--height", "64", "--width", "64", "--epochs", "1",
+          "--batch-size", "2", "--workers", "0", "--runs-dir", str(tmp_path / "runs"), "--run-name", "job",
+          "--no-progress", "--skip-baseline", "--unlabeled-frames", "2", "--extra", "--max-steps-per-epoch", "1",
+          "--eval-splits", "test"])
+    pool = tmp_path / "syn-unlabeled-2"
+    assert len((pool / "train.txt").read_text().split()) == 2
+    rows = (tmp_path / "runs" / "job" / "comparison.txt").read_text().strip().splitlines()[2:]
+    assert [r.split("  ")[0] for r in rows] == ["CENet teacher (RGB + thermal)",
+                                               "EKNet student, CEKD distillation (thermal)",
+                                               "EKNet student, CEKD + unlabeled pool (thermal)"]
+    run = json.loads((tmp_path / "runs" / "job" / "student-unlabeled" / "run.json").read_text())
+    assert run["config"]["unlabeled"] == [str(pool)] and run["frames"]["unlabeled"] == 2
