@@ -20,6 +20,7 @@ from typing import Optional
 
 import trainStudent
 import trainTeacher
+from util.args import count
 from util.engine import StudentConfig, TeacherConfig, run_cli
 from model.encoder import RESNET_DEPTHS
 from util.engine.config import given_options
@@ -52,7 +53,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--run-name", default=None, help="folder under --runs-dir (default: cekd and time)")
     p.add_argument("--skip-baseline", action="store_true", help="do not train the ground-truth-only student")
-    p.add_argument("--unlabeled-frames", type=_count, default=0, metavar="N",
+    p.add_argument("--unlabeled-frames", type=count, default=0, metavar="N",
                    help="also distil a student on the labelled frames plus N unlabeled synthetic frames of the same "
                         "scene model (label-free distillation; the pool is made beside --data-dir, in "
                         "DATA-unlabeled-N, when absent; synthetic data only; default 0: no such row)")
@@ -61,16 +62,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="further trainer options for all three trainings (e.g. --amp bf16); "
                         "each training takes those its trainer knows")
     return p.parse_args(argv)
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def unlabeled_pool(args: argparse.Namespace) -> Path:

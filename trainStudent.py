@@ -29,6 +29,7 @@ from torch import nn
 from model import EKNet
 from model.hint_adapter import HintAdapter, hint_width
 from model.losses import STUDENT_TERMS, student_loss, supervised_student_loss
+from util.args import count
 from util.engine import (ConfigError, Session, StudentConfig, add_common_args, build_from_weights, evaluate,
                          load_config, make_optimizer, open_run, prepare_model, run_cli, seed_everything,
                          test_best, train_one_epoch, training_data)
@@ -110,20 +111,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "labelled frames; validation and test stay on --data-dir")
     p.add_argument("--unlabeled-only", action="store_true",
                    help="train on the --unlabeled frames alone (the labelled val/test splits still choose and test)")
-    p.add_argument("--unlabeled-per-batch", type=_per_batch, default=d.unlabeled_per_batch, metavar="K",
+    p.add_argument("--unlabeled-per-batch", type=count, default=d.unlabeled_per_batch, metavar="K",
                    help="K unlabeled and batch-size - K labelled frames in every batch, an epoch being one pass "
                         "over the labelled frames (default 0: every frame once per epoch, shuffled together)")
     return p
-
-
-def _per_batch(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer 0..batch-size - 1, got {text!r}")
-    return value
 
 
 def main(cfg: StudentConfig) -> dict:

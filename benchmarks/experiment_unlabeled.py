@@ -41,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from experiment_compact import cpu_name, run_stage  # noqa: E402
+
+from util.args import count, positive  # noqa: E402
 from util.data.check import IMAGE_DIR, read_split  # noqa: E402
 from util.data.info import write_unlabeled_info  # noqa: E402
 from util.data.synthetic import UNLABELED_DIR, generate_dataset  # noqa: E402
@@ -51,40 +53,26 @@ ROWS = {"a": "(a) labels only", "b": "(b) CEKD, labelled frames", "c": "(c) CEKD
         "d": "(d) (c) + --gt-weight 1"}
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
-
-
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/unlabeled")
-    p.add_argument("--frames", type=_positive, default=240, help="labelled synthetic frames (half of them train)")
-    p.add_argument("--labelled", type=_positive, default=40, help="train frames that keep their labels")
-    p.add_argument("--unlabeled-counts", type=_count, nargs="+", default=[0, 100, 400], metavar="N")
-    p.add_argument("--seeds", type=_count, nargs="+", default=[0, 1, 2])
-    p.add_argument("--height", type=_positive, default=64)
-    p.add_argument("--width", type=_positive, default=96)
-    p.add_argument("--epochs", type=_positive, default=12, help="epochs of every student")
-    p.add_argument("--teacher-epochs", type=_positive, default=40, help="epochs of each teacher (few frames)")
-    p.add_argument("--batch-size", type=_positive, default=4)
+    p.add_argument("--frames", type=positive, default=240, help="labelled synthetic frames (half of them train)")
+    p.add_argument("--labelled", type=positive, default=40, help="train frames that keep their labels")
+    p.add_argument("--unlabeled-counts", type=count, nargs="+", default=[0, 100, 400], metavar="N")
+    p.add_argument("--seeds", type=count, nargs="+", default=[0, 1, 2])
+    p.add_argument("--height", type=positive, default=64)
+    p.add_argument("--width", type=positive, default=96)
+    p.add_argument("--epochs", type=positive, default=12, help="epochs of every student")
+    p.add_argument("--teacher-epochs", type=positive, default=40, help="epochs of each teacher (few frames)")
+    p.add_argument("--batch-size", type=positive, default=4)
     p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--mix", type=_count, default=2, metavar="K",
+    p.add_argument("--mix", type=count, default=2, metavar="K",
                    help="unlabeled frames in each batch of (c) and (d) (trainStudent.py --unlabeled-per-batch; "
                         "0: every frame once per epoch, shuffled together)")
     p.add_argument("--teacher-per-seed", action="store_true",
                    help="train a teacher for every seed (the spread then includes the teacher's)")
-    p.add_argument("--workers", type=_count, default=1)
-    p.add_argument("--max-steps-per-epoch", type=_count, default=0, help="(for a smoke test) cap on steps")
+    p.add_argument("--workers", type=count, default=1)
+    p.add_argument("--max-steps-per-epoch", type=count, default=0, help="(for a smoke test) cap on steps")
     args = p.parse_args(argv)
     if args.labelled >= args.frames // 2:
         p.error(f"--labelled {args.labelled}: must be below the train split's {args.frames // 2} frames")
@@ -183,10 +171,11 @@ def _mix(args: argparse.Namespace) -> str:
 def markdown(args: argparse.Namespace, summary: dict[str, dict], minutes: float) -> str:
     counts = args.unlabeled_counts
     head = "| student | " + " | ".join(f"{n} unlabeled" for n in counts) + " |"
-    lines = [f"Test mIoU % (mean ± std over seeds {', '.join(map(str, args.seeds))}), synthetic data, {args.labelled} "
-             f"labelled train frames, {args.height}x{args.width}, ResNet-18, {args.epochs} student epochs, "
-             f"teacher {args.teacher_epochs} epochs, (c)/(d) with {_mix(args)}; {minutes:.0f} min on {cpu_name()}",
-             "",
+    title = (f"Test mIoU % (mean ± std over seeds {', '.join(map(str, args.seeds))}), synthetic data, "
+             f"{args.labelled} labelled train frames, {args.height}x{args.width}, ResNet-18, {args.epochs} student "
+             f"epochs, teacher {args.teacher_epochs} epochs, (c)/(d) with {_mix(args)}; {minutes:.0f} min on "
+             f"{cpu_name()}")
+    lines = [title, "",
              f"Teacher (CENet, RGB + thermal, labelled frames): {_cell(summary['teacher'])}", "", head,
              "|---|" + "---|" * len(counts)]
     for key in "abcd":

@@ -8,11 +8,10 @@ import pytest
 
 from util.data import check as check_module
 from util.data import convert as conv
-from util.data.check import check_unlabeled, load_image_file
+from util.data.check import DatasetError, check_unlabeled, load_image_file
 from util.data.info import is_unlabeled_set, load_dataset_info, write_unlabeled_info
 from util.data.synthetic import generate_dataset, generate_unlabeled_pool
 from util.data.unlabeled import UnlabeledDataset
-from util.data.check import DatasetError
 
 
 def _source(root, n=3, h=32, w=48, raw16=False):

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 import trainStudent
 from model import CENet
 from model.losses import student_loss
+from util.data.dataset import MFDataset
 from util.data.synthetic import generate_dataset
 from util.data.unlabeled import Labelled, UnlabeledDataset
-from util.data.dataset import MFDataset
 from util.engine.checkpoint import export_release
 from util.engine.mixing import MixedBatchSampler
 
@@ -198,7 +198,7 @@ def test_an_unlabeled_set_as_data_dir_and_bad_options_are_refused(setup, capsys)
     assert err == "error: --unlabeled-only: needs --unlabeled DIR (the frames without labels)"
     with pytest.raises(SystemExit):
         trainStudent.cli(_common(data, teacher, runs, "bad", "--unlabeled", str(pool), "--unlabeled-per-batch", "x"))
-    assert "expected an integer 0..batch-size - 1, got 'x'" in capsys.readouterr().err
+    assert "expected an integer >= 0, got 'x'" in capsys.readouterr().err
 
 
 def test_run_cekd_adds_a_label_free_row_when_asked(tmp_path, capsys):

@@ -32,6 +32,7 @@ from typing import Iterable, Optional, Union
 import cv2
 import numpy as np
 
+from util.args import count
 from util.data.check import EDGE_DIR, IMAGE_DIR, LABEL_DIR, DatasetError
 from util.data.edges import edge_label, write_edge_file
 from util.data.info import INFO_FILE, MFNET, DatasetInfo, write_dataset_info, write_unlabeled_info
@@ -613,16 +614,6 @@ def ensure_synthetic(out_dir: Union[str, os.PathLike] = "dataset/synthetic", **k
     return out
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
 def main(argv: Optional[Iterable[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Write a procedural RGB-thermal dataset in MFNet format.")
     parser.add_argument("--out", default="dataset/synthetic", help="output folder (default dataset/synthetic)")
@@ -630,7 +621,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     parser.add_argument("--height", type=int, default=DEFAULT_HEIGHT, help=f"multiple of 32 (default {DEFAULT_HEIGHT})")
     parser.add_argument("--width", type=int, default=DEFAULT_WIDTH, help=f"multiple of 32 (default {DEFAULT_WIDTH})")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--unlabeled-frames", type=_count, default=0, metavar="N",
+    parser.add_argument("--unlabeled-frames", type=count, default=0, metavar="N",
                         help=f"also write an unlabeled pool of N frames into OUT/{UNLABELED_DIR} (default 0)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a folder generated earlier (refused if it holds anything else)")
