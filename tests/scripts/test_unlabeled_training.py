@@ -217,3 +217,22 @@ def test_run_cekd_adds_a_label_free_row_when_asked(tmp_path, capsys):
                                                "EKNet student, CEKD + unlabeled pool (thermal)"]
     run = json.loads((tmp_path / "runs" / "job" / "student-unlabeled" / "run.json").read_text())
     assert run["config"]["unlabeled"] == [str(pool)] and run["frames"]["unlabeled"] == 2
+
+
+def test_torchrun_two_processes_share_the_unlabeled_frames(setup, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    data, teacher, _ = setup
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29747",
+           str(ROOT / "trainStudent.py"), *_common(data, teacher, tmp_path, "ddp", "--unlabeled", str(data / "unlabeled"),
+                                                   "--unlabeled-per-batch", "1", "--gt-weight", "1", "--epochs", "1")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    hist = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)["history"]
+    # 6 labelled train frames: 3 per process, 1 labelled + 1 unlabeled per batch, so 3 unlabeled draws each
+    assert hist[0]["frames"] == {"labelled": 6, "unlabeled": 6}
