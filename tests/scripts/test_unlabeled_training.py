@@ -50,6 +50,7 @@ def test_a_two_frame_unlabeled_set_is_seen_by_the_teacher(setup, monkeypatch):
     assert [h["frames"] for h in last["history"]] == [{"labelled": 0, "unlabeled": 2}] * 2
     run = json.loads((runs / "only" / "run.json").read_text())
     assert run["frames"]["labelled"] == 0 and run["frames"]["unlabeled"] == 2
+    assert run["frames"]["per_epoch"] == {"labelled": 0, "unlabeled": 2}
     assert run["config"]["unlabeled"] == [str(data / "unlabeled")] and run["config"]["unlabeled_only"]
 
 
@@ -146,6 +147,8 @@ def test_resume_after_a_stop_is_bitwise(setup):
     a = torch.load(runs / "whole" / "last.pth", weights_only=True)
     b = torch.load(runs / "split" / "last.pth", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
+    run = json.loads((runs / "whole" / "run.json").read_text())
+    assert run["frames"]["per_epoch"] == {"labelled": 6, "unlabeled": 6}  # 6 batches of 1 + 1 planned (2 run: --max-steps-per-epoch)
     assert [h["frames"] for h in a["history"]] == [h["frames"] for h in b["history"]] == \
         [{"labelled": 2, "unlabeled": 2}] * 2
     for k in a["model"]:

@@ -145,8 +145,11 @@ def mixed_train_loader(cfg, session: Session, train_set: MFDataset, pools: list[
                                     info.rank, info.world_size)
         frames["mix"] = (f"{cfg.batch_size - cfg.unlabeled_per_batch} labelled + {cfg.unlabeled_per_batch} "
                          f"unlabeled per batch; an epoch is one pass over the labelled frames")
+        frames["per_epoch"] = {"labelled": sampler.labelled_share * info.world_size,  # padded as DistributedSampler
+                               "unlabeled": sampler.unlabeled_per_epoch * info.world_size}
         return sampler, DataLoader(full, batch_sampler=sampler, **kw), frames
     sampler = DistributedSampler(full, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed,
                                  drop_last=False)
     frames["mix"] = "every frame once per epoch, labelled and unlabeled shuffled together"
+    frames["per_epoch"] = {"labelled": n_lab, "unlabeled": n_unl}  # (a few repeated to fill the last processes)
     return sampler, DataLoader(full, cfg.batch_size, sampler=sampler, drop_last=False, **kw), frames
