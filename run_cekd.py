@@ -57,6 +57,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="also distil a student on the labelled frames plus N unlabeled synthetic frames of the same "
                         "scene model (label-free distillation; the pool is made beside --data-dir, in "
                         "DATA-unlabeled-N, when absent; synthetic data only; default 0: no such row)")
+    p.add_argument("--unlabeled-per-batch", type=count, default=0, metavar="K",
+                   help="that row's mix: K unlabeled frames in each batch, an epoch one pass over the labelled "
+                        "frames (default 0: every frame once per epoch)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="further trainer options for all three trainings (e.g. --amp bf16); "
@@ -85,7 +88,9 @@ def stage_configs(args: argparse.Namespace, out: Path) -> dict[str, TeacherConfi
     if args.unlabeled_frames:
         stages["student-unlabeled"] = _apply(StudentConfig(run_name="student-unlabeled", depth=s_depth,
                                                            teacher=str(out / "teacher" / "best.pth"),
-                                                           unlabeled=(str(unlabeled_pool(args)),), **common), extra)
+                                                           unlabeled=(str(unlabeled_pool(args)),),
+                                                           unlabeled_per_batch=args.unlabeled_per_batch, **common),
+                                                    extra)
     if not args.skip_baseline:
         stages["student-gt"] = _apply(StudentConfig(run_name="student-gt", depth=s_depth, distill=False, **common),
                                       extra)

@@ -210,7 +210,8 @@ def test_run_cekd_adds_a_label_free_row_when_asked(tmp_path, capsys):
     data = tmp_path / "syn"
     main(["--data-dir", str(data), "--frames", "12", "--height", "64", "--width", "64", "--epochs", "1",
           "--batch-size", "2", "--workers", "0", "--runs-dir", str(tmp_path / "runs"), "--run-name", "job",
-          "--no-progress", "--skip-baseline", "--unlabeled-frames", "2", "--extra", "--max-steps-per-epoch", "1",
+          "--no-progress", "--skip-baseline", "--unlabeled-frames", "2", "--unlabeled-per-batch", "1",
+          "--extra", "--max-steps-per-epoch", "1",
           "--eval-splits", "test"])
     pool = tmp_path / "syn-unlabeled-2"
     assert len((pool / "train.txt").read_text().split()) == 2
@@ -220,6 +221,8 @@ def test_run_cekd_adds_a_label_free_row_when_asked(tmp_path, capsys):
                                                "EKNet student, CEKD + unlabeled pool (thermal)"]
     run = json.loads((tmp_path / "runs" / "job" / "student-unlabeled" / "run.json").read_text())
     assert run["config"]["unlabeled"] == [str(pool)] and run["frames"]["unlabeled"] == 2
+    assert run["config"]["unlabeled_per_batch"] == 1
+    assert json.loads((tmp_path / "runs" / "job" / "student" / "run.json").read_text())["config"]["unlabeled"] == []
 
 
 def test_torchrun_two_processes_share_the_unlabeled_frames(setup, tmp_path):
