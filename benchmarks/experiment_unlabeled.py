@@ -27,6 +27,7 @@ Writes --out/unlabeled.json (every run, the summary, timings) and --out/unlabele
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -45,7 +46,7 @@ from experiment_compact import cpu_name, run_stage  # noqa: E402
 from util.args import count, positive  # noqa: E402
 from util.data.check import IMAGE_DIR, read_split  # noqa: E402
 from util.data.info import write_unlabeled_info  # noqa: E402
-from util.data.synthetic import UNLABELED_DIR, generate_dataset  # noqa: E402
+from util.data.synthetic import META_FILE, UNLABELED_DIR, generate_dataset  # noqa: E402
 from util.engine import StudentConfig, TeacherConfig  # noqa: E402
 from util.engine.folders import write_json  # noqa: E402
 
@@ -87,6 +88,13 @@ def prepare_data(args: argparse.Namespace, root: Path) -> tuple[Path, dict[int, 
     n_pool = max(args.unlabeled_counts)
     if not full.is_dir():
         generate_dataset(full, args.frames, args.height, args.width, seed=0, unlabeled_frames=max(n_pool, 1))
+    meta = json.loads((full / META_FILE).read_text())
+    made = {"n_frames": meta["n_frames"], "height": meta["height"], "width": meta["width"],
+            "unlabeled_frames": meta.get("unlabeled_frames", 0)}
+    want = {"n_frames": args.frames, "height": args.height, "width": args.width}
+    if any(made[k] != v for k, v in want.items()) or made["unlabeled_frames"] < n_pool:
+        raise SystemExit(f"error: {full} was generated with {made}; this experiment needs {want} and a pool of "
+                         f"{n_pool}: choose another --out")
     if not few.is_dir():  # the full set with train.txt cut to a seeded choice of --labelled frames
         tmp = root / f".{few.name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,7 +4,6 @@ import json
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -52,3 +51,5 @@ def test_tiny_experiment(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(exp.run_stage.__globals__["trainStudent"], "main", no_training)
     monkeypatch.setattr(exp.run_stage.__globals__["trainTeacher"], "main", no_training)
     assert exp.main(["--out", str(out), *TINY])["summary"] == doc["summary"]
+    with pytest.raises(SystemExit, match="was generated with"):  # data of other settings are not reused
+        exp.main(["--out", str(out), *TINY, "--width", "96"])
