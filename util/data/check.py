@@ -394,11 +394,11 @@ def check_unlabeled(data_dir: PathLike, sizes: Optional[set[tuple[int, int]]] = 
             problems.extend(frame_problems)
             bar.update()
     cache.save()
-    if other:  # one line, however many frames
+    if other:  # one line, however many frames; it names the first in name order (threads finish in any order)
         n = sum(map(len, other.values()))
         (h, w), rels = next(iter(sorted(other.items())))
         want = ", ".join(f"{a}x{b}" for a, b in sorted(sizes))
-        problems.append(f"{data_dir / rels[0]}: {n} frame(s) of {data_dir} are not the size of the labelled "
+        problems.append(f"{data_dir / min(rels)}: {n} frame(s) of {data_dir} are not the size of the labelled "
                         f"frames{' of ' + reference if reference else ''} ({want}), e.g. this one is {h}x{w}")
     return problems
 
