@@ -15,7 +15,8 @@ Every student has the same number of epochs, an epoch being one pass over the la
 and (d) take --mix K unlabeled frames into every batch (trainStudent.py --unlabeled-per-batch K; the
 pool's frames taken in turn, so a larger pool means more distinct frames, not more steps), so they
 make batch/(batch-K) times the steps of (a) and (b). --mix 0 instead shows every frame once per epoch
-(then a larger pool also means more steps). The JSON records each run's frames per epoch and seconds. Test mIoU (best validation epoch) is reported as the
+(then a larger pool also means more steps). The JSON records each run's frames per epoch and seconds.
+Test mIoU (best validation epoch) is reported as the
 mean and the sample standard deviation over the seeds; a row "beats (a)" when its mean exceeds (a)'s
 by more than the two standard deviations together.
 
@@ -154,7 +155,8 @@ def spread(values: list[float]) -> dict[str, float]:
 
 def summarise(args: argparse.Namespace, results: dict[str, dict]) -> dict[str, dict]:
     """Row key ("teacher", "a", "b", "c100", "d0", ...) -> spread over the seeds."""
-    keys = ["teacher", "a", "b"] + [f"c{n}" for n in args.unlabeled_counts if n] + [f"d{n}" for n in args.unlabeled_counts]
+    counts = args.unlabeled_counts
+    keys = ["teacher", "a", "b"] + [f"c{n}" for n in counts if n] + [f"d{n}" for n in counts]
     seeds = {k: args.seeds for k in keys}
     if not args.teacher_per_seed:
         seeds["teacher"] = args.seeds[:1]

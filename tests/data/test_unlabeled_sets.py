@@ -87,7 +87,8 @@ def test_synthetic_pool_leaves_the_labelled_frames_unchanged(tmp_path):
 
 
 def test_the_check_decodes_each_frame_once(tmp_path, monkeypatch):
-    pool = generate_dataset(tmp_path / "syn", n_frames=12, height=32, width=32, seed=3, unlabeled_frames=3) / "unlabeled"
+    pool = generate_dataset(tmp_path / "syn", n_frames=12, height=32, width=32, seed=3, unlabeled_frames=3)
+    pool = pool / "unlabeled"
     decoded = []
     real = check_module.load_image_file
     monkeypatch.setattr(check_module, "load_image_file", lambda p: decoded.append(p) or real(p))

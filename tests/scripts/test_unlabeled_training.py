@@ -75,7 +75,8 @@ def test_the_gt_term_reads_the_labelled_frames_only():
 
     def outs():
         from types import SimpleNamespace
-        return SimpleNamespace(features=torch.randn(3, 8, 2, 2, generator=g), logits=torch.randn(3, 4, 5, 6, generator=g),
+        return SimpleNamespace(features=torch.randn(3, 8, 2, 2, generator=g),
+                               logits=torch.randn(3, 4, 5, 6, generator=g),
                                hint=torch.randn(3, 8, 3, 3, generator=g))
 
     s, t = outs(), outs()
@@ -148,7 +149,8 @@ def test_resume_after_a_stop_is_bitwise(setup):
     b = torch.load(runs / "split" / "last.pth", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
     run = json.loads((runs / "whole" / "run.json").read_text())
-    assert run["frames"]["per_epoch"] == {"labelled": 6, "unlabeled": 6}  # 6 batches of 1 + 1 planned (2 run: --max-steps-per-epoch)
+    # 6 batches of 1 + 1 planned; 2 run (--max-steps-per-epoch)
+    assert run["frames"]["per_epoch"] == {"labelled": 6, "unlabeled": 6}
     assert [h["frames"] for h in a["history"]] == [h["frames"] for h in b["history"]] == \
         [{"labelled": 2, "unlabeled": 2}] * 2
     for k in a["model"]:
@@ -235,8 +237,9 @@ def test_torchrun_two_processes_share_the_unlabeled_frames(setup, tmp_path):
     data, teacher, _ = setup
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29747",
-           str(ROOT / "trainStudent.py"), *_common(data, teacher, tmp_path, "ddp", "--unlabeled", str(data / "unlabeled"),
-                                                   "--unlabeled-per-batch", "1", "--gt-weight", "1", "--epochs", "1")]
+           str(ROOT / "trainStudent.py"),
+           *_common(data, teacher, tmp_path, "ddp", "--unlabeled", str(data / "unlabeled"), "--unlabeled-per-batch", "1",
+                    "--gt-weight", "1", "--epochs", "1")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     hist = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)["history"]

@@ -634,7 +634,8 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     pool = f" and {args.unlabeled_frames} unlabeled ones to {Path(out) / UNLABELED_DIR}" if args.unlabeled_frames else ""
-    print(f"wrote {args.frames} frames of {args.height}x{args.width} to {out}{pool} in {time.perf_counter() - start:.1f} s")
+    print(f"wrote {args.frames} frames of {args.height}x{args.width} to {out}{pool} "
+          f"in {time.perf_counter() - start:.1f} s")
     return 0
 
 

@@ -264,8 +264,10 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
     if session.is_main:
         remove_partial_writes(folder)
         if checkpoint is None:
-            write_json({"network": network, "role": role, "config": cfg.to_dict(), **({"frames": dict(frames)} if frames else {})},
-                       folder / CONFIG_FILE)
+            record = {"network": network, "role": role, "config": cfg.to_dict()}
+            if frames:
+                record["frames"] = dict(frames)
+            write_json(record, folder / CONFIG_FILE)
     barrier()
     session.log(f"[{role}] run folder {folder}  device {session.device}  processes {session.info.world_size}")
     return Run(cfg, session, network, role, folder, checkpoint, info)
