@@ -9,7 +9,7 @@ import pytest
 from util.data import check as check_module
 from util.data import convert as conv
 from util.data.check import DatasetError, check_unlabeled, load_image_file
-from util.data.info import is_unlabeled_set, load_dataset_info, write_unlabeled_info
+from util.data.info import is_unlabeled_set, load_dataset_info, unlabeled_thermal_range, write_unlabeled_info
 from util.data.synthetic import generate_dataset, generate_unlabeled_pool
 from util.data.unlabeled import UnlabeledDataset
 
@@ -45,6 +45,8 @@ def test_raw16_unlabeled_set_records_its_thermal_range(tmp_path, capsys):
     assert conv.main(["folders", str(src), str(tmp_path / "out"), "--raw-range", "1000", "3000",
                       "--no-progress"]) == 0
     assert json.loads((tmp_path / "out" / "dataset.json").read_text())["thermal_range"] == [1000, 3000]
+    assert unlabeled_thermal_range(tmp_path / "out") == (1000, 3000)
+    assert unlabeled_thermal_range(tmp_path / "rec") is None  # no dataset.json
 
 
 def test_folders_without_labels_refuse_class_options(tmp_path, capsys):

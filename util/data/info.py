@@ -205,6 +205,15 @@ def is_unlabeled_set(data_dir: PathLike) -> bool:
     return isinstance(data, dict) and data.get(UNLABELED) is True
 
 
+def unlabeled_thermal_range(data_dir: PathLike) -> Optional[tuple[float, float]]:
+    """The ``thermal_range`` an unlabeled set's dataset.json records (None when absent or unreadable)."""
+    try:
+        data = json.loads(_read_info_file(Path(data_dir) / INFO_FILE))
+        return _check_range(data.get("thermal_range")) if isinstance(data, dict) else None
+    except (DatasetError, ValueError):
+        return None
+
+
 def load_dataset_info(data_dir: PathLike) -> DatasetInfo:
     """The DatasetInfo of ``data_dir/dataset.json``, or :data:`MFNET` when there is no such file.
 

@@ -14,7 +14,7 @@ from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Samp
 
 from ..data import MFDataset, verify_dataset
 from ..data.check import frame_sizes, verify_unlabeled
-from ..data.info import DatasetInfo, load_dataset_info
+from ..data.info import DatasetInfo, load_dataset_info, unlabeled_thermal_range
 from ..data.unlabeled import Labelled, UnlabeledDataset
 from .config import ConfigError
 from .distributed import Session, barrier
@@ -106,6 +106,12 @@ def training_data(cfg, session: Session, edges: str | bool) -> Data:
     verify_dataset(cfg.data_dir, ["train"], cfg.n_class, need_edges=train_set.has_edges, progress=show)
     verify_dataset(cfg.data_dir, ["val", *tests], cfg.n_class, progress=show)
     pools = unlabeled_sets(cfg, show)
+    for pool in pools:
+        pool_range = unlabeled_thermal_range(pool.data_dir)
+        if pool_range != data_info.thermal_range and (pool_range or data_info.thermal_range):
+            session.log(f"note: the thermal of {pool.data_dir} is {_scaling(pool_range)}, that of {cfg.data_dir} "
+                        f"{_scaling(data_info.thermal_range)}: one temperature is not one grey value in both "
+                        f"(convert both with the same --raw-range)")
     val_set = MFDataset(cfg.data_dir, "val", edges=False, check=False, native_label=True, **common)
     kw = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
     if pools:
@@ -116,6 +122,12 @@ def training_data(cfg, session: Session, edges: str | bool) -> Data:
         train, frames = DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=False, **kw), {}
     val = DataLoader(val_set, cfg.batch_size, sampler=ShardSampler(len(val_set), info.rank, info.world_size), **kw)
     return Data(data_info, train_set, sampler, train, val, tests, pools, frames)
+
+
+def _scaling(thermal_range) -> str:
+    if thermal_range is None:
+        return "8-bit as recorded"
+    return f"from the 16-bit range [{thermal_range[0]:g}, {thermal_range[1]:g}]"
 
 
 def unlabeled_sets(cfg, show: bool) -> list[UnlabeledDataset]:
