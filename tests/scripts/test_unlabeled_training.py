@@ -245,3 +245,18 @@ def test_torchrun_two_processes_share_the_unlabeled_frames(setup, tmp_path):
     hist = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)["history"]
     # 6 labelled train frames: 3 per process, 1 labelled + 1 unlabeled per batch, so 3 unlabeled draws each
     assert hist[0]["frames"] == {"labelled": 6, "unlabeled": 6}
+
+
+def test_a_different_thermal_scaling_is_noted(setup, tmp_path, capsys):
+    data, teacher, runs = setup
+    pool = tmp_path / "pool16"
+    shutil.copytree(data / "unlabeled", pool)
+    (pool / "dataset.json").write_text(json.dumps({"name": "rec", "unlabeled": True, "thermal_range": [100, 2000]}))
+    trainStudent.cli(_common(data, teacher, runs, "note", "--unlabeled", str(pool), "--epochs", "1",
+                             "--max-steps-per-epoch", "1"))
+    out = capsys.readouterr().out
+    assert (f"note: the thermal of {pool} is from the 16-bit range [100, 2000], that of {data} 8-bit as recorded"
+            in out)
+    trainStudent.cli(_common(data, teacher, runs, "no-note", "--unlabeled", str(data / "unlabeled"), "--epochs", "1",
+                             "--max-steps-per-epoch", "1"))
+    assert "note: the thermal" not in capsys.readouterr().out
