@@ -28,6 +28,7 @@ from util.data.mfnet import TEST_SPLITS
 
 STAGES = (("teacher", "CENet teacher (RGB + thermal)"),
           ("student", "EKNet student, CEKD distillation (thermal)"),
+          ("student-unlabeled", "EKNet student, CEKD + unlabeled pool (thermal)"),
           ("student-gt", "EKNet student, ground truth only (thermal)"))
 
 
@@ -52,6 +53,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--run-name", default=None, help="folder under --runs-dir (default: cekd and time)")
     p.add_argument("--skip-baseline", action="store_true", help="do not train the ground-truth-only student")
+    p.add_argument("--unlabeled-frames", type=integer(0), default=0, metavar="N",
+                   help="also distil a student on the labelled frames plus N unlabeled synthetic frames of the same "
+                        "scene model (label-free distillation; the pool is made beside --data-dir, in "
+                        "DATA-unlabeled-N, when absent; synthetic data only; default 0: no such row)")
+    p.add_argument("--unlabeled-per-batch", type=integer(0), default=0, metavar="K",
+                   help="that row's mix: K unlabeled frames in each batch, an epoch one pass over the labelled "
+                        "frames (default 0: every frame once per epoch)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="further trainer options for all three trainings (e.g. --amp bf16); "
@@ -59,8 +67,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def unlabeled_pool(args: argparse.Namespace) -> Path:
+    """Where --unlabeled-frames N keeps its synthetic pool: beside the data folder."""
+    data = Path(args.data_dir)
+    return data.with_name(f"{data.name}-unlabeled-{args.unlabeled_frames}")
+
+
 def stage_configs(args: argparse.Namespace, out: Path) -> dict[str, TeacherConfig | StudentConfig]:
-    """The teacher's, the distilled student's and the ground-truth student's configs."""
+    """The teacher's, the distilled student's, (with --unlabeled-frames) the student distilled on the
+    unlabeled pool too, and the ground-truth student's configs."""
     common = dict(data_dir=args.data_dir, height=args.height, width=args.width,
                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
                   workers=args.workers, seed=args.seed, runs_dir=str(out), image_every=50,
@@ -70,6 +85,12 @@ def stage_configs(args: argparse.Namespace, out: Path) -> dict[str, TeacherConfi
     stages = {"teacher": _apply(TeacherConfig(run_name="teacher", depth=t_depth, **common), extra),
               "student": _apply(StudentConfig(run_name="student", depth=s_depth,
                                               teacher=str(out / "teacher" / "best.pth"), **common), extra)}
+    if args.unlabeled_frames:
+        stages["student-unlabeled"] = _apply(StudentConfig(run_name="student-unlabeled", depth=s_depth,
+                                                           teacher=str(out / "teacher" / "best.pth"),
+                                                           unlabeled=(str(unlabeled_pool(args)),),
+                                                           unlabeled_per_batch=args.unlabeled_per_batch, **common),
+                                                    extra)
     if not args.skip_baseline:
         stages["student-gt"] = _apply(StudentConfig(run_name="student-gt", depth=s_depth, distill=False, **common),
                                       extra)
@@ -101,6 +122,26 @@ def comparison_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def ensure_pool(args: argparse.Namespace) -> Path:
+    """The synthetic unlabeled pool of --unlabeled-frames, generated (same scene model, size and seed as the
+    synthetic data folder) when absent."""
+    import json
+
+    from util.data.synthetic import META_FILE, generate_unlabeled_pool
+
+    pool, meta_path = unlabeled_pool(args), Path(args.data_dir) / META_FILE
+    if pool.exists():
+        print(f"      using the unlabeled pool in {pool}", flush=True)
+        return pool
+    if not meta_path.is_file():
+        raise ValueError(f"--unlabeled-frames {args.unlabeled_frames}: {args.data_dir} is not synthetic data "
+                         f"(no {META_FILE}); give your own unlabeled frames to trainStudent.py --unlabeled DIR")
+    meta = json.loads(meta_path.read_text())
+    print(f"      generating {args.unlabeled_frames} unlabeled synthetic frames in {pool}", flush=True)
+    return generate_unlabeled_pool(pool, args.unlabeled_frames, meta["height"], meta["width"], meta["seed"],
+                                   meta["day_fraction"])
+
+
 def run(args: argparse.Namespace) -> dict:
     t_start = time.perf_counter()
     data = Path(args.data_dir)
@@ -112,12 +153,17 @@ def run(args: argparse.Namespace) -> dict:
         ensure_synthetic(data, n_frames=args.frames, height=args.height, width=args.width, seed=args.seed)
     else:
         print(f"[1/4] using the data in {data}", flush=True)
+    if args.unlabeled_frames:
+        ensure_pool(args)
     out = new_run_dir(args.runs_dir, args.run_name, "cekd")
 
     configs = stage_configs(args, out)
     steps = {"teacher": f"[2/4] training the CENet teacher ({args.epochs} epochs)",
              "student": "[3/4] distilling the EKNet student from the teacher",
              "student-gt": "[4/4] for contrast, the EKNet student on ground truth alone"}
+    if args.unlabeled_frames:
+        steps["student-unlabeled"] = (f"[3b/4] distilling an EKNet student on the labelled frames and "
+                                      f"{args.unlabeled_frames} unlabeled ones ({unlabeled_pool(args)})")
     results, timings = {}, {}
     for stage, cfg in configs.items():
         t = time.perf_counter()

@@ -2,6 +2,7 @@
 
     python trainStudent.py --data-dir dataset/MFNet --run-name student --teacher runs/teacher/best.pth
     python trainStudent.py --no-distill ...          # the same student on ground truth alone (baseline)
+    python trainStudent.py ... --unlabeled dataset/my-recording [--unlabeled-per-batch 2 | --unlabeled-only]
     python trainStudent.py --resume runs/student [--epochs 300]
 
 EKNet sees thermal only. It learns from the teacher alone (the labels are not used), with
@@ -9,7 +10,10 @@ four terms: pairwise similarity of the deepest features (sim), temperature-scale
 labels (kdce), the edge-aware hint feature (hint) and CE against the teacher's prediction
 (seg); `--gt-weight W` adds CE against the labels. A student of another ResNet family than
 its teacher (e.g. ResNet-18 from the released ResNet-50 CENet) learns the hint through a
-small adapter (model/hint_adapter.py), saved with the run but not part of the student. The run: config -> teacher -> data -> model -> loss -> optimiser and schedule ->
+small adapter (model/hint_adapter.py), saved with the run but not part of the student. Because no
+term but the optional one reads a label, `--unlabeled DIR` adds RGB-thermal frames nobody labelled
+(util/data/unlabeled.py; mixed into the batches by util/engine/mixing.py); `--gt-weight` then reads
+the labelled frames only. The run: config -> teacher -> data -> model -> loss -> optimiser and schedule ->
 resume -> per epoch (train, validate, checkpoint, log) -> the best epoch on the test splits
 -> final.pth.
 """
@@ -26,10 +30,11 @@ from model import EKNet
 from model.hint_adapter import HintAdapter, hint_width
 from model.losses import STUDENT_TERMS, student_loss, supervised_student_loss
 from util.engine.config import STUDENT_SPECS
-from util.options import ArgumentParser
+from util.options import ArgumentParser, integer
 from util.engine import (ConfigError, Session, StudentConfig, add_common_args, build_from_weights, evaluate,
                          load_config, make_optimizer, open_run, prepare_model, run_cli, seed_everything,
                          test_best, train_one_epoch, training_data)
+from util.engine.distributed import all_reduce_sum
 
 
 class DistillTask:
@@ -40,12 +45,25 @@ class DistillTask:
                  adapter: Optional[nn.Module] = None, ignore_index: Optional[int] = None):
         self.teacher, self.weights, self.tau = teacher.eval().requires_grad_(False), dict(weights or {}), tau
         self.adapter, self.ignore_index = adapter, ignore_index
+        self.frames = {"labelled": 0, "unlabeled": 0}  # what the teacher saw, counted for batches that mix
 
     def loss(self, model, batch: Mapping[str, Any]):
         with torch.no_grad():
             out_t = self.teacher(batch["image_full"])
+        labelled = batch.get("labelled")  # only in batches that mix in frames without labels (--unlabeled)
+        if labelled is not None:
+            n_lab = int(labelled.sum())
+            self.frames["labelled"] += n_lab
+            self.frames["unlabeled"] += out_t.logits.shape[0] - n_lab
         out = model(batch["inputs"])
-        return student_loss(out, out_t, self.weights, self.tau, batch["label"], self.ignore_index, self.adapter), out
+        return student_loss(out, out_t, self.weights, self.tau, batch["label"], self.ignore_index, self.adapter,
+                            labelled), out
+
+    def epoch_frames(self, device: torch.device) -> dict[str, int]:
+        """Labelled and unlabeled frames the teacher saw since the last call, over every process."""
+        counts = all_reduce_sum(torch.tensor([self.frames["labelled"], self.frames["unlabeled"]], device=device))
+        self.frames = {"labelled": 0, "unlabeled": 0}
+        return {"labelled": int(counts[0]), "unlabeled": int(counts[1])}
 
 
 class SupervisedTask:
@@ -89,6 +107,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=STUDENT_SPECS["tau"], default=d.tau, help="KD temperature")
     p.add_argument("--no-distill", dest="distill", action="store_false",
                    help="train the student on ground truth alone (baseline without a teacher)")
+    p.add_argument("--unlabeled", nargs="+", default=list(d.unlabeled), metavar="DIR",
+                   help="also distil on these RGB-thermal frames without labels (DIR/images/NAME.png listed in "
+                        "DIR/train.txt; a labelled folder's train split works too); --gt-weight reads only the "
+                        "labelled frames; validation and test stay on --data-dir")
+    p.add_argument("--unlabeled-only", action="store_true",
+                   help="train on the --unlabeled frames alone (the labelled val/test splits still choose and test)")
+    p.add_argument("--unlabeled-per-batch", type=integer(0), default=d.unlabeled_per_batch, metavar="K",
+                   help="K unlabeled and batch-size - K labelled frames in every batch, an epoch being one pass "
+                        "over the labelled frames (default 0: every frame once per epoch, shuffled together)")
     return p
 
 
@@ -98,7 +125,10 @@ def main(cfg: StudentConfig) -> dict:
         # data and teacher are checked before the run folder exists: a bad input leaves nothing behind
         data = training_data(cfg, session, edges=False)
         teacher = load_teacher(cfg, session.device) if cfg.distill else None
-        with open_run(cfg, session, "EKNet", role=role, info=data.info) as run:
+        with open_run(cfg, session, "EKNet", role=role, info=data.info, frames=data.frames) as run:
+            if data.frames:
+                run.log(f"training frames: {data.frames['labelled']} labelled + {data.frames['unlabeled']} unlabeled "
+                        f"({data.frames['mix']})")
             seed_everything(cfg.seed)  # the same initial weights with or without a teacher loaded before
             model = prepare_model(EKNet(cfg.n_class, cfg.depth, cfg.height, cfg.width, cfg.pretrained), cfg, session)
             adapter = None
@@ -120,7 +150,8 @@ def main(cfg: StudentConfig) -> dict:
                 scheduler.step()
                 val = evaluate(model, data.val, session.device, cfg.n_class, amp=cfg.amp, channels_last=cfg.channels_last,
                                show=run.show, desc=f"epoch {epoch} val", ignore_index=data.info.ignore_index)
-                run.end_epoch(epoch, losses, images_per_s, lr, val)
+                frames = task.epoch_frames(session.device) if data.unlabeled_sets else None
+                run.end_epoch(epoch, losses, images_per_s, lr, val, frames)
                 if run.should_stop(epoch):
                     return run.stopped(epoch)
             results = test_best(model, data, run)

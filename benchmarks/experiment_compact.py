@@ -63,14 +63,20 @@ def train_all(args: argparse.Namespace, out: Path) -> dict[str, dict]:
     stages += [(name, StudentConfig(run_name=name, depth=depth, gt_weight=gt, teacher=str(out / "teacher" / "best.pth"),
                                     **common)) for name, depth, gt in STUDENTS]
     for name, cfg in stages:
-        done = out / name / "results.json"
-        if not done.is_file():
-            t = time.perf_counter()
-            print(f"== {name}: ResNet-{cfg.depth}, {cfg.epochs} epochs", flush=True)
-            (trainTeacher if name == "teacher" else trainStudent).main(cfg)
-            seconds[name] = time.perf_counter() - t
-        results[name] = json.loads(done.read_text())
+        results[name] = run_stage(name, cfg, out, seconds)
     return results
+
+
+def run_stage(name: str, cfg: TeacherConfig | StudentConfig, out: Path, seconds: dict[str, float]) -> dict:
+    """The results.json of run `out/name`, trained first unless it exists (an interrupted experiment continues);
+    the training time goes to seconds[name]."""
+    done = out / name / "results.json"
+    if not done.is_file():
+        t = time.perf_counter()
+        print(f"== {name}: ResNet-{cfg.depth}, {cfg.epochs} epochs", flush=True)
+        (trainTeacher if isinstance(cfg, TeacherConfig) else trainStudent).main(cfg)
+        seconds[name] = time.perf_counter() - t
+    return json.loads(done.read_text())
 
 
 @torch.inference_mode()
@@ -135,14 +141,15 @@ def main(argv: Optional[list[str]] = None) -> dict:
     text = table(results, rows, speed)
     summary = {"epochs": args.epochs, "size": [args.height, args.width], "rows": rows, "table": text,
                "teacher_test_miou": results["teacher"]["splits"]["test"]["miou"],
-               "cpu": _cpu(), "seconds": time.perf_counter() - t}
+               "cpu": cpu_name(), "seconds": time.perf_counter() - t}
     write_json(summary, out / "compact.json")
     (out / "compact.txt").write_text(text + "\n")
     print(text, flush=True)
     return summary
 
 
-def _cpu() -> str:
+def cpu_name() -> str:
+    """The CPU model and torch's thread count, for the record."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -146,13 +146,16 @@ def student_loss(
     label: Tensor | None = None,
     ignore_index: int | None = None,
     adapter: Callable[[Tensor], Tensor] | None = None,
+    labelled: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Student loss: the weighted sum of the terms in STUDENT_TERMS and, when weighted above 0,
     OPTIONAL_TERMS ("gt": CE against ``label``, ``ignore_index`` left out).
 
     ``weights`` maps term names to weights; a missing distillation term weighs 1, a missing
     optional one 0. ``adapter`` maps the student's hint to the teacher's width when they differ
-    (a student of another ResNet family than its teacher).
+    (a student of another ResNet family than its teacher). ``labelled`` (bool per frame, for
+    batches that mix in frames without labels): the gt term is the CE averaged over the pixels of
+    the labelled frames only, and 0 for a batch without any; the distillation terms read every frame.
     """
     weights = dict(weights or {})
     unknown = set(weights) - set(STUDENT_TERMS) - set(OPTIONAL_TERMS)
@@ -168,9 +171,20 @@ def student_loss(
     if weights.get("gt", 0.0) > 0:
         if label is None:
             raise ValueError("the gt term needs the ground-truth label")
-        terms["gt"] = supervised_student_loss(out_s, label, ignore_index)["ce"]
+        terms["gt"] = _labelled_ce(out_s, label, ignore_index, labelled)
     terms["total"] = sum(weights.get(k, 1.0) * v for k, v in terms.items())
     return terms
+
+
+def _labelled_ce(out_s: _Outputs, label: Tensor, ignore_index: int | None, labelled: Tensor | None) -> Tensor:
+    """The gt term: CE on every frame, or (``labelled`` given) on the labelled frames alone."""
+    if labelled is None or bool(labelled.all()):
+        return supervised_student_loss(out_s, label, ignore_index)["ce"]
+    if not bool(labelled.any()):
+        return out_s.logits.float().sum() * 0.0  # no labelled frame in this batch
+    keep = labelled.to(out_s.logits.device)
+    with _fp32(out_s.logits):
+        return F.cross_entropy(out_s.logits[keep].float(), label[keep].long(), ignore_index=_ignore(ignore_index))
 
 
 def _ignore(ignore_index: int | None) -> int:

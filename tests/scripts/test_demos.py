@@ -5,7 +5,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 
 import run_demo_student
 import run_demo_teacher

@@ -8,6 +8,7 @@
     check.py     the dataset check: every problem of a folder at once, with the file
     synthetic.py a small procedural stand-in for MFNet
     convert.py   PST900, FMB and a user's own folders into our layout
+    unlabeled.py frames without labels (for distilling on unlabeled recordings)
 """
 from .check import DatasetError, check_dataset, load_image_file, load_label_file, read_split, verify_dataset
 from .dataset import MFDataset, read_frame

@@ -10,6 +10,8 @@ remembered by (path, size, mtime) in a small JSON file outside it (see :func:`ca
 second check decodes only what changed.
 
     python -m util.check_dataset --data-dir dataset/synthetic [--splits train val] [--need-edges] [--no-cache]
+
+An unlabeled set (dataset.json ``"unlabeled": true``) is checked by :func:`check_unlabeled` instead.
 """
 from __future__ import annotations
 
@@ -373,6 +375,79 @@ def verify_dataset(data_dir: PathLike, splits: Optional[Sequence[str]] = None, n
                            + "\n".join(problems))
 
 
+def frame_sizes(data_dir: PathLike, split: str = "train") -> set[tuple[int, int]]:
+    """The (height, width) of the images of ``split`` (headers only; unreadable files are left out)."""
+    sizes = set()
+    for name in read_split(data_dir, split):
+        try:
+            with Image.open(Path(data_dir) / IMAGE_DIR / f"{name}.png") as im:
+                sizes.add((im.height, im.width))
+        except Exception:  # the dataset check reports it
+            pass
+    return sizes
+
+
+def check_unlabeled(data_dir: PathLike, sizes: Optional[set[tuple[int, int]]] = None, reference: str = "",
+                    progress: bool = True, use_cache: bool = True) -> list[str]:
+    """Every problem of an unlabeled set ``data_dir`` (``images/NAME.png`` for the names in ``train.txt``;
+    a labelled folder works too: its train split's images are checked, its labels never opened).
+
+    Every image is decoded once (then remembered in the check cache like the labelled frames) and must be
+    4-channel uint8. ``sizes``: the sizes allowed (those of the labelled frames, named ``reference``);
+    frames of another size give one line. A folder without frames gives one line.
+    """
+    data_dir = Path(data_dir)
+    layout = "an unlabeled set holds images/NAME.png (4-channel R, G, B, thermal) and train.txt listing the NAMEs"
+    if not data_dir.is_dir():
+        return [f"{data_dir}: folder not found ({layout})"]
+    has_images, has_list = (data_dir / IMAGE_DIR).is_dir(), (data_dir / "train.txt").is_file()
+    if not has_images and not has_list:
+        return [f"{data_dir}: holds no frames ({layout})"]
+    if not has_images:
+        return [f"{data_dir / IMAGE_DIR}: folder not found ({layout})"]
+    problems: list[str] = []
+    names = _split_frames(data_dir, ["train"], problems)
+    if problems or not names:
+        return problems or [f"{data_dir / 'train.txt'}: split file lists no frames"]
+    cache = _CheckCache(data_dir, use_cache)
+    other: dict[tuple[int, int], list[str]] = {}
+
+    def one(name: str) -> list[str]:
+        found_problems: list[str] = []
+        rel = f"{IMAGE_DIR}/{name}.png"
+        found, facts = _facts(data_dir, rel, lambda p: _inspect_image(p, True), True, cache, found_problems)
+        if not found:
+            found_problems.append(f"{data_dir / rel}: image file not found")
+        elif facts and sizes and tuple(facts["hw"]) not in sizes:
+            other.setdefault(tuple(facts["hw"]), []).append(rel)
+        return found_problems
+
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(names), desc=f"checking {data_dir}", unit="frame",
+                                                    file=sys.stderr, disable=not progress, dynamic_ncols=True) as bar:
+        for frame_problems in pool.map(one, names):
+            problems.extend(frame_problems)
+            bar.update()
+    cache.save()
+    if other:  # one line, however many frames; it names the first in name order (threads finish in any order)
+        n = sum(map(len, other.values()))
+        (h, w), rels = next(iter(sorted(other.items())))
+        want = ", ".join(f"{a}x{b}" for a, b in sorted(sizes))
+        problems.append(f"{data_dir / min(rels)}: {n} frame(s) of {data_dir} are not the size of the labelled "
+                        f"frames{' of ' + reference if reference else ''} ({want}), e.g. this one is {h}x{w}")
+    return problems
+
+
+def verify_unlabeled(data_dir: PathLike, sizes: Optional[set[tuple[int, int]]] = None, reference: str = "",
+                     progress: bool = True, use_cache: bool = True) -> None:
+    """Raise DatasetError listing every problem found by :func:`check_unlabeled`."""
+    problems = check_unlabeled(data_dir, sizes, reference, progress, use_cache)
+    if problems:
+        raise DatasetError(f"unlabeled set check failed for {data_dir}: " + problems[0] if len(problems) == 1 else
+                           f"unlabeled set check failed for {data_dir}: {len(problems)} problem(s)\n"
+                           + "\n".join(problems))
+
+
 def main(argv: Optional[Iterable[str]] = None) -> int:
     parser = ArgumentParser(prog="python -m util.check_dataset", description="Check an MFNet-format data folder; prints OK or every problem.")
     parser.add_argument("--data-dir", required=True, help="folder holding images/, labels/, [edge_4x/] and <split>.txt")
@@ -386,8 +461,17 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
                         help=f"decode every file again, ignoring what earlier checks remembered ({cache_path(Path('.')).parent})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(None if argv is None else list(argv))
+    from util.data.info import is_unlabeled_set, load_dataset_info
+
+    if is_unlabeled_set(args.data_dir):
+        problems = check_unlabeled(args.data_dir, progress=not args.no_progress, use_cache=not args.no_cache)
+        if problems:
+            print(f"unlabeled set check failed for {args.data_dir}: {len(problems)} problem(s)")
+            print("\n".join(problems))
+            return 1
+        print(f"OK: {args.data_dir}: unlabeled set, train {len(read_split(args.data_dir, 'train'))} frames")
+        return 0
     if args.n_class is None:
-        from util.data.info import load_dataset_info
 
         try:
             args.n_class = load_dataset_info(args.data_dir).n_class

@@ -4,12 +4,16 @@
     python -m util.convert fmb     SRC DST [--val-fraction 0.1] [--seed 0]
     python -m util.convert folders SRC DST (--classes a,b,c [--palette "0,0,0;255,0,0;..."] | --classes-json FILE)
                                    [--name N] [--ignore-index K] [--map 255=0 ...] [--val-fraction 0.1] [--test-fraction 0.1]
+    python -m util.convert folders SRC DST [--name N]    # SRC without labels/: an unlabeled set
     (all: [--overwrite] [--edge-radius 2] [--workers N] [--no-progress])
     python -m util.convert rosbag  BAG DST --rgb-topic T --thermal-topic T ...  (an unlabeled set: util/data/rosbag_set.py)
 
 DST receives ``images/NAME.png`` (4-channel uint8: R, G, B, thermal), ``labels/NAME.png`` (class ids),
 ``edge_4x/NAME.png`` (util.data.edges.edge_label), ``train.txt``/``val.txt``/``test.txt``, ``dataset.json``
 (util.data.info) and ``convert.json`` (this converter's record: source, options, split rule, files).
+A ``folders`` source without ``labels/`` becomes an *unlabeled set* (for ``trainStudent.py
+--unlabeled``): ``images/``, every frame in ``train.txt``, and a ``dataset.json`` saying
+``"unlabeled": true`` (util.data.info.write_unlabeled_info); no labels, edge maps or val/test lists.
 Frames keep their source stems; when a stem occurs in both source splits, every name is
 prefixed with its source split (``train_``/``test_``). Images are written at their native size.
 
@@ -77,7 +81,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from util.data.check import EDGE_DIR, IMAGE_DIR, LABEL_DIR, outside_names
-from util.data.info import FMB, INFO_FILE, PST900, DatasetInfo, default_palette, write_dataset_info
+from util.data.info import (FMB, INFO_FILE, PST900, DatasetInfo, default_palette, write_dataset_info,
+                            write_unlabeled_info)
 from util.data.edges import edge_label, write_edge_file
 from util.data.workdirs import remove_stale_work_dirs, work_dir
 from util import options
@@ -111,7 +116,7 @@ class Frame:
     name: str
     rgb: Path
     thermal: Path
-    label: Path
+    label: Optional[Path]  # None in an unlabeled set
 
 
 @dataclass
@@ -120,7 +125,7 @@ class Plan:
 
     format: str
     source: Path
-    info: DatasetInfo
+    info: Optional[DatasetInfo]  # None: an unlabeled set (no classes; see plan_unlabeled_folders)
     frames: dict[str, Frame]
     splits: dict[str, list[str]]
     label_map: dict[int, int] = field(default_factory=dict)
@@ -135,7 +140,7 @@ class ConvertResult:
     """What was written."""
 
     dst: Path
-    info: DatasetInfo
+    info: Optional[DatasetInfo]  # None for an unlabeled set
     split_sizes: dict[str, int]
     raw_range: Optional[tuple[float, float]]
     notes: list[str]
@@ -349,7 +354,7 @@ def seeded_split(names: Iterable[str], val_fraction: float, test_fraction: float
 
 
 def _frame(name: str, files: Mapping[str, Path]) -> Frame:
-    return Frame(name, files["rgb"], files["thermal"], files["label"])
+    return Frame(name, files["rgb"], files["thermal"], files.get("label"))
 
 
 def _plan_train_test(fmt: str, src: Path, info: DatasetInfo, folders: Mapping[str, str],
@@ -475,6 +480,23 @@ def plan_folders(src: PathLike, info: DatasetInfo, val_fraction: float = 0.1, te
     return plan
 
 
+def plan_unlabeled_folders(src: PathLike, name: Optional[str] = None) -> Plan:
+    """Plan an unlabeled set from SRC/rgb and SRC/thermal (same stems; no SRC/labels): every frame goes
+    to train.txt (trainStudent.py --unlabeled reads it), no val/test, no labels or edge maps."""
+    src = Path(src)
+    plan = Plan("folders", src, None, {}, {}, options={"unlabeled": True, "name": name or src.resolve().name})
+    if not src.is_dir():
+        plan.problems.append(f"{src}: source folder not found")
+        return plan
+    found, _ = pair_modalities({"rgb": src / "rgb", "thermal": src / "thermal"}, plan.problems)
+    if sorted(src.glob("*.txt")):
+        plan.notes.append("split lists in SRC are not used: every frame of an unlabeled set goes to train.txt")
+    plan.splits = {"train": sorted(found)}
+    plan.frames = {n: _frame(n, found[n]) for n in plan.splits["train"]}
+    plan.notes.append(f"unlabeled set: {len(found)} frames (no labels/ in SRC), for trainStudent.py --unlabeled")
+    return plan
+
+
 # ----------------------------------------------------------------------------- checking frames
 
 @dataclass
@@ -508,7 +530,7 @@ def check_frame(frame: Frame, plan: Plan, want_hist: bool) -> _FrameCheck:
     problems: list[str] = []
     rgb = _attempt(problems, read_rgb, frame.rgb)
     thermal = _attempt(problems, read_thermal, frame.thermal)
-    label = _attempt(problems, read_label, frame.label, plan.info, plan.label_map)
+    label = None if frame.label is None else _attempt(problems, read_label, frame.label, plan.info, plan.label_map)
     problems.extend(_size_problems(frame, rgb, thermal, label))
     result = _FrameCheck(problems)
     if thermal is not None:
@@ -619,11 +641,13 @@ def write_frame(frame: Frame, plan: Plan, out: Path, raw_range: Optional[tuple[f
     """Write images/, labels/ and edge_4x/ files of one (already checked) frame into ``out``."""
     rgb = read_rgb(frame.rgb)
     thermal = read_thermal(frame.thermal)
-    label = read_label(frame.label, plan.info, plan.label_map)
+    label = None if frame.label is None else read_label(frame.label, plan.info, plan.label_map)
     if thermal.dtype == np.uint16:
         thermal = scale_raw_thermal(thermal, *raw_range)
     # cv2 stores B, G, R, A: load_image_file turns it back into R, G, B, thermal.
     _write_png(out / IMAGE_DIR / f"{frame.name}.png", np.dstack([rgb[:, :, ::-1], thermal]))
+    if frame.label is None:  # an unlabeled set: images only
+        return
     _write_png(out / LABEL_DIR / f"{frame.name}.png", label)
     write_edge_file(out / EDGE_DIR / f"{frame.name}.png", edge_label(label, edge_radius))
 
@@ -631,7 +655,10 @@ def write_frame(frame: Frame, plan: Plan, out: Path, raw_range: Optional[tuple[f
 def _write_record(plan: Plan, out: Path, info: DatasetInfo, raw_range, sizes: dict[str, int]) -> None:
     for split, names in plan.splits.items():
         (out / f"{split}.txt").write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
-    write_dataset_info(info, out)
+    if info is None:
+        write_unlabeled_info(out, plan.options["name"], raw_range)
+    else:
+        write_dataset_info(info, out)
     files, _ = _tree_files(out)
     record = {"tool": TOOL, "format": plan.format, "source": str(plan.source.resolve()),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": plan.options,
@@ -664,7 +691,7 @@ def convert(plan: Plan, dst: PathLike, raw_range: Optional[tuple[float, float]] 
     problems = plan.problems + problems
     if problems:
         raise ConvertError(f"{len(problems)} problem(s) in {plan.source}; nothing was written:", problems)
-    info = replace(plan.info, thermal_range=used_range)
+    info = None if plan.info is None else replace(plan.info, thermal_range=used_range)
     notes = plan.notes + [_thermal_note(used_range, raw_range is not None)]
     plan = replace(plan, info=info, notes=notes)
     sizes = {s: len(n) for s, n in plan.splits.items()}
@@ -673,7 +700,7 @@ def convert(plan: Plan, dst: PathLike, raw_range: Optional[tuple[float, float]] 
     tmp = work_dir(dst, "converting")
     tmp.mkdir()
     try:
-        for sub in (IMAGE_DIR, LABEL_DIR, EDGE_DIR):
+        for sub in (IMAGE_DIR,) if info is None else (IMAGE_DIR, LABEL_DIR, EDGE_DIR):
             (tmp / sub).mkdir()
         frames = list(plan.frames.values())
         for _ in _pool_map(lambda f: write_frame(f, plan, tmp, used_range, edge_radius), frames, workers,
@@ -746,8 +773,9 @@ def build_parser() -> argparse.ArgumentParser:
     pst.add_argument("--thermal", choices=("8bit", "raw16"), default="8bit",
                      help="thermal/ (FLIR AGC 8-bit, default) or thermal_raw/ (16-bit, scaled to 8-bit)")
     fmb = sub.add_parser("fmb", help="FMB: SRC/{train,test}/{Visible,Infrared,Label}")
-    fol = sub.add_parser("folders", help="SRC/{rgb,thermal,labels} with the same stems, optional SRC/*.txt splits")
-    group = fol.add_mutually_exclusive_group(required=True)
+    fol = sub.add_parser("folders", help="SRC/{rgb,thermal,labels} with the same stems, optional SRC/*.txt splits; "
+                                         "without labels/: an unlabeled set (for trainStudent.py --unlabeled)")
+    group = fol.add_mutually_exclusive_group()
     group.add_argument("--classes", help="comma-separated class names in id order, e.g. background,person,car")
     group.add_argument("--classes-json", help="JSON file with class_names (and name, palette, ignore_index)")
     fol.add_argument("--palette", type=options.palette(), help='colours in id order, e.g. "0,0,0;255,0,0;0,0,255" (default: VOC colour map)')
@@ -777,6 +805,16 @@ def _plan_from_args(args: argparse.Namespace) -> Plan:
         return plan_pst900(args.src, args.thermal, args.val_fraction, args.seed)
     if args.format == "fmb":
         return plan_fmb(args.src, args.val_fraction, args.seed)
+    if not (Path(args.src) / "labels").is_dir() and not (args.classes or args.classes_json):
+        given = [f for f, v in (("--palette", args.palette), ("--ignore-index", args.ignore_index),
+                                ("--map", args.map)) if v]
+        if given:
+            raise ValueError(f"{', '.join(given)}: {args.src} has no labels/, so it becomes an unlabeled set, "
+                             f"which has no classes")
+        return plan_unlabeled_folders(args.src, args.name)
+    if not (args.classes or args.classes_json):
+        raise ValueError(f"--classes or --classes-json is required: {Path(args.src) / 'labels'} holds labels "
+                         f"(a source without labels/ becomes an unlabeled set)")
     info = folders_info(args)
     label_map = parse_label_map(args.map)
     for src_id, cid in label_map.items():
@@ -803,7 +841,8 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     sizes = ", ".join(f"{s} {n}" for s, n in result.split_sizes.items())
-    print(f"{plan.format} -> {result.dst}: {result.info.name}, {result.info.n_class} classes; {sizes} frames "
+    what = ("unlabeled set" if result.info is None else f"{result.info.name}, {result.info.n_class} classes")
+    print(f"{plan.format} -> {result.dst}: {what}; {sizes} frames "
           f"({time.perf_counter() - start:.1f} s)")
     for note in result.notes:
         print(f"  {note}")

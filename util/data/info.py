@@ -13,6 +13,10 @@ A data folder in our layout (see util/data/check.py) may hold a ``dataset.json``
 ``name``, ``class_names`` and ``palette`` are required; ``ignore_index`` and ``thermal_range``
 may be left out (null). A folder without the file is MFNet (:data:`MFNET`).
 
+An *unlabeled set* (RGB-thermal frames without labels, for ``trainStudent.py --unlabeled``) holds
+``images/``, ``train.txt`` and a ``dataset.json`` of ``{"name": ..., "unlabeled": true}`` (and
+optionally ``thermal_range``), without classes: they are the teacher's.
+
 Conventions:
 
 - Label files hold class ids ``0..n_class-1`` and nothing else, so every label map passes
@@ -46,6 +50,7 @@ INFO_FILE = "dataset.json"
 MAX_CLASSES = 256  # label maps are uint8
 _REQUIRED = ("name", "class_names", "palette")
 _OPTIONAL = ("ignore_index", "thermal_range")
+UNLABELED = "unlabeled"  # dataset.json key of an unlabeled set (see write_unlabeled_info)
 
 
 def _is_int(value: Any) -> bool:
@@ -181,22 +186,69 @@ def default_palette(n_class: int) -> tuple[Colour, ...]:
     return tuple(colours)
 
 
+def _read_info_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: unreadable ({exc})") from None
+
+
+def is_unlabeled_set(data_dir: PathLike) -> bool:
+    """Whether ``data_dir/dataset.json`` says ``"unlabeled": true`` (RGB-thermal frames without labels)."""
+    path = Path(data_dir) / INFO_FILE
+    if not path.is_file():
+        return False
+    try:
+        data = json.loads(_read_info_file(path))
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get(UNLABELED) is True
+
+
+def unlabeled_thermal_range(data_dir: PathLike) -> Optional[tuple[float, float]]:
+    """The ``thermal_range`` an unlabeled set's dataset.json records (None when absent or unreadable)."""
+    try:
+        data = json.loads(_read_info_file(Path(data_dir) / INFO_FILE))
+        return _check_range(data.get("thermal_range")) if isinstance(data, dict) else None
+    except (DatasetError, ValueError):
+        return None
+
+
 def load_dataset_info(data_dir: PathLike) -> DatasetInfo:
     """The DatasetInfo of ``data_dir/dataset.json``, or :data:`MFNET` when there is no such file.
 
-    A bad file raises DatasetError with one line naming the file and the field.
+    A bad file, or an unlabeled set (which has no classes), raises DatasetError with one line
+    naming the file.
     """
     path = Path(data_dir) / INFO_FILE
     if not path.exists():
         return MFNET
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: unreadable ({exc})") from None
+    if is_unlabeled_set(data_dir):
+        raise DatasetError(f"{path}: {data_dir} is an unlabeled set (no labels to train, validate or test on); "
+                           f"give it to trainStudent.py --unlabeled {data_dir}, with a labelled --data-dir")
+    text = _read_info_file(path)
     try:
         return DatasetInfo.from_json(text)
     except ValueError as exc:
         raise DatasetError(f"{path}: {exc}") from None
+
+
+def write_unlabeled_info(data_dir: PathLike, name: str,
+                         thermal_range: Optional[Sequence[float]] = None) -> Path:
+    """Write the ``dataset.json`` of an unlabeled set: ``{"name": ..., "unlabeled": true}`` and, for
+    thermal converted from 16 bits, ``"thermal_range": [LOW, HIGH]``. No class list: the classes are
+    the teacher's. Written atomically (temporary file, then rename); returns its path."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name: expected a non-empty string, got {name!r}")
+    doc: dict[str, Any] = {"name": name, UNLABELED: True}
+    checked = _check_range(None if thermal_range is None else list(thermal_range))
+    if checked is not None:
+        doc["thermal_range"] = list(checked)
+    path = Path(data_dir) / INFO_FILE
+    tmp = path.with_name(f".{INFO_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def write_dataset_info(info: DatasetInfo, data_dir: PathLike) -> Path:

@@ -13,6 +13,7 @@ RGB with light glare while the thermal channel stays informative. Distractors
 Output is deterministic in the seed (byte-identical PNGs for the same arguments).
 
     python -m util.synthetic --out dataset/synthetic [--frames 240] [--height 96] [--width 128] [--seed 0] [--overwrite]
+                             [--unlabeled-frames N]    # plus N unlabeled frames in dataset/synthetic/unlabeled
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from util.data.check import EDGE_DIR, IMAGE_DIR, LABEL_DIR, DatasetError
 from util.data.edges import edge_label, write_edge_file
-from util.data.info import MFNET, DatasetInfo, write_dataset_info
+from util.data.info import INFO_FILE, MFNET, DatasetInfo, write_dataset_info, write_unlabeled_info
 from util.data.mfnet import N_CLASS, STANDARD_SPLITS
 from util.data.workdirs import remove_stale_work_dirs, work_dir
 from util.options import ArgumentParser, integer, multiple_of
@@ -39,6 +40,7 @@ from util.options import ArgumentParser, integer, multiple_of
 DEFAULT_FRAMES, DEFAULT_HEIGHT, DEFAULT_WIDTH = 240, 96, 128
 DAY_FRACTION = 820 / 1569  # as in MFNet
 META_FILE = "synthetic.json"
+UNLABELED_DIR = "unlabeled"  # the optional unlabeled pool (--unlabeled-frames), an unlabeled set of its own
 
 CAR, PERSON, BIKE, CURVE, CAR_STOP, GUARDRAIL, CONE, BUMP = range(1, 9)
 
@@ -458,6 +460,50 @@ def _write_frames(root: Path, n_frames: int, height: int, width: int, seed: int,
     return written
 
 
+def _write_unlabeled(pool: Path, n_frames: int, height: int, width: int, seed: int, day_fraction: float) -> list[str]:
+    """An unlabeled set in ``pool`` (images/, train.txt, dataset.json), drawn from the same scene model as the
+    labelled frames (its own random streams, so the labelled frames of the same seed do not change and
+    none is repeated); return the files written, relative to ``pool``."""
+    (pool / IMAGE_DIR).mkdir(parents=True)
+    master = np.random.default_rng([seed, 2])
+    is_day = np.zeros(n_frames, bool)
+    is_day[master.permutation(n_frames)[:int(round(n_frames * day_fraction))]] = True
+    names = [f"u{i + 1:05d}{'D' if d else 'N'}" for i, d in enumerate(is_day)]
+    written = []
+    for i, name in enumerate(names):
+        image, _ = _render(np.random.default_rng([seed, 3, i]), height, width, bool(is_day[i]),
+                           force=1 + i % (N_CLASS - 1))
+        rel = f"{IMAGE_DIR}/{name}.png"
+        if not cv2.imwrite(str(pool / rel), cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA), [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+            raise OSError(f"{pool / rel}: could not write")
+        written.append(rel)
+    (pool / "train.txt").write_text("".join(n + "\n" for n in names))
+    write_unlabeled_info(pool, "synthetic MFNet, unlabeled pool")
+    return written + ["train.txt", INFO_FILE]
+
+
+def generate_unlabeled_pool(out_dir: Union[str, os.PathLike], n_frames: int, height: int = DEFAULT_HEIGHT,
+                            width: int = DEFAULT_WIDTH, seed: int = 0, day_fraction: float = DAY_FRACTION) -> Path:
+    """Write an unlabeled set of ``n_frames`` synthetic frames on its own (the pool ``generate_dataset(...,
+    unlabeled_frames=n_frames)`` puts in its ``unlabeled/``, the same pixels for the same arguments), e.g. beside
+    a synthetic set made earlier without one. Refuses a non-empty ``out_dir``; written into a sibling folder
+    renamed into place at the end."""
+    if n_frames < 1:
+        raise ValueError(f"synthetic: the unlabeled pool needs at least 1 frame, got {n_frames}")
+    target = Path(os.path.abspath(out_dir))
+    _check_target(target, overwrite=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_work_dirs(target)
+    partial = work_dir(target, "partial")
+    try:
+        _write_unlabeled(partial, n_frames, height, width, seed, day_fraction)
+        _move_into_place(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return Path(out_dir)
+
+
 def _move_into_place(partial: Path, out: Path) -> None:
     """Rename the finished ``partial`` to ``out``; a non-empty ``out`` (already checked) is replaced."""
     if out.is_dir() and any(out.iterdir()):
@@ -474,8 +520,11 @@ def _move_into_place(partial: Path, out: Path) -> None:
 
 def generate_dataset(out_dir: Union[str, os.PathLike], n_frames: int = DEFAULT_FRAMES, height: int = DEFAULT_HEIGHT,
                      width: int = DEFAULT_WIDTH, seed: int = 0, overwrite: bool = False, radius: float = 2,
-                     day_fraction: float = DAY_FRACTION) -> Path:
+                     day_fraction: float = DAY_FRACTION, unlabeled_frames: int = 0) -> Path:
     """Write a complete MFNet-format folder (images/, labels/, edge_4x/, the five split files) and return it.
+
+    ``unlabeled_frames`` > 0 adds an unlabeled pool of that many frames from the same scene model in
+    ``out_dir/unlabeled`` (for ``trainStudent.py --unlabeled``); the labelled frames stay the same.
 
     Refuses (FileExistsError, nothing written) a non-empty ``out_dir`` unless ``overwrite``, and even then
     unless that folder holds exactly what an earlier run wrote (listed, with checksums, in synthetic.json).
@@ -491,6 +540,8 @@ def generate_dataset(out_dir: Union[str, os.PathLike], n_frames: int = DEFAULT_F
     if n_frames < 8 or min(n_day, n_frames - n_day) < 4:
         raise ValueError(f"synthetic: need at least 4 day and 4 night frames, got {n_frames} frames "
                          f"with day fraction {day_fraction}")
+    if unlabeled_frames < 0:
+        raise ValueError(f"synthetic: unlabeled_frames must be >= 0, got {unlabeled_frames}")
     target = Path(os.path.abspath(out))  # its parent and name also for "." or ".."
     _check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -498,8 +549,12 @@ def generate_dataset(out_dir: Union[str, os.PathLike], n_frames: int = DEFAULT_F
     partial = work_dir(target, "partial")
     try:
         written = _write_frames(partial, n_frames, height, width, seed, radius, n_day)
+        if unlabeled_frames:
+            written += [f"{UNLABELED_DIR}/{rel}" for rel in _write_unlabeled(partial / UNLABELED_DIR, unlabeled_frames,
+                                                                             height, width, seed, day_fraction)]
         meta = {"generator": "util.data.synthetic", "n_frames": n_frames, "height": height, "width": width,
                 "seed": seed, "radius": radius, "day_fraction": day_fraction,
+                **({"unlabeled_frames": unlabeled_frames} if unlabeled_frames else {}),
                 "files": {rel: _sha256(partial / rel) for rel in written}}
         (partial / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
         _move_into_place(partial, target)
@@ -544,16 +599,21 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     parser.add_argument("--height", type=multiple_of(32, 32), default=DEFAULT_HEIGHT, help=f"multiple of 32 (default {DEFAULT_HEIGHT})")
     parser.add_argument("--width", type=multiple_of(32, 32), default=DEFAULT_WIDTH, help=f"multiple of 32 (default {DEFAULT_WIDTH})")
     parser.add_argument("--seed", type=integer(0, 2**32 - 1), default=0)
+    parser.add_argument("--unlabeled-frames", type=integer(0), default=0, metavar="N",
+                        help=f"also write an unlabeled pool of N frames into OUT/{UNLABELED_DIR} (default 0)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a folder generated earlier (refused if it holds anything else)")
     args = parser.parse_args(None if argv is None else list(argv))
     start = time.perf_counter()
     try:
-        out = generate_dataset(args.out, args.frames, args.height, args.width, args.seed, args.overwrite)
+        out = generate_dataset(args.out, args.frames, args.height, args.width, args.seed, args.overwrite,
+                               unlabeled_frames=args.unlabeled_frames)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {args.frames} frames of {args.height}x{args.width} to {out} in {time.perf_counter() - start:.1f} s")
+    pool = f" and {args.unlabeled_frames} unlabeled ones to {Path(out) / UNLABELED_DIR}" if args.unlabeled_frames else ""
+    print(f"wrote {args.frames} frames of {args.height}x{args.width} to {out}{pool} "
+          f"in {time.perf_counter() - start:.1f} s")
     return 0
 
 

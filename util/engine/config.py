@@ -134,9 +134,13 @@ class StudentConfig(TrainConfig):
     gt_weight: float = 0.0
     tau: float = 6.0
     distill: bool = True
+    unlabeled: tuple[str, ...] = ()  # folders of RGB-thermal frames without labels (util/data/unlabeled.py)
+    unlabeled_only: bool = False     # train on those alone (the labelled splits still validate and test)
+    unlabeled_per_batch: int = 0     # 0: every frame once per epoch, shuffled together; K: K of each batch
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.unlabeled = tuple(self.unlabeled)
         if not isinstance(self.loss_weights, Mapping):
             self.loss_weights = dict(zip(STUDENT_TERMS, self.loss_weights))
         self.loss_weights = {k: float(v) for k, v in self.loss_weights.items()}
@@ -153,6 +157,26 @@ class StudentConfig(TrainConfig):
                 STUDENT_SPECS["loss_weights"].check(w)
             except ValueError as exc:
                 raise ConfigError(f"--loss-weights: the {term} weight is {w}; weights {exc}") from None
+        self._check_unlabeled()
+
+    def _check_unlabeled(self) -> None:
+        if not self.unlabeled:
+            for name in ("unlabeled_only", "unlabeled_per_batch"):
+                if getattr(self, name):
+                    raise ConfigError(f"{flag(name)}: needs --unlabeled DIR (the frames without labels)")
+            return
+        if not self.distill:
+            raise ConfigError("--unlabeled with --no-distill: frames without labels teach nothing without a "
+                              "teacher; drop one of them")
+        if self.unlabeled_only and self.gt_weight > 0:
+            raise ConfigError(f"--gt-weight {self.gt_weight} with --unlabeled-only: no labelled frame is trained "
+                              f"on, so the ground-truth term has nothing to read")
+        if self.unlabeled_per_batch:
+            if self.unlabeled_only:
+                raise ConfigError("--unlabeled-per-batch with --unlabeled-only: every frame is unlabeled already")
+            if not 1 <= self.unlabeled_per_batch < self.batch_size:
+                raise ConfigError(f"--unlabeled-per-batch {self.unlabeled_per_batch}: must be 1..{self.batch_size - 1} "
+                                  f"(--batch-size {self.batch_size} less at least one labelled frame)")
 
 
 def _check_specs(cfg: TrainConfig, specs: Mapping[str, Spec]) -> None:

@@ -131,8 +131,10 @@ class Run:
                                 edge[0] if edge is not None else None, palette=self.info.palette)
             self.writer.add_image("train/thermal_rgb_gt_pred_edges", tb_image(panel), self.step)
 
-    def end_epoch(self, epoch: int, losses: dict[str, float], images_per_s: float, lr: float, val) -> None:
-        """Check the model is finite, record the epoch, write best.pth (if best) then last.pth, log."""
+    def end_epoch(self, epoch: int, losses: dict[str, float], images_per_s: float, lr: float, val,
+                  frames: Optional[dict[str, int]] = None) -> None:
+        """Check the model is finite, record the epoch, write best.pth (if best) then last.pth, log.
+        `frames`: the labelled and unlabeled frames the epoch trained on (runs that mix them)."""
         bad = next((b for b in map(first_non_finite, [self._state["model"], *self._state["extra"].values()])
                     if b is not None), None)
         if bad is not None or not math.isfinite(val.loss):
@@ -142,6 +144,8 @@ class Run:
         record = {"epoch": epoch, "lr": lr, "train": losses, "val_loss": val.loss, "val_miou": metrics["miou"],
                   "val_macc": metrics["macc"], "images_per_s": images_per_s,
                   "seconds": time.perf_counter() - self._t_epoch}
+        if frames is not None:
+            record["frames"] = frames
         self.history.append(record)
         is_best = metrics["miou"] > self.best["miou"]
         if is_best:
@@ -158,7 +162,9 @@ class Run:
                   f"val mIoU {100 * metrics['miou']:.2f}  mAcc {100 * metrics['macc']:.2f}  "
                   f"{images_per_s:.1f} img/s  {record['seconds']:.0f}s" + ("  (best)" if is_best else "")
                   + (f"  {losses[EMPTY_BATCHES]} batch(es) held only the ignored class "
-                     f"(no label loss from them)" if losses.get(EMPTY_BATCHES) else ""), flush=True)
+                     f"(no label loss from them)" if losses.get(EMPTY_BATCHES) else "")
+                  + (f"  frames {frames['labelled']} labelled + {frames['unlabeled']} unlabeled" if frames else ""),
+                  flush=True)
         self._done_this_call += 1
         self._t_epoch = time.perf_counter()
 
@@ -232,9 +238,11 @@ class Run:
         return False
 
 
-def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: DatasetInfo = MFNET) -> Run:
+def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: DatasetInfo = MFNET,
+             frames: Optional[Mapping[str, Any]] = None) -> Run:
     """The run folder: a new one, one that holds no checkpoint yet (started again), or the one
-    being resumed (its last.pth read and checked). Call it after every input has been checked."""
+    being resumed (its last.pth read and checked). Call it after every input has been checked.
+    `frames` (runs that mix in unlabeled frames) is recorded in run.json."""
     checkpoint, folder = None, None
     if cfg.resume:
         folder, ckpt_path = resume_target(cfg.resume)
@@ -272,7 +280,10 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
     if session.is_main:
         remove_partial_writes(folder)
         if checkpoint is None:
-            write_json({"network": network, "role": role, "config": cfg.to_dict()}, folder / CONFIG_FILE)
+            record = {"network": network, "role": role, "config": cfg.to_dict()}
+            if frames:
+                record["frames"] = dict(frames)
+            write_json(record, folder / CONFIG_FILE)
     barrier()
     session.log(f"[{role}] run folder {folder}  device {session.device}  processes {session.info.world_size}")
     return Run(cfg, session, network, role, folder, checkpoint, info, claim)
