@@ -107,7 +107,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=STUDENT_SPECS["tau"], default=d.tau, help="KD temperature")
     p.add_argument("--no-distill", dest="distill", action="store_false",
                    help="train the student on ground truth alone (baseline without a teacher)")
-    p.add_argument("--unlabeled", nargs="+", default=list(d.unlabeled), metavar="DIR",
+    p.add_argument("--unlabeled", nargs="+", action="extend", default=list(d.unlabeled), metavar="DIR",
                    help="also distil on these RGB-thermal frames without labels (DIR/images/NAME.png listed in "
                         "DIR/train.txt; a labelled folder's train split works too); --gt-weight reads only the "
                         "labelled frames; validation and test stay on --data-dir")

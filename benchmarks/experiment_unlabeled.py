@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from experiment_compact import cpu_name, run_stage  # noqa: E402
 
-from util.options import integer  # noqa: E402
+from util.options import ArgumentParser, integer, multiple_of, number  # noqa: E402
 from util.data.check import IMAGE_DIR, read_split  # noqa: E402
 from util.data.info import write_unlabeled_info  # noqa: E402
 from util.data.synthetic import META_FILE, UNLABELED_DIR, generate_dataset  # noqa: E402
@@ -56,18 +56,18 @@ ROWS = {"a": "(a) labels only", "b": "(b) CEKD, labelled frames", "c": "(c) CEKD
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="benchmarks/experiment_unlabeled.py", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/unlabeled")
-    p.add_argument("--frames", type=integer(1), default=240, help="labelled synthetic frames (half of them train)")
+    p.add_argument("--frames", type=integer(8), default=240, help="labelled synthetic frames (half of them train)")
     p.add_argument("--labelled", type=integer(1), default=40, help="train frames that keep their labels")
     p.add_argument("--unlabeled-counts", type=integer(0), nargs="+", default=[0, 100, 400], metavar="N")
     p.add_argument("--seeds", type=integer(0), nargs="+", default=[0, 1, 2])
-    p.add_argument("--height", type=integer(1), default=64)
-    p.add_argument("--width", type=integer(1), default=96)
+    p.add_argument("--height", type=multiple_of(32, 64), default=64)
+    p.add_argument("--width", type=multiple_of(32, 64), default=96)
     p.add_argument("--epochs", type=integer(1), default=25, help="epochs of every student")
     p.add_argument("--teacher-epochs", type=integer(1), default=60, help="epochs of the teacher (few frames)")
     p.add_argument("--batch-size", type=integer(1), default=4)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr", type=number(above=0), default=0.05)
     p.add_argument("--mix", type=integer(0), default=2, metavar="K",
                    help="unlabeled frames in each batch of (c) and (d) (trainStudent.py --unlabeled-per-batch; "
                         "0: every frame once per epoch, shuffled together)")

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from .data import verify_dataset
 from .engine.checkpoint import NETWORK_ROLE, build_from_weights, model_config
 from .engine.cli import run_cli
-from .engine.config import AMP_MODES, COMMON_SPECS, check_amp, parse_device
+from .engine.config import AMP_MODES, COMMON_SPECS, check_amp, given_options, parse_device
 from .engine.folders import new_run_dir, write_json
 from .engine.loaders import present_splits, split_loader
 from .engine.loop import evaluate
@@ -32,6 +32,9 @@ from .deploy.recording import add_recording_args
 from .options import ArgumentParser, fraction, integer, number
 
 SMOOTHING = fraction()  # --temporal-smoothing ALPHA: 0 is off
+# options of `--input` only (own frames, bags, live sources, the inference path), refused without it
+INPUT_ONLY = {"thermal_range", "batch_size", "save_labels", "temporal_smoothing", "topic", "topic_prefix",
+              "confidence", "max_frames", "backend", "precision", "min_agreement"}
 
 RELEASE_WEIGHTS = {"CENet": "weights_backup/Teacher_model/final.pth",
                    "EKNet": "weights_backup/Student_model/final.pth"}
@@ -233,6 +236,11 @@ def main_for(network: str, argv: Optional[list[str]] = None) -> dict:
     parser = add_demo_args(ArgumentParser(prog=f"run_demo_{role}.py",
                                           description=f"Evaluate the CEKD {role} ({network})."), network)
     args = parser.parse_args(argv)
+    if network == "EKNet" and not args.input:
+        stray = sorted(INPUT_ONLY & given_options(parser, argv))
+        if stray:
+            parser.error(", ".join("--" + name.replace("_", "-") for name in stray)
+                         + ": only with --input (the evaluation on --data-dir runs the PyTorch model as given)")
     if getattr(args, "input", None):
         return run_cli(lambda: run_own_frames(args), INTERRUPTED)
     return run_cli(lambda: run_evaluation(args, network), INTERRUPTED)

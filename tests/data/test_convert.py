@@ -411,6 +411,22 @@ def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch):
     assert outputs_beside(tmp_path) == ["pst"]
 
 
+def test_a_full_disk_during_conversion_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import errno
+    make_pst900(tmp_path / "pst", n_train=4, n_test=1)
+    out = tmp_path / "out"
+
+    def full(path, array):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(conv, "write_png", full)
+    assert conv.main(["pst900", str(tmp_path / "pst"), str(out), "--workers", "1", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and err[0].endswith(
+        f": the disk is full (no space left on device); nothing was written to {out}")
+    assert outputs_beside(tmp_path) == ["pst"]
+
+
 # ----------------------------------------------------------------------------- rules and arguments
 
 def test_seeded_split_rule():

@@ -598,3 +598,21 @@ def test_mcap_index_with_an_absurd_chunk_size_is_not_trusted(tmp_path):
     assert source.salvage and [t for t, _ in got] == [receive_time(i) for i in range(4)]
     assert source.damage.startswith("index unreadable (the index lists a chunk of ")
     assert source.damage.endswith(f"({1 << 40} uncompressed) that does not fit the file)")
+
+
+def test_convert_rosbag_cleans_up_after_a_killed_conversion_and_safe_names(tmp_path):
+    import socket
+    from util.data.workdirs import work_dir
+    bag = _paired_bag(tmp_path, "ros1")
+    odd = bag.with_name("drive 2\nnight.bag")
+    bag.rename(odd)
+    dst = tmp_path / "set"
+    dead = work_dir(dst, "converting", pid=2**22 + 7)  # no such process: left by a conversion killed outright
+    (dead / "images").mkdir(parents=True)
+    alive = tmp_path / f".set.converting-{socket.gethostname()}-1"  # pid 1 runs: not ours to remove
+    alive.mkdir()
+    assert _convert(odd, dst, "--rgb-topic", "/rgb", "--thermal-topic", "/thermal") == 0
+    assert not dead.exists() and alive.is_dir()
+    assert (dst / "train.txt").read_text().split()[0] == "drive_2_night_000000"
+    assert json.loads((dst / "dataset.json").read_text())["name"] == "drive_2_night"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".set")) == [alive.name]

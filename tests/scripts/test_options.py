@@ -119,3 +119,21 @@ def test_every_command_refuses_a_bad_option_in_one_line(tmp_path, monkeypatch, c
     prog = name if name.endswith(".py") else f"python -m {name}"
     assert f"(see {prog}" in err and err.endswith(" --help)\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_input_options_without_input_are_refused(tmp_path, monkeypatch, capsys):
+    """The evaluation on --data-dir would silently drop them (and run fp32 PyTorch): one line instead."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        run_demo_student.main(["--backend", "openvino", "--temporal-smoothing", "0.5", "--batch-size", "4"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err == (
+        "error: --backend, --batch-size, --temporal-smoothing: only with --input (the evaluation on --data-dir "
+        "runs the PyTorch model as given) (see run_demo_student.py --help)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unlabeled_folders_add_up_over_repeated_options():
+    parser = trainStudent.get_args_parser()
+    assert parser.parse_args(["--unlabeled", "A", "--unlabeled", "B", "C"]).unlabeled == ["A", "B", "C"]
+    assert parser.parse_args([]).unlabeled == []

@@ -9,6 +9,8 @@
     synthetic.py a small procedural stand-in for MFNet
     convert.py   PST900, FMB and a user's own folders into our layout
     unlabeled.py frames without labels (for distilling on unlabeled recordings)
+    rosbag_set.py  python -m util.convert rosbag: an unlabeled set from a ROS bag
+    workdirs.py  hidden work folders beside an output, and removing those of killed processes
 """
 from .check import DatasetError, check_dataset, load_image_file, load_label_file, read_split, verify_dataset
 from .dataset import MFDataset, read_frame

@@ -95,7 +95,7 @@ def read_split(data_dir: PathLike, split: str) -> list[str]:
     or lists a name that leaves the data folder (see :func:`outside_names`)."""
     path = Path(data_dir) / f"{split}.txt"
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError:
         raise DatasetError(f"{path}: split file not found (expected one frame name per line)") from None
     names = [line.strip() for line in text.splitlines() if line.strip()]

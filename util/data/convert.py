@@ -62,6 +62,7 @@ Sources (facts from the public repositories named; checked through their code, n
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -578,7 +579,7 @@ def check_frames(plan: Plan, raw_range: Optional[tuple[float, float]] = None, wo
 
 # ----------------------------------------------------------------------------- destination safety
 
-def _tree_files(root: Path) -> tuple[set[str], set[str]]:
+def tree_files(root: Path) -> tuple[set[str], set[str]]:
     """(relative file paths, relative folder paths) under root, '/'-separated."""
     files, dirs = set(), set()
     for here, subdirs, names in os.walk(root):
@@ -598,7 +599,7 @@ def foreign_entries(dst: Path) -> Optional[list[str]]:
     if written is None:
         return None
     allowed_dirs = {p.as_posix() for f in written for p in Path(f).parents if p.as_posix() != "."}
-    files, dirs = _tree_files(dst)
+    files, dirs = tree_files(dst)
     return sorted((files - written - {MANIFEST}) | (dirs - allowed_dirs))
 
 
@@ -629,7 +630,7 @@ def check_destination(src: Path, dst: Path, overwrite: bool) -> None:
 
 # ----------------------------------------------------------------------------- writing
 
-def _write_png(path: Path, array: np.ndarray) -> None:
+def write_png(path: Path, array: np.ndarray) -> None:
     ok, data = cv2.imencode(".png", array)
     if not ok:
         raise OSError(f"{path}: could not encode PNG")
@@ -645,10 +646,10 @@ def write_frame(frame: Frame, plan: Plan, out: Path, raw_range: Optional[tuple[f
     if thermal.dtype == np.uint16:
         thermal = scale_raw_thermal(thermal, *raw_range)
     # cv2 stores B, G, R, A: load_image_file turns it back into R, G, B, thermal.
-    _write_png(out / IMAGE_DIR / f"{frame.name}.png", np.dstack([rgb[:, :, ::-1], thermal]))
+    write_png(out / IMAGE_DIR / f"{frame.name}.png", np.dstack([rgb[:, :, ::-1], thermal]))
     if frame.label is None:  # an unlabeled set: images only
         return
-    _write_png(out / LABEL_DIR / f"{frame.name}.png", label)
+    write_png(out / LABEL_DIR / f"{frame.name}.png", label)
     write_edge_file(out / EDGE_DIR / f"{frame.name}.png", edge_label(label, edge_radius))
 
 
@@ -659,7 +660,7 @@ def _write_record(plan: Plan, out: Path, info: DatasetInfo, raw_range, sizes: di
         write_unlabeled_info(out, plan.options["name"], raw_range)
     else:
         write_dataset_info(info, out)
-    files, _ = _tree_files(out)
+    files, _ = tree_files(out)
     record = {"tool": TOOL, "format": plan.format, "source": str(plan.source.resolve()),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": plan.options,
               "thermal_range": None if raw_range is None else list(raw_range),
@@ -667,7 +668,7 @@ def _write_record(plan: Plan, out: Path, info: DatasetInfo, raw_range, sizes: di
     (out / MANIFEST).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
-def _swap_in(tmp: Path, dst: Path) -> None:
+def swap_in(tmp: Path, dst: Path) -> None:
     """Rename the finished temporary folder to DST, replacing an empty or previous-output DST."""
     if dst.exists() and not any(dst.iterdir()):
         dst.rmdir()
@@ -708,7 +709,7 @@ def convert(plan: Plan, dst: PathLike, raw_range: Optional[tuple[float, float]] 
             pass
         _write_record(plan, tmp, info, used_range, sizes)
         check_destination(plan.source, dst, overwrite)  # DST may have changed during the run
-        _swap_in(tmp, dst)
+        swap_in(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -823,6 +824,13 @@ def _plan_from_args(args: argparse.Namespace) -> Plan:
     return plan_folders(args.src, info, args.val_fraction, args.test_fraction, args.seed, label_map)
 
 
+def os_error_line(exc: OSError, dst: PathLike) -> str:
+    """One line for a system error while converting into `dst` (nothing of the conversion is left)."""
+    why = ("the disk is full (no space left on device)" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+           else exc.strerror or str(exc))
+    return f"{exc.filename or dst}: {why}; nothing was written to {dst}"
+
+
 def main(argv: Optional[Iterable[str]] = None) -> int:
     """Command line entry point; returns 0 on success, 1 when the conversion is refused (2: bad arguments)."""
     args = build_parser().parse_args(None if argv is None else list(argv))
@@ -839,6 +847,9 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
                          args.edge_radius, args.workers, not args.no_progress)
     except ConvertError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. a read-only parent of DST or a full disk: the work folder is already removed
+        print(f"error: {os_error_line(exc, args.dst)}", file=sys.stderr)
         return 1
     sizes = ", ".join(f"{s} {n}" for s, n in result.split_sizes.items())
     what = ("unlabeled set" if result.info is None else f"{result.info.name}, {result.info.n_class} classes")

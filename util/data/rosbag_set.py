@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +37,10 @@ import cv2
 import numpy as np
 
 from util.data.check import IMAGE_DIR
-from util.data.convert import (MANIFEST, TOOL, ConvertError, _swap_in, _tree_files, _write_png, check_destination,
-                               percentile_range, scale_raw_thermal)
-from util.data.info import INFO_FILE
+from util.data.convert import (MANIFEST, TOOL, ConvertError, check_destination, os_error_line, percentile_range,
+                               scale_raw_thermal, swap_in, tree_files, write_png)
+from util.data.info import write_unlabeled_info
+from util.data.workdirs import remove_stale_work_dirs, work_dir
 from util.deploy.bag_pixels import colour_pixels, message_pixels
 from util.deploy.bag_records import BagError
 from util.deploy.rosbag import BagSource, Topic, pick_topic
@@ -173,13 +174,15 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
     if not pairs:
         raise ConvertError(f"{bag}: no thermal frame of {th_t.name} has an RGB frame of {rgb_t.name} within "
                            f"{max_dt:g} ms ({dropped} dropped, {len(thermal.skipped)} unreadable); nothing was written")
-    stem = source.path.name if source.ros2 else source.path.stem
+    # frame names go into a one-name-per-line split list and file names: keep the bag name's safe characters
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", source.path.name if source.ros2 else source.path.stem).lstrip(".") or "bag"
     used_range = raw_range
     dst_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dst_path.parent, prefix=f".{dst_path.name}.converting-"))
+    remove_stale_work_dirs(dst_path, ("converting", "old"))  # left by conversions killed outright
+    tmp = work_dir(dst_path, "converting")
     names: list[str] = []
     try:
-        (tmp / IMAGE_DIR).mkdir()
+        (tmp / IMAGE_DIR).mkdir(parents=True)
         rgb_frames = RgbFrames(source, rgb_t)
         for index, (_, raw) in enumerate(source.messages(th_t.name)):
             if index not in pairs:
@@ -194,23 +197,21 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
             colour = rgb_frames[pairs[index]]
             frame = f"{stem}_{index:06d}"
             image = np.dstack([align(colour, pixels.shape, homography)[:, :, ::-1], to_8bit(pixels, used_range)])
-            _write_png(tmp / IMAGE_DIR / f"{frame}.png", image)  # cv2: B, G, R, A = R, G, B, thermal when read
+            write_png(tmp / IMAGE_DIR / f"{frame}.png", image)  # cv2: B, G, R, A = R, G, B, thermal when read
             names.append(frame)
         (tmp / "train.txt").write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
-        info = {"name": name or stem, "unlabeled": True}
-        if used_range is not None:
-            info["thermal_range"] = [float(used_range[0]), float(used_range[1])]
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-        files, _ = _tree_files(tmp)
+        write_unlabeled_info(tmp, name or stem, used_range)
+        files, _ = tree_files(tmp)
         record = {"tool": TOOL, "format": "rosbag", "source": str(source.path.resolve()),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": options or {},
                   "rgb_topic": rgb_t.name, "thermal_topic": th_t.name, "thermal_messages": len(thermal.stamps),
                   "rgb_messages": len(rgb.stamps), "written": len(names), "dropped_outside_max_dt": dropped,
                   "skipped": thermal.skipped + rgb.skipped, "damage": source.damage,
-                  "thermal_range": info.get("thermal_range"), "files": sorted(files)}
+                  "thermal_range": None if used_range is None else [float(v) for v in used_range],
+                  "files": sorted(files)}
         (tmp / MANIFEST).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         check_destination(source.path, dst_path, overwrite)  # DST may have changed during the run
-        _swap_in(tmp, dst_path)
+        swap_in(tmp, dst_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -219,8 +220,7 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m util.convert rosbag",
-                                description="An unlabeled RGB-thermal set from a ROS bag "
-                                            "(see util/data/rosbag_set.py).")
+                       description="An unlabeled RGB-thermal set from a ROS bag (see util/data/rosbag_set.py).")
     p.add_argument("bag", metavar="BAG", help="ROS 1 .bag file or ROS 2 bag folder (only read)")
     p.add_argument("dst", metavar="DST", help="output folder (new, empty, or a previous output with --overwrite)")
     p.add_argument("--rgb-topic", required=True, help="the RGB image topic")
@@ -246,8 +246,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         record = convert_rosbag(args.bag, args.dst, args.rgb_topic, args.thermal_topic, args.max_dt_ms, homography,
                                 tuple(args.raw_range) if args.raw_range else None, args.name, args.overwrite,
                                 {k: v for k, v in vars(args).items() if k not in ("bag", "dst")})
-    except (ConvertError, BagError, ValueError, OSError) as exc:
+    except (ConvertError, BagError, ValueError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {os_error_line(exc, args.dst)}", file=sys.stderr)
         return 1
     print(f"rosbag -> {args.dst}: {record['written']} RGB-thermal pairs written; {record['dropped_outside_max_dt']} "
           f"thermal frame(s) without an RGB frame within {args.max_dt_ms:g} ms dropped; "

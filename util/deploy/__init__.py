@@ -1,5 +1,6 @@
 """Deployment of the student: ONNX export (fp32, int8), runtimes behind one interface, the choice
-among them, frame sources (images, folders, videos) and inference on a user's recordings.
+among them, frame sources (images, folders, videos, ROS bags, live streams) and inference on a
+user's recordings.
 
     export.py    python -m util.export: EKNet -> ONNX, checked with onnxruntime
     quantize.py  static int8 copies (uint8 activations x int8 per-channel weights), tuned by measurement
@@ -11,4 +12,10 @@ among them, frame sources (images, folders, videos) and inference on a user's re
     agreement.py logits differences, argmax agreement, interleaved timing
     frames.py    thermal frames from PNG/TIFF/JPEG files, folders and videos, scaled to [0, 1]
     inference.py segmenting frames and videos in batches; masks, overlays, label maps
+    rosbag.py    ROS 1 / ROS 2 bags in (thermal topics) and out (labels, overlay, confidence)
+    bag_pixels.py  the pixels of sensor_msgs/Image and CompressedImage messages
+    bag_records.py damaged bags read record by record up to the damage
+    live.py      camera indices and stream URLs; Ctrl-C ends cleanly
+    recording.py bags and live sources in the demo (topics, output bag, summary)
+    smoothing.py temporal smoothing of class probabilities; confidence
 """

@@ -3,6 +3,7 @@
     config.py       TeacherConfig / StudentConfig (the release's defaults), flags, resume rules
     distributed.py  Session: processes (torchrun) and device; collective helpers
     loaders.py      training loaders, evaluation splits (exactly sharded over processes)
+    mixing.py       batches of labelled and unlabeled frames (trainStudent.py --unlabeled-per-batch)
     build.py        seeds, the network on its device (channels-last, DDP), SGD + ExponentialLR
     loop.py         train_step, train_one_epoch, evaluate (the one evaluation loop)
     run.py          Run: the run folder, checkpoints each epoch, resume, logs, final test
