@@ -174,3 +174,14 @@ def test_a_failed_quantisation_leaves_no_output(fitted, tmp_path, monkeypatch, c
               "--calib-frames", "2", "--heldout-frames", "1"])
     assert "error: quantisation failed" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unlabeled_set_calibrates(tmp_path):
+    """A robot's recording converted to an unlabeled set (train.txt only) is the natural calibration data."""
+    from util.data.synthetic import generate_unlabeled_pool
+    from util.deploy.export import calibration_frames
+
+    pool = generate_unlabeled_pool(tmp_path / "pool", 8, height=64, width=64, seed=0)
+    calib, held, where = calibration_frames(pool, 32, 32, n_calib=16, n_held=4)
+    assert calib.shape == (6, 1, 32, 32) and held.shape == (2, 1, 32, 32)
+    assert where == f"6 calibration / 2 held-out train frames of {pool}"

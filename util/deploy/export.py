@@ -127,9 +127,9 @@ def calibration_frames(data: str | os.PathLike, height: int, width: int, n_calib
                        thermal_range: Optional[Sequence[float]] = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Calibration and held-out frames (N, 1, height, width) and where they come from.
 
-    An MFNet-format folder: thermal of its train split / of its val (else test) split. Otherwise
-    frames of a folder, image or video (as `--input` reads them), a quarter (at most `n_held`)
-    held out, evenly spread."""
+    An MFNet-format folder: thermal of its train split / of its val (else test) split. A folder with a
+    train split alone (an unlabeled set, e.g. from `python -m util.convert rosbag`) or a folder, image or
+    video (as `--input` reads them): its frames, a quarter (at most `n_held`) held out, evenly spread."""
     from .inference import to_model_input
 
     data = Path(data)
@@ -140,14 +140,17 @@ def calibration_frames(data: str | os.PathLike, height: int, width: int, n_calib
         calib, held = _mfnet_thermal(data, "train", n_calib), _mfnet_thermal(data, held_split, n_held)
         where = f"{len(calib)} train / {len(held)} {held_split} frames of {data}"
     else:
-        frames = _own_thermal(data, n_calib + n_held, thermal_range)
+        if (data / "train.txt").is_file():  # an unlabeled set (a robot's recording), or a train split alone
+            frames, what = _mfnet_thermal(data, "train", n_calib + n_held), "train frames"
+        else:
+            frames, what = _own_thermal(data, n_calib + n_held, thermal_range), "frames"
         if len(frames) < 2:
             raise ValueError(f"--calib-data {data}: expected at least 2 readable thermal frames "
                              f"(calibration and held-out), found {len(frames)}")
         held_idx = set(_spread(range(len(frames)), min(n_held, max(1, len(frames) // 4))))
         held = [f for i, f in enumerate(frames) if i in held_idx]
         calib = [f for i, f in enumerate(frames) if i not in held_idx][:n_calib]
-        where = f"{len(calib)} calibration / {len(held)} held-out frames of {data}"
+        where = f"{len(calib)} calibration / {len(held)} held-out {what} of {data}"
     return (np.stack([to_model_input(f, height, width) for f in calib]),
             np.stack([to_model_input(f, height, width) for f in held]), where)
 
@@ -162,7 +165,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--int8", action="store_true", help="also write a static int8 copy (needs --calib-data)")
     p.add_argument("--int8-out", default=None, help="the int8 file (default: OUT with .int8.onnx)")
     p.add_argument("--calib-data", default=None, help="MFNet-format folder (train split calibrates, val is "
-                   "held out), or a folder, image or video of thermal frames (as --input of run_demo_student.py)")
+                   "held out), an unlabeled set (e.g. from python -m util.convert rosbag), or a folder, image or "
+                   "video of thermal frames (as --input of run_demo_student.py)")
     p.add_argument("--calib-frames", type=integer(1), default=32, help="frames to calibrate on")
     p.add_argument("--heldout-frames", type=integer(1), default=16, help="frames to compare int8 with fp32 on")
     p.add_argument("--int8-activations", type=one_of(ACTIVATIONS), default="uint8",
