@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import util.data.check as cd
-from util.data.check import DatasetError, cache_path, check_dataset, main, verify_dataset
+import util.data.layout as layout
+from util.data.check import cache_path, check_dataset, main, verify_dataset
+from util.data.layout import DatasetError
 from util.data.synthetic import generate_dataset
 
 
@@ -182,8 +183,8 @@ def decodes(monkeypatch):
             return fn(path, *args)
         return wrapper
 
-    monkeypatch.setattr(cd, "load_image_file", counting(cd.load_image_file))
-    monkeypatch.setattr(cd, "_load_single_channel", counting(cd._load_single_channel))  # labels and edges
+    monkeypatch.setattr(layout, "load_image_file", counting(layout.load_image_file))
+    monkeypatch.setattr(layout, "load_single_channel", counting(layout.load_single_channel))  # labels and edges
     return seen
 
 

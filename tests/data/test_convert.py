@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from util.data import convert as conv
-from util.data.check import check_dataset, load_edge_file, load_image_file, load_label_file
+from util.data.check import check_dataset
+from util.data.layout import load_edge_file, load_image_file, load_label_file
 from util.data.info import FMB, PST900, DatasetInfo, default_palette, load_dataset_info
 from util.data.edges import edge_label
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from util.data.dataset import DatasetError, MFDataset, load_image_file, load_label_file, read_frame
+from util.data.dataset import MFDataset, read_frame
+from util.data.layout import DatasetError, load_image_file, load_label_file
 from util.data.synthetic import generate_dataset
 
 H, W = 64, 96

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from util.data import mfnet
-from util.data.check import DatasetError
+from util.data.layout import DatasetError
 from util.data.info import (FMB, MFNET, PST900, DatasetInfo, default_palette, load_dataset_info,
                            write_dataset_info)
 

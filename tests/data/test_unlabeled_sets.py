@@ -6,9 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from util.data import check as check_module
 from util.data import convert as conv
-from util.data.check import DatasetError, check_unlabeled, load_image_file
+from util.data import layout
+from util.data.check import check_unlabeled
+from util.data.layout import DatasetError, load_image_file
 from util.data.info import is_unlabeled_set, load_dataset_info, unlabeled_thermal_range, write_unlabeled_info
 from util.data.synthetic import generate_dataset, generate_unlabeled_pool
 from util.data.unlabeled import UnlabeledDataset
@@ -92,8 +93,8 @@ def test_the_check_decodes_each_frame_once(tmp_path, monkeypatch):
     pool = generate_dataset(tmp_path / "syn", n_frames=12, height=32, width=32, seed=3, unlabeled_frames=3)
     pool = pool / "unlabeled"
     decoded = []
-    real = check_module.load_image_file
-    monkeypatch.setattr(check_module, "load_image_file", lambda p: decoded.append(p) or real(p))
+    real = layout.load_image_file
+    monkeypatch.setattr(layout, "load_image_file", lambda p: decoded.append(p) or real(p))
     assert check_unlabeled(pool, progress=False) == []
     assert len(decoded) == 3
     assert check_unlabeled(pool, progress=False) == []

@@ -1,6 +1,7 @@
 """Data: MFNet-format folders and everything that reads, makes or checks them.
 
     mfnet.py     MFNet's facts: class names, palette, split names, edge stride
+    layout.py    a data folder's layout: folder names, split files, file readers, channel order, DatasetError
     info.py      dataset.json: a dataset's name, classes, palette and ignored label id
     dataset.py   MFDataset, the loader (RGB-T image, label, 1/4-size edge map)
     augment.py   joint flip and crop of image, label and edge map
@@ -12,7 +13,8 @@
     rosbag_set.py  python -m util.convert rosbag: an unlabeled set from a ROS bag
     workdirs.py  hidden work folders beside an output, and removing those of killed processes
 """
-from .check import DatasetError, check_dataset, load_image_file, load_label_file, read_split, verify_dataset
+from .check import check_dataset, verify_dataset
+from .layout import DatasetError, load_image_file, load_label_file, read_split
 from .dataset import MFDataset, read_frame
 
 __all__ = ["DatasetError", "MFDataset", "check_dataset", "load_image_file", "load_label_file", "read_frame",

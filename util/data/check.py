@@ -1,9 +1,4 @@
-"""Read MFNet-format frame files and check a data folder before training.
-
-Folder layout (the MFNet dataset's, as the released code reads it): ``<split>.txt`` (one frame name per line),
-``images/NAME.png`` (4-channel uint8: R, G, B, thermal), ``labels/NAME.png``
-(uint8 class ids) and, optionally, ``edge_4x/NAME.png`` (binary semantic-edge
-map at 1/4 of the label size, or at the label size).
+"""Check a data folder before training (its layout and file readers: util/data/layout.py).
 
 The check decodes every file and never writes into the data folder. Files that passed are
 remembered by (path, size, mtime) in a small JSON file outside it (see :func:`cache_path`), so a
@@ -27,112 +22,18 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Callable, Iterable, Optional, Sequence, Union
 
-import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from util.data import layout
+from util.data.info import is_unlabeled_set, load_dataset_info
+from util.data.layout import (EDGE_DIR, IMAGE_DIR, LABEL_DIR, SINGLE_8BIT, DatasetError, describe_mode, edge_size,
+                              read_split)
 from util.data.mfnet import EDGE_STRIDE, N_CLASS, STANDARD_SPLITS
 from util.options import ArgumentParser, integer, split_name
 
 PathLike = Union[str, os.PathLike]
-
-IMAGE_DIR, LABEL_DIR, EDGE_DIR = "images", "labels", "edge_4x"
-
-# PIL modes that hold one 8-bit channel of integer values ("P" palette PNGs store class ids as indices).
-_SINGLE_8BIT = ("L", "P", "1")
-_CHANNELS = {"1": 1, "L": 1, "P": 1, "I": 1, "I;16": 1, "F": 1, "LA": 2, "PA": 2,
-             "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBX": 4, "CMYK": 4}
-
-
-class DatasetError(ValueError):
-    """A data folder or one of its files is missing, unreadable or malformed."""
-
-
-def _describe_mode(mode: str) -> str:
-    if mode in ("I", "I;16", "F"):
-        return f"1 channel of {'16' if mode == 'I;16' else '32'}-bit values (mode {mode})"
-    return f"{_CHANNELS.get(mode, '?')} channel(s) (mode {mode})"
-
-
-def load_image_file(path: PathLike) -> np.ndarray:
-    """Return the (H, W, 4) uint8 image in R, G, B, thermal order; DatasetError names the file otherwise."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DatasetError(f"{path}: missing, unreadable or corrupt PNG (expected a 4-channel uint8 image)")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 4:
-        channels = 1 if image.ndim == 2 else image.shape[2]
-        raise DatasetError(f"{path}: expected a 4-channel uint8 image (R, G, B, thermal), "
-                           f"got {channels} channel(s) of {image.dtype}")
-    return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)  # cv2 decodes 4-channel PNGs as B, G, R, A
-
-
-def _load_single_channel(path: PathLike, what: str) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            if im.mode not in _SINGLE_8BIT:
-                raise DatasetError(f"{path}: expected a single-channel 8-bit {what}, got {_describe_mode(im.mode)}")
-            # PIL, not cv2: cv2 would expand palette PNGs to colour instead of returning the indices.
-            return np.array(im.convert("L") if im.mode == "1" else im, dtype=np.uint8)
-    except DatasetError:
-        raise
-    except Exception as exc:  # PIL signals bad files with OSError, SyntaxError, ValueError, zlib/struct errors...
-        raise DatasetError(f"{path}: missing, unreadable or corrupt PNG ({exc})") from None
-
-
-def load_label_file(path: PathLike) -> np.ndarray:
-    """Return the (H, W) uint8 class-id map; DatasetError names the file when it is unreadable or not single-channel."""
-    return _load_single_channel(path, "label map")
-
-
-def load_edge_file(path: PathLike) -> np.ndarray:
-    """Return the binary edge map as uint8 0/1 (any value > 0 is an edge, so 0/1 and 0/255 files both work)."""
-    return (_load_single_channel(path, "edge map") > 0).astype(np.uint8)
-
-
-def read_split(data_dir: PathLike, split: str) -> list[str]:
-    """Frame names listed in ``data_dir/<split>.txt`` (blank lines ignored); DatasetError if the file is missing
-    or lists a name that leaves the data folder (see :func:`outside_names`)."""
-    path = Path(data_dir) / f"{split}.txt"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        raise DatasetError(f"{path}: split file not found (expected one frame name per line)") from None
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-    problems = outside_names(data_dir, names, path)
-    if problems:
-        raise DatasetError("\n".join(problems))
-    return names
-
-
-def outside_names(data_dir: PathLike, names: Sequence[str], listed_in: Optional[Path] = None) -> list[str]:
-    """One problem per frame name that would read or write outside ``data_dir``, before anything is opened.
-
-    A frame name is a plain file name: no folder separator, not ``.`` or ``..``, no NUL. Its files
-    (images/, labels/, edge_4x/ NAME.png) must not be links that resolve outside the data folder or
-    outside that sub-folder (a linked images/ folder is fine; a linked file that leads elsewhere is not)."""
-    data_dir = Path(data_dir)
-    where = f"{listed_in}: " if listed_in else ""
-    problems: list[str] = []
-    for name in names:
-        if name in (".", "..") or any(c in name for c in "/\\\0") or os.path.isabs(name):
-            problems.append(f"{where}frame name {name!r} is not a plain file name (it would leave {data_dir}); "
-                            f"split lists hold names such as 00001D, without folders")
-            continue
-        for sub in (IMAGE_DIR, LABEL_DIR, EDGE_DIR):
-            path = data_dir / sub / f"{name}.png"
-            if not path.is_symlink():
-                continue
-            target = path.resolve()
-            if not any(root in target.parents for root in (data_dir.resolve(), (data_dir / sub).resolve())):
-                problems.append(f"{path}: a link to {target}, outside {data_dir}; frames must stay inside the "
-                                f"data folder (copy the file in, or link the whole {sub}/ folder)")
-    return problems
-
-
-def edge_size(label_hw: tuple[int, int]) -> tuple[int, int]:
-    """(h, w) of the 1/4-resolution edge map for a label of size ``label_hw``: ceil(H/4), ceil(W/4)."""
-    return (-(-label_hw[0] // EDGE_STRIDE), -(-label_hw[1] // EDGE_STRIDE))
 
 
 def cache_dir() -> Path:
@@ -221,30 +122,30 @@ def _inspect_image(path: Path, decode: bool) -> dict:
     except Exception as exc:
         raise DatasetError(f"{path}: unreadable or corrupt PNG ({exc})") from None
     if mode != "RGBA":
-        raise DatasetError(f"{path}: expected {expected}, got {_describe_mode(mode)}")
+        raise DatasetError(f"{path}: expected {expected}, got {describe_mode(mode)}")
     if decode:
-        image = load_image_file(path)
+        image = layout.load_image_file(path)
         hw = list(image.shape[:2])
     return {"hw": hw}
 
 
 def _inspect_label(path: Path) -> dict:
     """{"hw": [h, w], "ids": the class ids present}; kept per file so any n_class can be judged from the cache."""
-    label = load_label_file(path)
+    label = layout.load_label_file(path)
     return {"hw": list(label.shape), "ids": np.flatnonzero(np.bincount(label.ravel(), minlength=256)).tolist()}
 
 
 def _inspect_edge(path: Path, decode: bool) -> dict:
     """{"hw": [h, w]} of a single-channel 8-bit edge map (pixels decoded when ``decode``)."""
     if decode:
-        return {"hw": list(_load_single_channel(path, "edge map").shape)}
+        return {"hw": list(layout.load_single_channel(path, "edge map").shape)}
     try:
         with Image.open(path) as im:
             mode, hw = im.mode, [im.height, im.width]
     except Exception as exc:
         raise DatasetError(f"{path}: unreadable or corrupt PNG ({exc})") from None
-    if mode not in _SINGLE_8BIT:
-        raise DatasetError(f"{path}: expected a single-channel 8-bit edge map, got {_describe_mode(mode)}")
+    if mode not in SINGLE_8BIT:
+        raise DatasetError(f"{path}: expected a single-channel 8-bit edge map, got {describe_mode(mode)}")
     return {"hw": hw}
 
 
@@ -461,7 +362,6 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
                         help=f"decode every file again, ignoring what earlier checks remembered ({cache_path(Path('.')).parent})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(None if argv is None else list(argv))
-    from util.data.info import is_unlabeled_set, load_dataset_info
 
     if is_unlabeled_set(args.data_dir):
         problems = check_unlabeled(args.data_dir, progress=not args.no_progress, use_cache=not args.no_cache)
@@ -472,7 +372,6 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         print(f"OK: {args.data_dir}: unlabeled set, train {len(read_split(args.data_dir, 'train'))} frames")
         return 0
     if args.n_class is None:
-
         try:
             args.n_class = load_dataset_info(args.data_dir).n_class
         except DatasetError as exc:

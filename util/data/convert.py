@@ -81,7 +81,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from util.data.check import EDGE_DIR, IMAGE_DIR, LABEL_DIR, outside_names
+from util.data.layout import EDGE_DIR, IMAGE_DIR, LABEL_DIR, outside_names, write_image_file
 from util.data.info import (FMB, INFO_FILE, PST900, DatasetInfo, default_palette, write_dataset_info,
                             write_unlabeled_info)
 from util.data.edges import edge_label, write_edge_file
@@ -645,8 +645,7 @@ def write_frame(frame: Frame, plan: Plan, out: Path, raw_range: Optional[tuple[f
     label = None if frame.label is None else read_label(frame.label, plan.info, plan.label_map)
     if thermal.dtype == np.uint16:
         thermal = scale_raw_thermal(thermal, *raw_range)
-    # cv2 stores B, G, R, A: load_image_file turns it back into R, G, B, thermal.
-    write_png(out / IMAGE_DIR / f"{frame.name}.png", np.dstack([rgb[:, :, ::-1], thermal]))
+    write_image_file(out / IMAGE_DIR / f"{frame.name}.png", np.dstack([rgb, thermal]))
     if frame.label is None:  # an unlabeled set: images only
         return
     write_png(out / LABEL_DIR / f"{frame.name}.png", label)

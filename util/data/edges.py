@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from util.data.check import EDGE_DIR, LABEL_DIR, DatasetError, load_label_file, outside_names, read_split
+from util.data.layout import EDGE_DIR, LABEL_DIR, DatasetError, load_label_file, outside_names, read_split
 from util.data.mfnet import EDGE_STRIDE
 from util.options import ArgumentParser, integer, number, split_name
 

@@ -1,6 +1,6 @@
 """What a data folder holds: class names, palette, ignored class and thermal scaling (``dataset.json``).
 
-A data folder in our layout (see util/data/check.py) may hold a ``dataset.json``::
+A data folder in our layout (see util/data/layout.py) may hold a ``dataset.json``::
 
     {
       "name": "PST900",
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from util.data.check import DatasetError
+from util.data.layout import DatasetError
 from util.data.mfnet import CLASS_NAMES as MFNET_CLASS_NAMES
 from util.data.mfnet import PALETTE as MFNET_PALETTE
 

@@ -36,7 +36,7 @@ from typing import Iterator, Optional, Sequence
 import cv2
 import numpy as np
 
-from util.data.check import IMAGE_DIR
+from util.data.layout import IMAGE_DIR
 from util.data.convert import (MANIFEST, TOOL, ConvertError, check_destination, os_error_line, percentile_range,
                                scale_raw_thermal, swap_in, tree_files, write_png)
 from util.data.info import write_unlabeled_info

@@ -30,7 +30,7 @@ from typing import Iterable, Optional, Union
 import cv2
 import numpy as np
 
-from util.data.check import EDGE_DIR, IMAGE_DIR, LABEL_DIR, DatasetError
+from util.data.layout import EDGE_DIR, IMAGE_DIR, LABEL_DIR, DatasetError, write_image_file
 from util.data.edges import edge_label, write_edge_file
 from util.data.info import INFO_FILE, MFNET, DatasetInfo, write_dataset_info, write_unlabeled_info
 from util.data.mfnet import N_CLASS, STANDARD_SPLITS
@@ -446,10 +446,9 @@ def _write_frames(root: Path, n_frames: int, height: int, width: int, seed: int,
     for i, name in enumerate(names):
         image, label = _render(np.random.default_rng([seed, 1, i]), height, width, bool(is_day[i]),
                                force=1 + i % (N_CLASS - 1))
-        for rel, array in ((f"{IMAGE_DIR}/{name}.png", cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)),
-                           (f"{LABEL_DIR}/{name}.png", label)):
-            if not cv2.imwrite(str(root / rel), array, png):
-                raise OSError(f"{root / rel}: could not write")
+        write_image_file(root / IMAGE_DIR / f"{name}.png", image, png)
+        if not cv2.imwrite(str(root / LABEL_DIR / f"{name}.png"), label, png):
+            raise OSError(f"{root / LABEL_DIR / f'{name}.png'}: could not write")
         write_edge_file(root / EDGE_DIR / f"{name}.png", edge_label(label, radius))
         written += [f"{IMAGE_DIR}/{name}.png", f"{LABEL_DIR}/{name}.png", f"{EDGE_DIR}/{name}.png"]
     for split, split_names in _splits(names, master).items():
@@ -474,8 +473,7 @@ def _write_unlabeled(pool: Path, n_frames: int, height: int, width: int, seed: i
         image, _ = _render(np.random.default_rng([seed, 3, i]), height, width, bool(is_day[i]),
                            force=1 + i % (N_CLASS - 1))
         rel = f"{IMAGE_DIR}/{name}.png"
-        if not cv2.imwrite(str(pool / rel), cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA), [cv2.IMWRITE_PNG_COMPRESSION, 3]):
-            raise OSError(f"{pool / rel}: could not write")
+        write_image_file(pool / rel, image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
         written.append(rel)
     (pool / "train.txt").write_text("".join(n + "\n" for n in names))
     write_unlabeled_info(pool, "synthetic MFNet, unlabeled pool")

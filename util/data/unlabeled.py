@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from util.data.augment import JointAugment
-from util.data.check import IMAGE_DIR, load_image_file, read_split
+from util.data.layout import IMAGE_DIR, load_image_file, read_split
 
 
 class UnlabeledDataset(Dataset):

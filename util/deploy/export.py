@@ -99,7 +99,7 @@ def _spread(items: Sequence, n: int) -> list:
 
 
 def _mfnet_thermal(data_dir: Path, split: str, n: int) -> list[np.ndarray]:
-    from ..data.check import IMAGE_DIR, load_image_file, read_split
+    from ..data.layout import IMAGE_DIR, load_image_file, read_split
 
     names = _spread(read_split(data_dir, split), n)
     return [load_image_file(data_dir / IMAGE_DIR / f"{name}.png")[..., 3].astype(np.float32) / 255.0 for name in names]
