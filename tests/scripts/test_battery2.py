@@ -156,7 +156,7 @@ def test_a_full_disk_while_writing_last_pth_ends_in_one_line_and_keeps_the_last_
 def test_save_atomic_on_a_full_tmpfs(tmp_path):
     """The real thing where this machine lets us mount a 64 KiB tmpfs (root); torch's writer wraps ENOSPC."""
     from util.engine.checkpoint import save_atomic
-    from util.engine.folders import DiskFullError
+    from util.files import DiskFullError
 
     mnt = tmp_path / "small"
     mnt.mkdir()

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from util.data import layout
+from util.files import atomic_write, cache_dir
 from util.data.info import is_unlabeled_set, load_dataset_info
 from util.data.layout import (EDGE_DIR, IMAGE_DIR, LABEL_DIR, SINGLE_8BIT, DatasetError, describe_mode, edge_size,
                               read_split)
@@ -34,13 +34,6 @@ from util.data.mfnet import EDGE_STRIDE, N_CLASS, STANDARD_SPLITS
 from util.options import ArgumentParser, integer, split_name
 
 PathLike = Union[str, os.PathLike]
-
-
-def cache_dir() -> Path:
-    """The project's cache folder: ``$CEKD_CACHE_DIR``, else ``$XDG_CACHE_HOME/cekd-pytorch``, else
-    ``~/.cache/cekd-pytorch`` (the dataset check's and the deployment choice's small JSON files)."""
-    return Path(os.environ.get("CEKD_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "cekd-pytorch"))
 
 
 def cache_path(data_dir: PathLike) -> Path:
@@ -94,18 +87,9 @@ class _CheckCache:
         """Write atomically (temporary file, then os.replace), only when something new was learnt."""
         if self.path is None or not self.dirty:
             return
-        tmp = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"version": self.VERSION, "data_dir": self.data_dir, "files": self.files}, f,
-                          separators=(",", ":"))
-            os.replace(tmp, self.path)
-        except Exception:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+        doc = {"version": self.VERSION, "data_dir": self.data_dir, "files": self.files}
+        with contextlib.suppress(Exception):  # a cache that cannot be written is ignored
+            atomic_write(self.path, lambda f: json.dump(doc, f, separators=(",", ":")))
 
 
 def _inspect_image(path: Path, decode: bool) -> dict:

@@ -42,6 +42,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from util.data.layout import DatasetError
 from util.data.mfnet import CLASS_NAMES as MFNET_CLASS_NAMES
 from util.data.mfnet import PALETTE as MFNET_PALETTE
+from util.files import atomic_write
 
 PathLike = Union[str, os.PathLike]
 Colour = tuple[int, int, int]
@@ -244,18 +245,12 @@ def write_unlabeled_info(data_dir: PathLike, name: str,
     checked = _check_range(None if thermal_range is None else list(thermal_range))
     if checked is not None:
         doc["thermal_range"] = list(checked)
-    path = Path(data_dir) / INFO_FILE
-    tmp = path.with_name(f".{INFO_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(Path(data_dir) / INFO_FILE, lambda f: f.write(json.dumps(doc) + "\n"))
 
 
 def write_dataset_info(info: DatasetInfo, data_dir: PathLike) -> Path:
-    """Write ``data_dir/dataset.json`` (the folder must exist); returns its path."""
-    path = Path(data_dir) / INFO_FILE
-    path.write_text(info.to_json(), encoding="utf-8")
-    return path
+    """Write ``data_dir/dataset.json`` atomically (temporary file, then rename); returns its path."""
+    return atomic_write(Path(data_dir) / INFO_FILE, lambda f: f.write(info.to_json()))
 
 
 MFNET = DatasetInfo("MFNet", MFNET_CLASS_NAMES, MFNET_PALETTE)

@@ -10,7 +10,7 @@ The paths a weights file offers (a *route*: backend, precision, file):
 `--backend auto` times every path on a few frames of the input (batch 1, interleaved) and takes
 the fastest whose argmax agreement with the fp32 model is at least `--min-agreement` (default 99%,
 97% for int8 files). The choice is cached per (weights files, machine, options) in the project's
-cache folder (util.data.check.cache_dir), so the next start skips the timing. An explicit backend
+cache folder (util.files.cache_dir), so the next start skips the timing. An explicit backend
 takes `--precision auto` as bf16 where native, else fp32, without timing.
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ import hashlib
 import itertools
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -28,6 +27,7 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import torch
 
+from ..files import atomic_write, cache_dir
 from .agreement import compare, ms_per_frame
 from .backends import ONNX_SUFFIXES, TORCH_SUFFIXES, OnnxSegmenter, OpenVinoSegmenter, Segmenter, TorchSegmenter
 from .cpu import cpu_info
@@ -197,8 +197,6 @@ def format_table(rows: list[dict], chosen: dict) -> list[str]:
 def cache_file(weights: str | os.PathLike, device: torch.device, backend: str, precision: str,
                min_agreement: Optional[float]) -> Path:
     """Where the choice for these weights files (path, size, mtime), this machine and these options lives."""
-    from ..data.check import cache_dir
-
     path = Path(weights).resolve()
     files = [p for p in (path, int8_sibling(path), fp32_sibling(path)) if p is not None and p.is_file()]
     key = {"files": [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files], "machine": cpu_info().key(),
@@ -235,16 +233,11 @@ def read_cached(path: Path) -> Optional[dict]:
 
 def write_cached(path: Path, chosen: dict, table: list[dict]) -> None:
     """Atomically; a cache folder that cannot be written is not an error (the next start measures again)."""
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"version": CACHE_VERSION, "chosen": chosen, "table": table}, f, indent=1)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: json.dump({"version": CACHE_VERSION, "chosen": chosen, "table": table}, f,
+                                               indent=1))
     except OSError:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        pass
 
 
 # ----------------------------------------------------------------------------- the demo's entry

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from .. import files
 
 
 def check_new_file(path: Path, overwrite: bool, option: str) -> None:
@@ -17,19 +18,9 @@ def check_new_file(path: Path, overwrite: bool, option: str) -> None:
 @contextlib.contextmanager
 def atomic_path(path: Path, overwrite: bool) -> Iterator[Path]:
     """A temporary path beside `path`, renamed over it when the block succeeds (removed otherwise)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
-    try:
-        yield Path(tmp)
-        check_new_file(path, overwrite, "output")  # it may have appeared meanwhile
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # check again before the rename: the file may have appeared meanwhile
+    with files.atomic_path(path, lambda: check_new_file(path, overwrite, "output")) as tmp:
+        yield tmp
 
 
 def write_metadata(path: Path, metadata: dict[str, str]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
@@ -20,14 +19,14 @@ from typing import Any, Mapping, NamedTuple
 import torch
 from torch import nn
 
-from .folders import disk_full, is_disk_full
+from ..files import atomic_write
 from model.release import infer_config, is_release_format, network_of, upgrade_v1_keys, from_release, to_release
 
 FORMAT = "cekd-pytorch"
 VERSION = 2  # 1: BoT block layers stored by Sequential index (body.3...)
 NETWORK_ROLE = {"CENet": "teacher", "EKNet": "student"}
 TRAINER = {"CENet": "trainTeacher.py", "EKNet": "trainStudent.py"}
-_TMP_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # what save_atomic names its temporary files
+_TMP_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # what atomic_write names its temporary files
 
 
 class CheckpointError(ValueError):
@@ -40,22 +39,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     A process killed at any moment leaves either the old file or the new one, never a torn one;
     a full disk raises DiskFullError naming `path`, with no temporary file left.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if is_disk_full(exc):
-            raise disk_full(path) from None
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -7,7 +7,7 @@ from typing import Callable, TypeVar
 from ..data import DatasetError
 from .checkpoint import CheckpointError
 from .config import ConfigError
-from .folders import DiskFullError
+from ..files import DiskFullError
 from .run import RunStopped
 
 T = TypeVar("T")

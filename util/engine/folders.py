@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import errno
 import fcntl
 import json
 import math
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import IO, Any, Optional
 
 import numpy as np
+
+from ..files import atomic_write
 
 
 def new_run_dir(runs_dir: str | os.PathLike, name: Optional[str], prefix: str, hint: str = "") -> Path:
@@ -29,30 +30,6 @@ def new_run_dir(runs_dir: str | os.PathLike, name: Optional[str], prefix: str, h
 
 
 LOCK_FILE = "run.lock"
-_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-class DiskFullError(OSError):
-    """A file could not be written because its disk (or quota) is full; nothing of it was kept."""
-
-    def __str__(self) -> str:
-        return self.strerror
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether `exc` or an exception it came from is ENOSPC/EDQUOT (torch's zip writer wraps it in a RuntimeError)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in _FULL:
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def disk_full(path: str | os.PathLike) -> DiskFullError:
-    return DiskFullError(errno.ENOSPC, f"{path}: the disk is full (no space left on device); the file was not "
-                                       f"written and no part of it was left")
 
 
 def claim_folder(folder: Path, what: str = "run folder") -> IO[str]:
@@ -90,12 +67,5 @@ def json_safe(value: Any) -> Any:
 
 def write_json(obj: Any, path: Path) -> None:
     """Write `obj` as JSON through a temporary file and a rename (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(json_safe(obj), indent=2))
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if is_disk_full(exc):
-            raise disk_full(path) from None
-        raise
+    text = json.dumps(json_safe(obj), indent=2)
+    atomic_write(path, lambda f: f.write(text))

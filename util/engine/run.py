@@ -29,7 +29,8 @@ from .checkpoint import (FORMAT, NETWORK_ROLE, TRAINER, VERSION, export_release,
                          unwrap)
 from .config import TrainConfig, describe
 from .distributed import Session, barrier, broadcast_object
-from .folders import LOCK_FILE, DiskFullError, claim_folder, new_run_dir, write_json
+from ..files import DiskFullError
+from .folders import LOCK_FILE, claim_folder, new_run_dir, write_json
 from .loaders import Data, split_loader
 from .loop import EMPTY_BATCHES, evaluate
 from .metrics import format_report
