@@ -15,6 +15,7 @@ venv: $(VENV)/.installed
 
 ## Run the test suite (CPU, no network).
 test: venv
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 ## The whole CEKD pipeline on the synthetic data (options: make demo ARGS="--epochs 5").

@@ -20,11 +20,11 @@ from typing import Optional
 
 import trainStudent
 import trainTeacher
+from util.data.mfnet import TEST_SPLITS
 from util.engine import StudentConfig, TeacherConfig, run_cli
 from util.engine.config import COMMON_SPECS as SPEC, given_options
-from util.options import ArgumentParser, integer
 from util.engine.folders import new_run_dir, write_json
-from util.data.mfnet import TEST_SPLITS
+from util.options import ArgumentParser, integer
 
 STAGES = (("teacher", "CENet teacher (RGB + thermal)"),
           ("student", "EKNet student, CEKD distillation (thermal)"),

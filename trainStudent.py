@@ -29,12 +29,26 @@ from torch import nn
 from model import EKNet
 from model.hint_adapter import HintAdapter, hint_width
 from model.losses import STUDENT_TERMS, student_loss, supervised_student_loss
+from util.engine import (
+    ConfigError,
+    Session,
+    StudentConfig,
+    add_common_args,
+    build_from_weights,
+    evaluate,
+    load_config,
+    make_optimizer,
+    open_run,
+    prepare_model,
+    run_cli,
+    seed_everything,
+    test_best,
+    train_one_epoch,
+    training_data,
+)
 from util.engine.config import STUDENT_SPECS
-from util.options import ArgumentParser, integer
-from util.engine import (ConfigError, Session, StudentConfig, add_common_args, build_from_weights, evaluate,
-                         load_config, make_optimizer, open_run, prepare_model, run_cli, seed_everything,
-                         test_best, train_one_epoch, training_data)
 from util.engine.distributed import all_reduce_sum
+from util.options import ArgumentParser, integer
 
 
 class DistillTask:

@@ -15,11 +15,23 @@ from typing import Any, Mapping, Optional
 
 from model import CENet
 from model.losses import EDGE_MODES, teacher_loss
+from util.engine import (
+    Session,
+    TeacherConfig,
+    add_common_args,
+    evaluate,
+    load_config,
+    make_optimizer,
+    open_run,
+    prepare_model,
+    run_cli,
+    seed_everything,
+    test_best,
+    train_one_epoch,
+    training_data,
+)
 from util.engine.config import TEACHER_SPECS
 from util.options import ArgumentParser
-from util.engine import (Session, TeacherConfig, add_common_args, evaluate, load_config, make_optimizer,
-                         open_run, prepare_model, run_cli, seed_everything, test_best, train_one_epoch,
-                         training_data)
 
 
 class TeacherTask:

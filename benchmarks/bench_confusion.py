@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from util.engine.metrics import ConfusionMatrix, confusion_matrix_numpy_per_frame  # noqa: E402
 from util.data.mfnet import N_CLASS  # noqa: E402
+from util.engine.metrics import ConfusionMatrix, confusion_matrix_numpy_per_frame  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -43,13 +43,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from experiment_compact import cpu_name, run_stage  # noqa: E402
-
-from util.options import ArgumentParser, integer, multiple_of, number  # noqa: E402
-from util.data.layout import IMAGE_DIR, read_split  # noqa: E402
 from util.data.info import write_unlabeled_info  # noqa: E402
+from util.data.layout import IMAGE_DIR, read_split  # noqa: E402
 from util.data.synthetic import META_FILE, UNLABELED_DIR, generate_dataset  # noqa: E402
 from util.engine import StudentConfig, TeacherConfig  # noqa: E402
 from util.engine.folders import write_json  # noqa: E402
+from util.options import ArgumentParser, integer, multiple_of, number  # noqa: E402
 
 ROWS = {"a": "(a) labels only", "b": "(b) CEKD, labelled frames", "c": "(c) CEKD, labelled + unlabeled",
         "d": "(d) (c) + --gt-weight 1"}

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .common import SegOutput, check_input, check_size
 from .decoder import add_decoder
 from .edge_head import EdgeHead
-from .common import SegOutput, check_input, check_size
 from .encoder import ResNetEncoder, resnet_widths
 
 

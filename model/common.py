@@ -6,7 +6,6 @@ from typing import NamedTuple, Optional
 import torch
 
 
-
 class SegOutput(NamedTuple):
     """Forward result of both networks.
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .decoder import add_decoder
 from .common import SegOutput, check_input, check_size
-from .tem import TEM
+from .decoder import add_decoder
 from .encoder import ResNetEncoder, resnet_widths
+from .tem import TEM
 
 
 class EKNet(nn.Module):

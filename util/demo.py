@@ -18,6 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .data import verify_dataset
+from .data.info import MFNET, DatasetInfo, load_dataset_info
+from .data.mfnet import TEST_SPLITS
+from .deploy.recording import add_recording_args
 from .engine.checkpoint import NETWORK_ROLE, build_from_weights, model_config
 from .engine.cli import run_cli
 from .engine.config import AMP_MODES, COMMON_SPECS, check_amp, given_options, parse_device
@@ -26,9 +29,6 @@ from .engine.loaders import present_splits, split_loader
 from .engine.loop import evaluate
 from .engine.metrics import format_report, write_confusion_csv
 from .engine.pictures import colorize, frame_panel, save_rgb
-from .data.info import MFNET, DatasetInfo, load_dataset_info
-from .data.mfnet import TEST_SPLITS
-from .deploy.recording import add_recording_args
 from .options import ArgumentParser, fraction, integer, number
 
 SMOOTHING = fraction()  # --temporal-smoothing ALPHA: 0 is off

@@ -5,7 +5,7 @@ import torch
 
 from util.data.augment import JointAugment
 from util.data.dataset import MFDataset
-from util.data.edges import edge_label, semantic_edges, downsample_edges
+from util.data.edges import downsample_edges, edge_label, semantic_edges
 from util.data.synthetic import generate_dataset
 
 

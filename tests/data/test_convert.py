@@ -10,9 +10,9 @@ import pytest
 
 from util.data import convert as conv
 from util.data.check import check_dataset
-from util.data.layout import load_edge_file, load_image_file, load_label_file
-from util.data.info import FMB, PST900, DatasetInfo, default_palette, load_dataset_info
 from util.data.edges import edge_label
+from util.data.info import FMB, PST900, DatasetInfo, default_palette, load_dataset_info
+from util.data.layout import load_edge_file, load_image_file, load_label_file
 
 H, W = 48, 64
 RNG_SEED = 1234

@@ -4,9 +4,8 @@ import json
 import pytest
 
 from util.data import mfnet
+from util.data.info import FMB, MFNET, PST900, DatasetInfo, default_palette, load_dataset_info, write_dataset_info
 from util.data.layout import DatasetError
-from util.data.info import (FMB, MFNET, PST900, DatasetInfo, default_palette, load_dataset_info,
-                           write_dataset_info)
 
 NAMES = ("background", "hot", "cold")
 PALETTE = ((0, 0, 0), (255, 0, 0), (0, 0, 255))

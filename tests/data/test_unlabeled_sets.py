@@ -6,11 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from util.data import convert as conv
-from util.data import layout
+from util.data import convert as conv, layout
 from util.data.check import check_unlabeled
-from util.data.layout import DatasetError, load_image_file
 from util.data.info import is_unlabeled_set, load_dataset_info, unlabeled_thermal_range, write_unlabeled_info
+from util.data.layout import DatasetError, load_image_file
 from util.data.synthetic import generate_dataset, generate_unlabeled_pool
 from util.data.unlabeled import UnlabeledDataset
 

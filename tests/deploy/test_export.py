@@ -5,11 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from model import CENet, EKNet
-from util.deploy.backends import OnnxSegmenter, TorchSegmenter, load_segmenter
-from util.engine.checkpoint import export_release, save_atomic
 from util.data.dataset import MFDataset
-from util.deploy.export import compare, export_onnx, main, random_thermal, read_metadata
 from util.data.synthetic import generate_dataset
+from util.deploy.backends import OnnxSegmenter, TorchSegmenter, load_segmenter
+from util.deploy.export import compare, export_onnx, main, random_thermal, read_metadata
+from util.engine.checkpoint import export_release, save_atomic
 
 SIZE = 64
 

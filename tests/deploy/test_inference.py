@@ -9,9 +9,9 @@ import torch
 import run_demo_student
 import util.deploy.frames
 from model import EKNet
-from util.engine.checkpoint import save_atomic
 from util.deploy.export import export_onnx
 from util.deploy.frames import read_frame_file
+from util.engine.checkpoint import save_atomic
 
 DEMO = ["--no-progress", "--device", "cpu"]
 

@@ -483,6 +483,7 @@ def test_absurd_message_is_one_line_naming_bag_topic_and_index(tmp_path):
 
 def test_chunks_are_inflated_no_further_than_declared():
     import lz4.frame
+
     from util.deploy.bag_records import MAX_CHUNK_BYTES, inflate
     bomb = lz4.frame.compress(bytes(10 << 20))  # 10 MiB of zeros in a few KiB
     assert len(bomb) < 100_000 and inflate(bomb, "lz4", 1000) == bytes(1000)
@@ -509,6 +510,7 @@ def _indexless_ros1(tmp_path, count, cut=True):
 
 def test_damaged_bag_is_streamed_not_held(tmp_path):
     import tracemalloc
+
     from util.deploy.rosbag import BagSource
     path, _ = _indexless_ros1(tmp_path, 40)
     source = BagSource.open(path)
@@ -536,6 +538,7 @@ def _ros1_records(whole):
 
 def test_absurd_record_size_in_a_damaged_bag(tmp_path):
     import tracemalloc
+
     from util.deploy.bag_records import Scan, scan_ros1
     path, _ = _indexless_ros1(tmp_path, 6)
     whole = bytearray(path.read_bytes())
@@ -555,6 +558,7 @@ def test_absurd_record_size_in_a_damaged_bag(tmp_path):
 def test_ros1_index_with_an_absurd_chunk_size(tmp_path):
     """rosbags fails on it (a struct.error while opening): read record by record, nothing sized from it."""
     import tracemalloc
+
     from util.deploy.rosbag import BagSource
     path, _ = _indexless_ros1(tmp_path, 6, cut=False)
     whole = bytearray(path.read_bytes())
@@ -575,6 +579,7 @@ def test_ros1_index_with_an_absurd_chunk_size(tmp_path):
 def test_mcap_index_with_an_absurd_chunk_size_is_not_trusted(tmp_path):
     """The summary's chunk index declares 1 TiB uncompressed: the data section is read record by record."""
     import struct
+
     from util.deploy.rosbag import BagSource
     store = _store("mcap")
     frames = [raw_image(store, i, thermal16(i), "mono16") for i in range(4)]
@@ -602,6 +607,7 @@ def test_mcap_index_with_an_absurd_chunk_size_is_not_trusted(tmp_path):
 
 def test_convert_rosbag_cleans_up_after_a_killed_conversion_and_safe_names(tmp_path):
     import socket
+
     from util.data.workdirs import work_dir
     bag = _paired_bag(tmp_path, "ros1")
     odd = bag.with_name("drive 2\nnight.bag")

@@ -4,8 +4,15 @@ import torch
 
 from model import CENet, EKNet
 from model.release import to_release
-from util.engine.checkpoint import (FORMAT, CheckpointError, build_from_weights, export_release, load_state,
-                             model_config, save_atomic)
+from util.engine.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    build_from_weights,
+    export_release,
+    load_state,
+    model_config,
+    save_atomic,
+)
 
 H, W = 64, 96
 

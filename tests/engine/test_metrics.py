@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from util.engine.metrics import (ConfusionMatrix, confusion_matrix_numpy_per_frame, format_report,
-                          metrics_from_confusion, write_confusion_csv)
 from util.data.mfnet import CLASS_NAMES, N_CLASS
+from util.engine.metrics import (
+    ConfusionMatrix,
+    confusion_matrix_numpy_per_frame,
+    format_report,
+    metrics_from_confusion,
+    write_confusion_csv,
+)
 
 nan = float("nan")
 

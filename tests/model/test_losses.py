@@ -5,8 +5,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from model.losses import (check_finite, edge_bce, hint_loss, kd_ce_loss, pseudo_label_ce,
-                         similarity_loss, student_loss, supervised_student_loss, teacher_loss)
+from model.losses import (
+    check_finite,
+    edge_bce,
+    hint_loss,
+    kd_ce_loss,
+    pseudo_label_ce,
+    similarity_loss,
+    student_loss,
+    supervised_student_loss,
+    teacher_loss,
+)
 
 B, C, N, H, W = 2, 3, 4, 4, 5
 

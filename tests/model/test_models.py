@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from conftest import MANIFEST
 from model import CENet, EKNet
 from model.botnet import MHSA
-from model.tem import TEM, tem_linear_width
 from model.release import from_release, our_key_to_release, release_key_to_ours, to_release
+from model.tem import TEM, tem_linear_width
 
 H, W = 64, 96
 

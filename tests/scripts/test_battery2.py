@@ -229,8 +229,7 @@ def test_a_linked_frame_file_outside_the_folder_is_refused_everywhere(data, tmp_
 
 def test_demo_check_and_convert_refuse_a_name_that_leaves_the_folder(data, tmp_path, capsys):
     import run_demo_teacher
-    from util.data import check as check_cmd
-    from util.data import convert
+    from util.data import check as check_cmd, convert
 
     out = _escape(data, tmp_path, split="test")
     assert check_cmd.main(["--data-dir", str(out), "--no-progress", "--no-cache", "--splits", "test"]) == 1

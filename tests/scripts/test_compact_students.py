@@ -11,8 +11,8 @@ from model import CENet, EKNet
 from model.hint_adapter import HintAdapter, hint_width
 from model.losses import student_loss
 from model.release import from_release
-from util.engine.checkpoint import export_release
 from util.data.synthetic import generate_dataset
+from util.engine.checkpoint import export_release
 
 SMALL = ["--depth", "18", "--height", "64", "--width", "64", "--batch-size", "2", "--no-pretrained", "--workers", "0",
          "--no-progress", "--lr", "0.01", "--max-steps-per-epoch", "2", "--eval-splits"]

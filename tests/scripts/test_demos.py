@@ -10,9 +10,9 @@ import run_demo_student
 import run_demo_teacher
 import trainStudent
 import trainTeacher
+from util.data.synthetic import generate_dataset
 from util.deploy.frames import read_thermal
 from util.engine.metrics import metrics_from_confusion
-from util.data.synthetic import generate_dataset
 
 SMALL = ["--depth", "18", "--height", "64", "--width", "96", "--no-pretrained", "--workers", "0",
          "--no-progress", "--epochs", "1", "--max-steps-per-epoch", "2"]

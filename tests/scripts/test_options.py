@@ -11,8 +11,7 @@ import run_demo_teacher
 import trainStudent
 import trainTeacher
 from util import options
-from util.data import check as check_cmd
-from util.data import convert, edges, rosbag_set, synthetic
+from util.data import check as check_cmd, convert, edges, rosbag_set, synthetic
 from util.deploy import export
 from util.engine.config import ConfigError, StudentConfig, TeacherConfig
 

@@ -1,7 +1,6 @@
 """The main job's code path (make demo) at a very small setting."""
 import json
 
-
 from run_cekd import main
 
 

@@ -14,8 +14,8 @@
     workdirs.py  hidden work folders beside an output, and removing those of killed processes
 """
 from .check import check_dataset, verify_dataset
-from .layout import DatasetError, load_image_file, load_label_file, read_split
 from .dataset import MFDataset, read_frame
+from .layout import DatasetError, load_image_file, load_label_file, read_split
 
 __all__ = ["DatasetError", "MFDataset", "check_dataset", "load_image_file", "load_label_file", "read_frame",
            "read_split", "verify_dataset"]

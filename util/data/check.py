@@ -26,11 +26,19 @@ from PIL import Image
 from tqdm import tqdm
 
 from util.data import layout
-from util.files import atomic_write, cache_dir
 from util.data.info import is_unlabeled_set, load_dataset_info
-from util.data.layout import (EDGE_DIR, IMAGE_DIR, LABEL_DIR, SINGLE_8BIT, DatasetError, describe_mode, edge_size,
-                              read_split)
+from util.data.layout import (
+    EDGE_DIR,
+    IMAGE_DIR,
+    LABEL_DIR,
+    SINGLE_8BIT,
+    DatasetError,
+    describe_mode,
+    edge_size,
+    read_split,
+)
 from util.data.mfnet import EDGE_STRIDE, N_CLASS, STANDARD_SPLITS
+from util.files import atomic_write, cache_dir
 from util.options import ArgumentParser, integer, split_name
 
 PathLike = Union[str, os.PathLike]

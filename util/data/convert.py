@@ -81,12 +81,19 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from util.data.layout import EDGE_DIR, IMAGE_DIR, LABEL_DIR, outside_names, write_image_file
-from util.data.info import (FMB, INFO_FILE, PST900, DatasetInfo, default_palette, write_dataset_info,
-                            write_unlabeled_info)
-from util.data.edges import edge_label, write_edge_file
-from util.data.workdirs import remove_stale_work_dirs, work_dir
 from util import options
+from util.data.edges import edge_label, write_edge_file
+from util.data.info import (
+    FMB,
+    INFO_FILE,
+    PST900,
+    DatasetInfo,
+    default_palette,
+    write_dataset_info,
+    write_unlabeled_info,
+)
+from util.data.layout import EDGE_DIR, IMAGE_DIR, LABEL_DIR, outside_names, write_image_file
+from util.data.workdirs import remove_stale_work_dirs, work_dir
 from util.options import ArgumentParser
 
 PathLike = Union[str, os.PathLike]

@@ -20,8 +20,17 @@ from torch.utils.data import Dataset
 from util.data.augment import JointAugment
 from util.data.check import verify_dataset
 from util.data.edges import disc_kernel, downsample_edges
-from util.data.layout import (EDGE_DIR, IMAGE_DIR, LABEL_DIR, DatasetError, edge_size, load_edge_file, load_image_file,
-                              load_label_file, read_split)
+from util.data.layout import (
+    EDGE_DIR,
+    IMAGE_DIR,
+    LABEL_DIR,
+    DatasetError,
+    edge_size,
+    load_edge_file,
+    load_image_file,
+    load_label_file,
+    read_split,
+)
 from util.data.mfnet import EDGE_STRIDE, N_CLASS
 
 __all__ = ["MFDataset", "read_frame"]

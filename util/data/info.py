@@ -40,8 +40,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from util.data.layout import DatasetError
-from util.data.mfnet import CLASS_NAMES as MFNET_CLASS_NAMES
-from util.data.mfnet import PALETTE as MFNET_PALETTE
+from util.data.mfnet import CLASS_NAMES as MFNET_CLASS_NAMES, PALETTE as MFNET_PALETTE
 from util.files import atomic_write
 
 PathLike = Union[str, os.PathLike]

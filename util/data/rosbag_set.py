@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,10 +36,20 @@ from typing import Iterator, Optional, Sequence
 import cv2
 import numpy as np
 
-from util.data.layout import IMAGE_DIR
-from util.data.convert import (MANIFEST, TOOL, ConvertError, check_destination, os_error_line, percentile_range,
-                               scale_raw_thermal, swap_in, tree_files, write_png)
+from util.data.convert import (
+    MANIFEST,
+    TOOL,
+    ConvertError,
+    check_destination,
+    os_error_line,
+    percentile_range,
+    scale_raw_thermal,
+    swap_in,
+    tree_files,
+    write_png,
+)
 from util.data.info import write_unlabeled_info
+from util.data.layout import IMAGE_DIR
 from util.data.workdirs import remove_stale_work_dirs, work_dir
 from util.deploy.bag_pixels import colour_pixels, message_pixels
 from util.deploy.bag_records import BagError

@@ -30,9 +30,9 @@ from typing import Iterable, Optional, Union
 import cv2
 import numpy as np
 
-from util.data.layout import EDGE_DIR, IMAGE_DIR, LABEL_DIR, DatasetError, write_image_file
 from util.data.edges import edge_label, write_edge_file
 from util.data.info import INFO_FILE, MFNET, DatasetInfo, write_dataset_info, write_unlabeled_info
+from util.data.layout import EDGE_DIR, IMAGE_DIR, LABEL_DIR, DatasetError, write_image_file
 from util.data.mfnet import N_CLASS, STANDARD_SPLITS
 from util.data.workdirs import remove_stale_work_dirs, work_dir
 from util.options import ArgumentParser, integer, multiple_of

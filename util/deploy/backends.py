@@ -8,7 +8,6 @@ class ids (B, height, width) uint8. Each carries `height`, `width`, `n_class` an
 from __future__ import annotations
 
 import json
-
 import os
 from pathlib import Path
 from typing import Optional, Protocol

@@ -15,10 +15,9 @@ held-out frames, in argmax agreement and in ms/frame on this machine.
 """
 from __future__ import annotations
 
-import json
-
 import argparse
 import copy
+import json
 import os
 import sys
 import warnings
@@ -29,12 +28,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..options import ArgumentParser, integer, number, one_of
 from .agreement import agreement_percent, compare, format_comparison, random_thermal
 from .cpu import cpu_info
 from .onnxfile import atomic_path, check_new_file, read_metadata, write_metadata
-from .quantize import ACTIVATIONS, CALIB_METHODS, INT8_MIN_AGREEMENT, tune_int8
-from .quantize import quantize_int8  # noqa: F401  (the export API: util.deploy.export.quantize_int8)
-from ..options import ArgumentParser, integer, number, one_of
+from .quantize import (
+    ACTIVATIONS,
+    CALIB_METHODS,
+    INT8_MIN_AGREEMENT,
+    quantize_int8,  # noqa: F401  (the export API: util.deploy.export.quantize_int8)
+    tune_int8,
+)
 
 OPSETS = range(14, 21)  # scaled_dot_product_attention needs 14; the TorchScript exporter stops at 20
 DEFAULT_OPSET = 17
@@ -217,8 +221,8 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Optional[Path]]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from .backends import OnnxSegmenter, TorchSegmenter
     from ..engine.checkpoint import build_from_weights
+    from .backends import OnnxSegmenter, TorchSegmenter
 
     out, int8_out = check_args(args)
     model = build_from_weights(args.weights, expect="EKNet")

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..engine.pictures import colorize, overlay, save_rgb, thermal_to_rgb
 from .backends import Segmenter
 from .frames import Frame, iter_images, iter_video, video_info
-from ..engine.pictures import colorize, overlay, save_rgb, thermal_to_rgb
 
 DEFAULT_FPS = 25.0  # for videos whose container does not say
 

@@ -124,8 +124,8 @@ def tune_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: 
     """Write the int8 copy that measures best here (see the module's docstring) and report the trials:
     {"method", "keep_float", "agreement", "int8_ms", "fp32_ms", "methods": {m: agreement},
     "groups": {group: ms with it in float}, "description"}."""
-    from .backends import OnnxSegmenter
     from .agreement import compare, ms_per_frame
+    from .backends import OnnxSegmenter
     from .onnxfile import check_new_file
 
     out_path = Path(out_path)

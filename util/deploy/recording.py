@@ -17,14 +17,14 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from ..engine.pictures import colorize, overlay, thermal_to_rgb
+from ..options import integer
 from .backends import Segmenter
 from .frames import Frame
 from .inference import DEFAULT_FPS, OverlayVideo, Records, segment_stream, write_label
 from .live import Ending, StopOnCtrlC, bounded, is_live, iter_live, open_live
 from .rosbag import BagSource, BagWriter, frame_rate, is_bag, iter_bag, pick_topic
 from .smoothing import ProbabilityPredictor
-from ..engine.pictures import colorize, overlay, thermal_to_rgb
-from ..options import integer
 
 TOPIC_NAME = re.compile(r"^/?[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
 

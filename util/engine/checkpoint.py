@@ -19,8 +19,9 @@ from typing import Any, Mapping, NamedTuple
 import torch
 from torch import nn
 
+from model.release import from_release, infer_config, is_release_format, network_of, to_release, upgrade_v1_keys
+
 from ..files import atomic_write
-from model.release import infer_config, is_release_format, network_of, upgrade_v1_keys, from_release, to_release
 
 FORMAT = "cekd-pytorch"
 VERSION = 2  # 1: BoT block layers stored by Sequential index (body.3...)

@@ -5,9 +5,9 @@ import sys
 from typing import Callable, TypeVar
 
 from ..data import DatasetError
+from ..files import DiskFullError
 from .checkpoint import CheckpointError
 from .config import ConfigError
-from ..files import DiskFullError
 from .run import RunStopped
 
 T = TypeVar("T")

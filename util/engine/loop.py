@@ -21,7 +21,6 @@ from .checkpoint import unwrap
 from .distributed import all_agree, all_reduce_sum
 from .metrics import ConfusionMatrix
 
-
 EMPTY_BATCHES = "batches_without_labels"  # the epoch's count of batches whose every pixel is ignored
 
 

@@ -24,18 +24,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import (FORMAT, NETWORK_ROLE, TRAINER, VERSION, export_release, first_non_finite, is_partial_write,
-                         load_state, model_config, read_training_checkpoint, remove_partial_writes, save_atomic,
-                         unwrap)
+from ..data.info import MFNET, DatasetInfo
+from ..files import DiskFullError
+from .checkpoint import (
+    FORMAT,
+    NETWORK_ROLE,
+    TRAINER,
+    VERSION,
+    export_release,
+    first_non_finite,
+    is_partial_write,
+    load_state,
+    model_config,
+    read_training_checkpoint,
+    remove_partial_writes,
+    save_atomic,
+    unwrap,
+)
 from .config import TrainConfig, describe
 from .distributed import Session, barrier, broadcast_object
-from ..files import DiskFullError
 from .folders import LOCK_FILE, claim_folder, new_run_dir, write_json
 from .loaders import Data, split_loader
 from .loop import EMPTY_BATCHES, evaluate
 from .metrics import format_report
 from .pictures import frame_panel, tb_image
-from ..data.info import MFNET, DatasetInfo
 
 CONFIG_FILE = "run.json"
 # What a run folder may hold before its first checkpoint: it is then safe to start it again.
