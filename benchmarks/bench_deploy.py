@@ -62,7 +62,6 @@ BACKENDS = {  # key: label
 ONNX_FILE = {"ort-fp32": "fp32", "ov-fp32": "fp32", "ov-bf16": "fp32", "ort-int8": "int8", "ov-int8": "int8",
              "ort-int8-s8": "int8-s8"}  # the ONNX file each ONNX row loads
 BASELINE = (50, "torch-fp32")
-N_CLASS = 9
 ROW_MARK = "BENCH_DEPLOY_ROW "
 MIB = 2 ** 20
 
@@ -180,6 +179,7 @@ def _inference(spec: dict):
         model = build_from_weights(spec["weights"], expect="EKNet").eval()
     else:
         from model import EKNet
+        from util.data.mfnet import N_CLASS
 
         torch.manual_seed(spec["seed"])  # the weights bench_models.build gives, and the ONNX files hold
         model = EKNet(N_CLASS, spec["depth"], h, w, pretrained=False).eval()
@@ -253,6 +253,7 @@ def count_model(depth: int, args: argparse.Namespace, model=None) -> tuple[objec
     from torch.utils.flop_counter import FlopCounterMode
 
     from model import EKNet
+    from util.data.mfnet import N_CLASS
 
     if model is None:
         torch.manual_seed(args.seed)
@@ -380,6 +381,7 @@ def header_lines(args: argparse.Namespace, threads: int, where: str, load_start:
     import onnxruntime
     import torch
 
+    from util.data.mfnet import N_CLASS
     from util.deploy.cpu import cpu_info
     from util.deploy.runtimes import import_openvino
 

@@ -40,6 +40,10 @@ from typing import Optional
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model.encoder import RESNET_DEPTHS  # noqa: E402
+
 NEEDS_GPU = "bench_gpu.py needs a CUDA GPU (torch.cuda.is_available() is False)"
 
 
@@ -79,7 +83,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--height", type=int, default=480, help="input height (a multiple of 32)")
     ap.add_argument("--width", type=int, default=640, help="input width (a multiple of 32)")
-    ap.add_argument("--depth", type=int, default=50, choices=(18, 34, 50, 101, 152), help="ResNet depth")
+    ap.add_argument("--depth", type=int, default=50, choices=RESNET_DEPTHS, help="ResNet depth")
     ap.add_argument("--networks", nargs="+", default=["student", "teacher"], choices=("student", "teacher"))
     ap.add_argument("--warmup", type=int, default=10, help="untimed inference passes per row")
     ap.add_argument("--iters", type=int, default=50, help="timed inference passes per row (batch 1)")
@@ -271,8 +275,6 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     if not (args.cpu_dry_run or torch.cuda.is_available()):
         raise SystemExit(NEEDS_GPU)
     t0 = time.perf_counter()  # the time budget counts from here
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench_models import GIB, PeakMemory, build
 
     device = torch.device("cpu") if args.cpu_dry_run else torch.device("cuda", torch.cuda.current_device())

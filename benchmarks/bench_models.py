@@ -38,13 +38,14 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import CENet, EKNet  # noqa: E402
+from model.encoder import RESNET_DEPTHS  # noqa: E402
 from trainStudent import DistillTask, SupervisedTask  # noqa: E402
 from trainTeacher import TeacherTask  # noqa: E402
+from util.data.mfnet import N_CLASS  # noqa: E402
 from util.engine.loop import autocast, model_inputs, train_step  # noqa: E402
 
 NETWORKS = ("teacher", "student")
 MODES = ("fp32", "amp", "channels-last", "amp+channels-last")
-N_CLASS = 9
 GIB = 1024 ** 3
 
 
@@ -54,7 +55,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ap.add_argument("--height", type=int, default=480, help="input height (a multiple of 32)")
     ap.add_argument("--width", type=int, default=640, help="input width (a multiple of 32)")
-    ap.add_argument("--depth", type=int, default=50, choices=(18, 34, 50, 101, 152), help="ResNet depth")
+    ap.add_argument("--depth", type=int, default=50, choices=RESNET_DEPTHS, help="ResNet depth")
     ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=NETWORKS,
                     help="teacher: CENet (RGB-T), student: EKNet (thermal)")
     ap.add_argument("--modes", nargs="+", default=None, choices=MODES,
