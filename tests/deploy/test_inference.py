@@ -13,7 +13,8 @@ from util.deploy.export import export_onnx
 from util.deploy.frames import read_frame_file
 from util.engine.checkpoint import save_atomic
 
-DEMO = ["--no-progress", "--device", "cpu"]
+# a fixed path: `--backend auto` picks by timing, and runs compared with each other must use the same one
+DEMO = ["--no-progress", "--device", "cpu", "--backend", "torch", "--precision", "fp32"]
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +158,7 @@ def test_onnx_weights_give_the_same_labels(weights, tmp_path, capsys):
     from util.engine.checkpoint import build_from_weights
     onnx_path = export_onnx(build_from_weights(weights), tmp_path / "s.onnx")
     _run(weights, frames, tmp_path / "pth", "--batch-size", "2")
-    _run(onnx_path, frames, tmp_path / "onnx", "--batch-size", "2")
+    _run(onnx_path, frames, tmp_path / "onnx", "--batch-size", "2", "--backend", "onnxruntime")
     assert "onnxruntime CPU, fp32" in capsys.readouterr().out
     for i in range(3):
         a, b = (cv2.imread(str(tmp_path / d / "r" / f"f{i}_label.png"), cv2.IMREAD_UNCHANGED) for d in ("pth", "onnx"))

@@ -15,7 +15,8 @@ import run_demo_student
 from util.demo import SMOOTHING
 from util.deploy.smoothing import ProbabilityPredictor
 
-DEMO = ["--no-progress", "--device", "cpu"]
+# a fixed path: `--backend auto` picks by timing, and runs compared with each other must use the same one
+DEMO = ["--no-progress", "--device", "cpu", "--backend", "torch", "--precision", "fp32"]
 SERVE_SECONDS = 20.0  # a stream never outlives this
 
 

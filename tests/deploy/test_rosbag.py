@@ -12,7 +12,8 @@ from rosbags.typesys import Stores, get_typestore
 import run_demo_student
 from util.deploy.bag_pixels import image_pixels
 
-DEMO = ["--no-progress", "--device", "cpu"]
+# a fixed path: `--backend auto` picks by timing, and runs compared with each other must use the same one
+DEMO = ["--no-progress", "--device", "cpu", "--backend", "torch", "--precision", "fp32"]
 KINDS = ["ros1", "sqlite3", "mcap"]
 H, W = 12, 16
 
