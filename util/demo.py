@@ -192,8 +192,6 @@ def run_own_frames(args: argparse.Namespace) -> dict:
     from .deploy.smoothing import ProbabilityPredictor
 
     thermal_range = check_thermal_range(args.thermal_range)
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size {args.batch_size}: expected at least 1")
     recording = open_recording(args)  # a bag or live source, checked here; None for files and videos
     video = not recording and is_video(args.input) and Path(args.input).is_file()
     paths = [] if video or recording else list_frames(args.input)

@@ -732,11 +732,6 @@ def _thermal_note(used_range: Optional[tuple[float, float]], given: bool) -> str
 
 # ----------------------------------------------------------------------------- command line
 
-def parse_label_map(pairs: Sequence[tuple[int, int]]) -> dict[int, int]:
-    """[(255, 0)] (the parsed ``--map`` items) -> {255: 0}."""
-    return dict(pairs)
-
-
 def _classes_json(path: str) -> dict:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -823,7 +818,7 @@ def _plan_from_args(args: argparse.Namespace) -> Plan:
         raise ValueError(f"--classes or --classes-json is required: {Path(args.src) / 'labels'} holds labels "
                          f"(a source without labels/ becomes an unlabeled set)")
     info = folders_info(args)
-    label_map = parse_label_map(args.map)
+    label_map = dict(args.map)
     for src_id, cid in label_map.items():
         if cid >= info.n_class:
             raise ValueError(f"--map {src_id}={cid}: class id {cid} outside 0..{info.n_class - 1}")

@@ -249,7 +249,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """0 on success; 1 with one `error:` line when refused (2: bad arguments, from argparse)."""
     parser = build_parser()
     args = parser.parse_args(None if argv is None else list(argv))
-    if args.raw_range and not (np.isfinite(args.raw_range).all() and args.raw_range[0] < args.raw_range[1]):
+    if args.raw_range and not args.raw_range[0] < args.raw_range[1]:
         parser.error("--raw-range: expected finite LOW < HIGH")
     try:
         homography = read_homography(args.homography) if args.homography else None
