@@ -39,6 +39,7 @@ from conftest import FIXTURES
 from model import CENet, EKNet
 from model.release import to_release
 from util.data.synthetic import generate_dataset
+from util.deploy.cpu import cpuinfo_fields
 from util.engine import seed_everything
 from util.engine.checkpoint import build_from_weights, save_atomic
 
@@ -54,10 +55,7 @@ def machine_kind(cpuinfo: Optional[str] = None) -> dict:
     if cpuinfo is None:
         path = Path("/proc/cpuinfo")
         cpuinfo = path.read_text() if path.is_file() else ""
-    fields = {}
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
+    fields = cpuinfo_fields(cpuinfo)
     flags = set(fields.get("flags", "").split())
     return {"vendor": fields.get("vendor_id", platform.machine()), "model_name": fields.get("model name", ""),
             "isa": sorted(flags & set(KERNEL_ISA)), "torch": torch.__version__, "threads": torch.get_num_threads()}

@@ -50,17 +50,19 @@ class CpuInfo:
         return f"{self.model}|{self.cores}|{','.join(f for f in REPORTED_FLAGS if f in self.flags)}"
 
 
-def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
-    """(model name, flags) of the first processor in /proc/cpuinfo text."""
-    model, flags = "", frozenset()
+def cpuinfo_fields(text: str) -> dict[str, str]:
+    """The fields of the first processor in /proc/cpuinfo text ("vendor_id", "model name", "flags", ...)."""
+    fields: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and not model:
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = frozenset(value.split())
-    return model, flags
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
+    """(model name, flags) of the first processor in /proc/cpuinfo text."""
+    fields = cpuinfo_fields(text)
+    return fields.get("model name", ""), frozenset(fields.get("flags", "").split())
 
 
 def _mkldnn_bf16() -> bool:
