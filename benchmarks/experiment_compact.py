@@ -30,6 +30,7 @@ import trainTeacher  # noqa: E402
 from util.data.info import load_dataset_info  # noqa: E402
 from util.data.synthetic import ensure_synthetic  # noqa: E402
 from util.deploy.backends import OnnxSegmenter  # noqa: E402
+from util.deploy.cpu import cpu_info  # noqa: E402
 from util.deploy.export import calibration_frames, export_onnx, quantize_int8  # noqa: E402
 from util.engine import StudentConfig, TeacherConfig, build_from_weights  # noqa: E402
 from util.engine.folders import write_json  # noqa: E402
@@ -150,13 +151,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
 def cpu_name() -> str:
     """The CPU model and torch's thread count, for the record."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({torch.get_num_threads()} threads)"
-    except OSError:
-        pass
-    return "unknown CPU"
+    return f"{cpu_info().model} ({torch.get_num_threads()} threads)"
 
 
 if __name__ == "__main__":
