@@ -22,7 +22,7 @@ import trainStudent
 import trainTeacher
 from util.data.mfnet import TEST_SPLITS
 from util.engine import StudentConfig, TeacherConfig, run_cli
-from util.engine.config import COMMON_SPECS as SPEC, given_options
+from util.engine.config import COMMON_SPECS as SPEC, given_options, resolve
 from util.engine.folders import new_run_dir, write_json
 from util.options import ArgumentParser, integer
 
@@ -102,9 +102,7 @@ def _apply(cfg, extra: list[str]):
     parser = (trainTeacher if isinstance(cfg, TeacherConfig) else trainStudent).get_args_parser()
     args, _ = parser.parse_known_args(extra)
     given = given_options(parser, extra, known_only=True)
-    cfg = dataclasses.replace(cfg, **{k: getattr(args, k) for k in given})
-    cfg.check()
-    return cfg
+    return resolve(dataclasses.replace(cfg, **{k: getattr(args, k) for k in given}))
 
 
 def comparison_table(results: dict[str, dict]) -> str:

@@ -154,7 +154,8 @@ def main(cfg: StudentConfig) -> dict:
             task = DistillTask(teacher, weights, cfg.tau, adapter, data.info.ignore_index) if teacher is not None \
                 else SupervisedTask(data.info.ignore_index)
             optimizer, scheduler, scaler = make_optimizer(model, cfg, adapter.parameters() if adapter else ())
-            run.restore(model, optimizer, scheduler, scaler, **({"adapter": adapter} if adapter else {}))
+            run.track(model, optimizer, scheduler, scaler, **({"adapter": adapter} if adapter else {}))
+            run.restore()  # a resumed run continues from its last.pth
 
             for epoch in run.epochs():
                 data.set_epoch(epoch)

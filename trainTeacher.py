@@ -66,7 +66,8 @@ def main(cfg: TeacherConfig) -> dict:
             model = prepare_model(CENet(cfg.n_class, cfg.depth, cfg.height, cfg.width, cfg.pretrained), cfg, session)
             task = TeacherTask(cfg.edge_loss, data.info.ignore_index)
             optimizer, scheduler, scaler = make_optimizer(model, cfg)
-            run.restore(model, optimizer, scheduler, scaler)
+            run.track(model, optimizer, scheduler, scaler)  # what each checkpoint holds
+            run.restore()  # a resumed run continues from its last.pth
 
             for epoch in run.epochs():
                 data.set_epoch(epoch)

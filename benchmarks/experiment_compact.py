@@ -32,7 +32,7 @@ from util.data.synthetic import ensure_synthetic  # noqa: E402
 from util.deploy.backends import OnnxSegmenter  # noqa: E402
 from util.deploy.cpu import cpu_info  # noqa: E402
 from util.deploy.export import calibration_frames, export_onnx, quantize_int8  # noqa: E402
-from util.engine import StudentConfig, TeacherConfig, build_from_weights  # noqa: E402
+from util.engine import StudentConfig, TeacherConfig, build_from_weights, resolve  # noqa: E402
 from util.engine.folders import write_json  # noqa: E402
 from util.engine.loaders import split_loader  # noqa: E402
 from util.engine.metrics import ConfusionMatrix  # noqa: E402
@@ -75,7 +75,7 @@ def run_stage(name: str, cfg: TeacherConfig | StudentConfig, out: Path, seconds:
     if not done.is_file():
         t = time.perf_counter()
         print(f"== {name}: ResNet-{cfg.depth}, {cfg.epochs} epochs", flush=True)
-        (trainTeacher if isinstance(cfg, TeacherConfig) else trainStudent).main(cfg)
+        (trainTeacher if isinstance(cfg, TeacherConfig) else trainStudent).main(resolve(cfg))
         seconds[name] = time.perf_counter() - t
     return json.loads(done.read_text())
 

@@ -46,7 +46,7 @@ from experiment_compact import cpu_name, run_stage  # noqa: E402
 from util.data.info import write_unlabeled_info  # noqa: E402
 from util.data.layout import IMAGE_DIR, read_split  # noqa: E402
 from util.data.synthetic import META_FILE, UNLABELED_DIR, generate_dataset  # noqa: E402
-from util.engine import StudentConfig, TeacherConfig  # noqa: E402
+from util.engine import StudentConfig, TeacherConfig, resolve  # noqa: E402
 from util.engine.folders import write_json  # noqa: E402
 from util.options import ArgumentParser, integer, multiple_of, number  # noqa: E402
 
@@ -140,9 +140,7 @@ def stage_configs(args: argparse.Namespace, data: Path, pools: dict[int, Path], 
                                                   **extra, **common)
         runs[f"d{n}-s{seed}"] = StudentConfig(run_name=f"d{n}-s{seed}", epochs=args.epochs, teacher=teacher,
                                               gt_weight=1.0, **extra, **common)
-    for cfg in runs.values():
-        cfg.check()
-    return runs
+    return {name: resolve(cfg) for name, cfg in runs.items()}
 
 
 def spread(values: list[float]) -> dict[str, float]:

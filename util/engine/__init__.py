@@ -1,6 +1,7 @@
 """The training and evaluation engine shared by the trainers, the demos and the pipeline.
 
-    config.py       TeacherConfig / StudentConfig (the release's defaults), flags, resume rules
+    config.py       TeacherConfig / StudentConfig (the release's defaults), flags, checks
+    resume.py       what --resume names, the run's saved options and which of them may change
     distributed.py  Session: processes (torchrun) and device; collective helpers
     loaders.py      training loaders, evaluation splits (exactly sharded over processes)
     mixing.py       batches of labelled and unlabeled frames (trainStudent.py --unlabeled-per-batch)
@@ -11,12 +12,12 @@
     metrics.py      the on-device confusion matrix, IoU / recall / precision, reports
     pictures.py     colour pictures of labels, thermal frames and edge maps; panels
     folders.py      new output folders and strict JSON files
-    cli.py          one-line errors for the command-line scripts
+    cli.py          a trainer's command line: its checked config; one-line errors
 """
 from .build import make_optimizer, prepare_model, seed_everything
 from .checkpoint import CheckpointError, build_from_weights, export_release, load_state, save_atomic, unwrap
-from .cli import run_cli
-from .config import AMP_MODES, ConfigError, StudentConfig, TeacherConfig, TrainConfig, add_common_args, load_config
+from .cli import load_config, run_cli
+from .config import AMP_MODES, ConfigError, StudentConfig, TeacherConfig, TrainConfig, add_common_args, resolve
 from .distributed import Session
 from .loaders import Data, present_splits, split_loader, training_data
 from .loop import evaluate, train_one_epoch, train_step
@@ -24,6 +25,6 @@ from .run import Run, RunStopped, open_run, test_best
 
 __all__ = ["AMP_MODES", "CheckpointError", "ConfigError", "Data", "Run", "RunStopped", "Session", "StudentConfig",
            "TeacherConfig", "TrainConfig", "add_common_args", "build_from_weights", "evaluate", "export_release",
-           "load_config", "load_state", "make_optimizer", "open_run", "present_splits", "prepare_model", "run_cli",
+           "load_config", "load_state", "make_optimizer", "open_run", "present_splits", "prepare_model", "resolve", "run_cli",
            "save_atomic", "seed_everything", "split_loader", "test_best", "train_one_epoch", "train_step",
            "training_data", "unwrap"]

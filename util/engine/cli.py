@@ -1,19 +1,31 @@
-"""One line, never a traceback: how the command-line scripts end on a bad input or an early stop."""
+"""A trainer's command line: its checked config, and one line, never a traceback, on a bad input or an early stop."""
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Callable, TypeVar
+from typing import Callable, Optional, Sequence, TypeVar
 
 from ..data import DatasetError
 from ..files import DiskFullError
 from .checkpoint import CheckpointError
-from .config import ConfigError
+from .config import ConfigError, TrainConfig, given_options, resolve
+from .resume import resumed_config, saved_config
 from .run import RunStopped
 
 T = TypeVar("T")
 # Errors that describe a bad input in their message; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ConfigError, CheckpointError, DatasetError, ValueError, FileNotFoundError, FileExistsError,
                NotADirectoryError, IsADirectoryError, PermissionError, DiskFullError)
+
+
+def load_config(cls: type[TrainConfig], parser: argparse.ArgumentParser,
+                argv: Optional[Sequence[str]] = None) -> TrainConfig:
+    """The checked config of a trainer's command line, its class count resolved; with --resume, the
+    run's saved config with the runtime options given (see resume.py)."""
+    cfg = cls(**vars(parser.parse_args(argv)))
+    if cfg.resume:
+        cfg = resumed_config(saved_config(cls, cfg.resume), cfg, given_options(parser, argv))
+    return resolve(cfg)
 
 
 TRAINER_INTERRUPTED = "interrupted (Ctrl-C) before training started; nothing was written"

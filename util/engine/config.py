@@ -5,8 +5,8 @@
 destinations named after the config fields, so `Config(**vars(args))` builds a config.
 Choices (ResNet depths, AMP modes, edge-loss modes, student loss terms) are defined here once.
 
-A resumed run takes its configuration from its checkpoint; `resumed_config` lets the
-options in `RUNTIME_OPTIONS` change (e.g. `--epochs` to extend a run) and refuses the rest.
+What a resumed run may change lives in resume.py. `resolve` checks a config and fills in the class
+count, when not given, from the data folder: the trainers take resolved configs only.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import torch
 from model.encoder import RESNET_DEPTHS
 from model.losses import EDGE_MODES, STUDENT_TERMS
 
+from ..data.info import DatasetInfo, load_dataset_info
 from ..data.mfnet import TEST_SPLITS
 from ..options import Spec, check_option, integer, multiple_of, number, one_of, split_name
 
@@ -28,9 +29,6 @@ AMP_MODES = ("none", "bf16", "fp16")
 DEFAULT_DATA_DIR = "dataset/synthetic"
 DEFAULT_TEACHER = "weights_backup/Teacher_model/final.pth"
 MIN_SIZE = 64  # TEM pools the input 64-fold
-# Options that may differ when a run is resumed; every other option is the run's own.
-RUNTIME_OPTIONS = ("epochs", "device", "workers", "progress", "stop_after_epochs", "max_steps_per_epoch",
-                   "image_every", "eval_splits", "runs_dir", "run_name", "resume")
 
 
 # The accepted range of each numeric or named option, used by argparse (type=) and by `check`.
@@ -277,32 +275,23 @@ def given_options(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]
             action.default = default
 
 
-def resumed_config(saved: TrainConfig, cli: TrainConfig, given: set[str]) -> TrainConfig:
-    """The saved run's config with the runtime options given on the command line.
-
-    Raises ConfigError listing every other option that was given with a value different from
-    the run's (model size, data, losses and the optimiser cannot change mid-run).
-    """
-    fixed = [f"{flag(k)} {getattr(cli, k)!r} (the run has {getattr(saved, k)!r})"
-             for k in sorted(given) if k not in RUNTIME_OPTIONS and getattr(cli, k) != getattr(saved, k)]
-    if fixed:
-        raise ConfigError("--resume: these options cannot change in a run that has started: " + "; ".join(fixed))
-    return dataclasses.replace(saved, **{k: getattr(cli, k) for k in given if k in RUNTIME_OPTIONS})
-
-
 def describe(cfg: TrainConfig) -> str:
     """One line listing the options, e.g. for the log of a resumed run."""
     return " ".join(f"{flag(f.name)}={getattr(cfg, f.name)}" for f in fields(cfg))
 
 
-def load_config(cls: type[TrainConfig], parser: argparse.ArgumentParser,
-                argv: Optional[Sequence[str]] = None) -> TrainConfig:
-    """The checked config of a trainer's command line; with --resume, the run's saved config
-    with the runtime options given (see `resumed_config`)."""
-    from .run import saved_config
-
-    cfg = cls(**vars(parser.parse_args(argv)))
-    if cfg.resume:
-        cfg = resumed_config(saved_config(cls, cfg.resume), cfg, given_options(parser, argv))
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` checked (ConfigError naming the first bad option), with the class count of its data folder
+    when --n-class was not given (its dataset.json, else MFNet's 9, which the synthetic data have too)."""
     cfg.check()
+    return with_data_classes(cfg, load_dataset_info(cfg.data_dir))
+
+
+def with_data_classes(cfg: TrainConfig, info: DatasetInfo) -> TrainConfig:
+    """`cfg` with the class count of its data folder (`info`); ConfigError when --n-class says otherwise."""
+    if cfg.n_class is None:
+        return dataclasses.replace(cfg, n_class=info.n_class)
+    if cfg.n_class != info.n_class:
+        raise ConfigError(f"--n-class {cfg.n_class}: the data in {cfg.data_dir} have {info.n_class} classes "
+                          f"({info.name}: {', '.join(info.class_names)})")
     return cfg

@@ -30,6 +30,7 @@ def new_run_dir(runs_dir: str | os.PathLike, name: Optional[str], prefix: str, h
 
 
 LOCK_FILE = "run.lock"
+CONFIG_FILE = "run.json"  # a run folder's configuration, written when the folder is made
 
 
 def claim_folder(folder: Path, what: str = "run folder") -> IO[str]:

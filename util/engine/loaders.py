@@ -16,7 +16,7 @@ from ..data import MFDataset, verify_dataset
 from ..data.check import frame_sizes, verify_unlabeled
 from ..data.info import DatasetInfo, load_dataset_info, unlabeled_thermal_range
 from ..data.unlabeled import Labelled, UnlabeledDataset
-from .config import ConfigError
+from .config import DEFAULT_DATA_DIR, with_data_classes
 from .distributed import Session, barrier
 from .mixing import MixedBatchSampler
 
@@ -70,31 +70,22 @@ class Data:
             pool.set_epoch(epoch)
 
 
-def dataset_info(cfg) -> DatasetInfo:
-    """The data folder's description (dataset.json, else MFNet); fills in cfg.n_class when not given."""
-    info = load_dataset_info(cfg.data_dir)
-    if cfg.n_class is None:
-        cfg.n_class = info.n_class
-    elif cfg.n_class != info.n_class:
-        raise ConfigError(f"--n-class {cfg.n_class}: the data in {cfg.data_dir} have {info.n_class} classes "
-                          f"({info.name}: {', '.join(info.class_names)})")
-    return info
-
-
 def training_data(cfg, session: Session, edges: str | bool) -> Data:
     """Train and val loaders; every frame of train, val and the test splits is checked first.
 
-    The synthetic data are generated when the default data folder is absent; cfg.n_class is
-    taken from the data folder when not given.
+    The synthetic data are generated when the default data folder is absent. `cfg` holds its class
+    count already (config.resolve fills it in); the data folder must still agree.
     """
     from ..data.synthetic import ensure_synthetic
-    from .config import DEFAULT_DATA_DIR
 
     if session.is_main and cfg.data_dir == DEFAULT_DATA_DIR and not Path(cfg.data_dir).exists():
         session.log(f"generating the synthetic MFNet-format data in {cfg.data_dir}")
         ensure_synthetic(cfg.data_dir)
     barrier()
-    data_info = dataset_info(cfg)
+    if cfg.n_class is None:
+        raise ValueError("training_data: cfg.n_class is not resolved (pass the config through config.resolve)")
+    data_info = load_dataset_info(cfg.data_dir)
+    with_data_classes(cfg, data_info)  # ConfigError when the folder disagrees with cfg.n_class
     info, device = session.info, session.device
     tests = present_splits(cfg.data_dir, cfg.eval_splits)
     common = dict(height=cfg.height, width=cfg.width, n_class=cfg.n_class, seed=cfg.seed,

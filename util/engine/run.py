@@ -14,7 +14,6 @@ never written; the run stops naming the epoch and the last good checkpoint.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -28,12 +27,10 @@ from ..data.info import MFNET, DatasetInfo
 from ..files import DiskFullError
 from .checkpoint import (
     FORMAT,
-    NETWORK_ROLE,
     TRAINER,
     VERSION,
     export_release,
     first_non_finite,
-    is_partial_write,
     load_state,
     model_config,
     read_training_checkpoint,
@@ -43,15 +40,12 @@ from .checkpoint import (
 )
 from .config import TrainConfig, describe
 from .distributed import Session, barrier, broadcast_object
-from .folders import LOCK_FILE, claim_folder, new_run_dir, write_json
+from .folders import CONFIG_FILE, claim_folder, new_run_dir, write_json
 from .loaders import Data, split_loader
 from .loop import EMPTY_BATCHES, evaluate
 from .metrics import format_report
 from .pictures import frame_panel, tb_image
-
-CONFIG_FILE = "run.json"
-# What a run folder may hold before its first checkpoint: it is then safe to start it again.
-_OWN_FILES = {CONFIG_FILE, "tb", "best.pth", LOCK_FILE}
+from .resume import network_of_run, restartable, resume_target
 
 
 class RunStopped(RuntimeError):
@@ -60,30 +54,6 @@ class RunStopped(RuntimeError):
     def __init__(self, message: str, exit_code: int = 1):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def resume_target(resume: str | Path) -> tuple[Path, Path]:
-    """(run folder, last.pth) for `--resume RUN_DIR_OR_CKPT`."""
-    path = Path(resume)
-    if path.is_dir():
-        return path, path / "last.pth"
-    if not path.exists():
-        raise FileNotFoundError(f"--resume {resume}: no such run folder or checkpoint")
-    return path.parent, path
-
-
-def _reusable(folder: Path) -> bool:
-    """A folder made by a trainer that holds no checkpoint to resume from."""
-    if not (folder / CONFIG_FILE).is_file() or (folder / "last.pth").exists():
-        return False
-    return {p.name for p in folder.iterdir() if not is_partial_write(p.name)} <= _OWN_FILES
-
-
-def _network_of_run(folder: Path) -> Optional[str]:
-    try:
-        return json.loads((folder / CONFIG_FILE).read_text()).get("network")
-    except (OSError, ValueError):
-        return None
 
 
 class Run:
@@ -109,18 +79,22 @@ class Run:
     def log(self, msg: str) -> None:
         self.session.log(f"[{self.role}] {msg}")
 
-    def restore(self, model: nn.Module, optimizer, scheduler, scaler, **extra: nn.Module) -> None:
-        """Remember what to checkpoint; when resuming, load it all from last.pth."""
+    def track(self, model: nn.Module, optimizer, scheduler, scaler, **extra: nn.Module) -> None:
+        """What each checkpoint holds: the model, its optimiser, schedule and AMP scaler, and `extra`
+        trained modules (the student's hint adapter)."""
         self._state = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, extra=extra)
-        ckpt = self.checkpoint
+
+    def restore(self) -> None:
+        """A resumed run: load what `track` named from last.pth and continue after its epoch (a new run: nothing)."""
+        ckpt, s = self.checkpoint, self._state
         if ckpt is None:
             return
-        unwrap(model).load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["lr_scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        for name, module in extra.items():
+        unwrap(s["model"]).load_state_dict(ckpt["model"])
+        s["optimizer"].load_state_dict(ckpt["optimizer"])
+        s["scheduler"].load_state_dict(ckpt["lr_scheduler"])
+        if s["scaler"] is not None and ckpt.get("scaler"):
+            s["scaler"].load_state_dict(ckpt["scaler"])
+        for name, module in s["extra"].items():
             unwrap(module).load_state_dict(ckpt["extra"][name])
         self.start_epoch, self.step, self.best, self.history = ckpt["epoch"], ckpt["step"], ckpt["best"], ckpt["history"]
         self.checkpoint = None  # free the memory
@@ -269,14 +243,14 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
             what = (f"after epoch {done} of {cfg.epochs}" if done < cfg.epochs else
                     f"whose {done} epochs are done but not its final test: testing its best epoch")
             session.log(f"[{role}] resuming {folder} {what}, with its saved options: {describe(cfg)}")
-        elif not _reusable(folder):
+        elif not restartable(folder):
             raise FileNotFoundError(f"--resume {cfg.resume}: no checkpoint {ckpt_path}, and not a run folder "
                                     f"of this trainer that could start again")
         else:
             session.log(f"[{role}] {folder} holds no checkpoint yet: starting the run from scratch")
     elif session.is_main:
         folder = Path(cfg.runs_dir) / cfg.run_name if cfg.run_name else None
-        if folder is not None and folder.is_dir() and _reusable(folder) and _network_of_run(folder) == network:
+        if folder is not None and folder.is_dir() and restartable(folder) and network_of_run(folder) == network:
             session.log(f"[{role}] {folder} holds no checkpoint yet: starting the run from scratch")
         else:
             folder = new_run_dir(cfg.runs_dir, cfg.run_name, role, " or continue it with --resume {path}")
@@ -300,27 +274,6 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
     barrier()
     session.log(f"[{role}] run folder {folder}  device {session.device}  processes {session.info.world_size}")
     return Run(cfg, session, network, role, folder, checkpoint, info, claim)
-
-
-def saved_config(cls: type[TrainConfig], resume: str | Path) -> TrainConfig:
-    """The configuration of the run `--resume` points at: from its last.pth, or from the run.json
-    of a run that has no checkpoint yet."""
-    folder, ckpt_path = resume_target(resume)
-    if ckpt_path.is_file():
-        args = read_training_checkpoint(ckpt_path, cls.network, mmap=True)["args"]
-    elif (folder / CONFIG_FILE).is_file():
-        try:
-            saved = json.loads((folder / CONFIG_FILE).read_text())
-            network, args = saved["network"], saved["config"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"--resume {resume}: unreadable {folder / CONFIG_FILE} ({exc})") from None
-        if network != cls.network:
-            raise ValueError(f"--resume {resume}: {folder} is a {network} ({NETWORK_ROLE.get(network, '?')}) run "
-                             f"folder, but {TRAINER[cls.network]} resumes {cls.network} "
-                             f"({NETWORK_ROLE[cls.network]}) runs")
-    else:
-        raise FileNotFoundError(f"--resume {resume}: no checkpoint {ckpt_path}, and not a run folder of this trainer")
-    return cls.from_dict(args)
 
 
 def test_best(model: nn.Module, data: Data, run: Run) -> dict:
