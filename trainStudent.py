@@ -97,7 +97,7 @@ def load_teacher(cfg: StudentConfig, device: torch.device) -> nn.Module:
         raise FileNotFoundError(
             f"--teacher {cfg.teacher}: file not found; train one with trainTeacher.py or put the released "
             f"Teacher_model/final.pth there (or use --no-distill for a student without teacher)")
-    teacher = build_from_weights(cfg.teacher, expect="CENet")
+    teacher = build_from_weights(cfg.teacher, expect="CENet").model
     problems = []
     if (teacher.height, teacher.width) != (cfg.height, cfg.width):
         problems.append(f"input size {teacher.height}x{teacher.width} vs {cfg.height}x{cfg.width}")

@@ -18,10 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .data import verify_dataset
-from .data.info import MFNET, DatasetInfo, load_dataset_info
+from .data.info import DatasetInfo, load_dataset_info
 from .data.mfnet import TEST_SPLITS
 from .deploy.recording import add_recording_args
-from .engine.checkpoint import NETWORK_ROLE, build_from_weights, model_config
+from .engine.checkpoint import NETWORK_ROLE, Loaded, build_from_weights, model_config
 from .engine.cli import run_cli
 from .engine.config import AMP_MODES, COMMON_SPECS, check_amp, given_options, parse_device
 from .engine.folders import new_run_dir, write_json
@@ -99,22 +99,22 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
                    help="with --backend auto: least argmax agreement with fp32 (default 99, int8 files 97)")
 
 
-def load_model(path: str, network: str, device: torch.device, n_class: Optional[int]) -> nn.Module:
-    """Build the network the weights file describes, with clear errors."""
+def load_model(path: str, network: str, device: torch.device, n_class: Optional[int]) -> Loaded:
+    """The network the weights file describes, in eval mode on `device`, and its classes; clear errors."""
     if not Path(path).is_file():
         role = "Teacher_model" if network == "CENet" else "Student_model"
         raise FileNotFoundError(
             f"weights file not found: {path}. Download the released {role}/final.pth (link in the "
             f"lab-sun/CEKD README) into weights_backup/{role}/, or pass --weights runs/<run>/best.pth")
-    model = build_from_weights(path, expect=network)
+    model, info = build_from_weights(path, expect=network)
     if n_class is not None and model.n_class != n_class:
         raise ValueError(f"{path} holds a {model.n_class}-class {network}, but --n-class {n_class} was given")
-    return model.to(device).eval()
+    return Loaded(model.to(device).eval(), info)
 
 
 def evaluate_split(model: nn.Module, loader: DataLoader, device: torch.device, out_dir: Path, split: str,
                    panels: int, save_predictions: bool, amp: str, channels_last: bool, show: bool,
-                   info: DatasetInfo = MFNET) -> dict:
+                   info: DatasetInfo) -> dict:
     """Batch-1 evaluation with per-frame timing; predictions, panels and the confusion matrix to `out_dir`."""
     def save_pictures(i: int, batch, pred: torch.Tensor) -> None:
         name = batch["name"][0]
@@ -125,7 +125,7 @@ def evaluate_split(model: nn.Module, loader: DataLoader, device: torch.device, o
             if pred.shape[-2:] != image.shape[-2:]:  # evaluated at the label's size: show the frame at it too
                 image = F.interpolate(image[None], size=pred.shape[-2:], mode="bilinear", align_corners=False)[0]
             save_rgb(out_dir / "panels" / split / f"{name}.png",
-                     frame_panel(image, batch["label"][0], pred[0], titles=True, palette=info.palette))
+                     frame_panel(image, batch["label"][0], pred[0], info.palette, titles=True))
 
     ev = evaluate(model, loader, device, model.n_class, amp=amp, channels_last=channels_last, show=show,
                   desc=split, timed=True, ignore_index=info.ignore_index, on_batch=save_pictures)
@@ -138,7 +138,7 @@ def evaluate_split(model: nn.Module, loader: DataLoader, device: torch.device, o
             "timed_frames": len(timed)}
 
 
-def check_classes(model: nn.Module, weights: str, data_dir: str, info: DatasetInfo = MFNET) -> None:
+def check_classes(model: nn.Module, weights: str, data_dir: str, info: DatasetInfo) -> None:
     """Blame the weights, not the labels, when their class count is not the data's."""
     if model.n_class != info.n_class:
         raise ValueError(f"--weights {weights}: holds a {model.n_class}-class {type(model).__name__}, but the data "
@@ -151,7 +151,7 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     check_amp(args.amp, device)
-    model = load_model(args.weights, network, device, args.n_class)
+    model = load_model(args.weights, network, device, args.n_class).model
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     splits = args.splits or present_splits(args.data_dir, TEST_SPLITS)

@@ -13,6 +13,7 @@ import torch
 import run_demo_student
 import util.deploy.choose as choose
 from model import EKNet
+from util.data.info import MFNET
 from util.deploy.agreement import compare, random_thermal
 from util.deploy.backends import OnnxSegmenter, OpenVinoSegmenter, TorchSegmenter
 from util.deploy.choose import Route, pick, routes
@@ -36,7 +37,7 @@ def student(tmp_path_factory):
     torch.manual_seed(0)
     model = EKNet(depth=18, height=SIZE, width=SIZE).eval()
     pth = save_atomic({"format": "cekd-pytorch", "network": "EKNet", "model": model.state_dict()}, root / "s.pth")
-    onnx_path = export_onnx(model, root / "s.onnx")
+    onnx_path = export_onnx(model, root / "s.onnx", MFNET)
     quantize_int8(onnx_path, root / "s.int8.onnx", random_thermal(2, SIZE, SIZE))
     frames = root / "frames"
     frames.mkdir()
@@ -91,7 +92,7 @@ def test_bf16_and_openvino_match_fp32(student):
     model, _, onnx_path, _ = student
     x = random_thermal(3, SIZE, SIZE, seed=5)
     fp32 = OnnxSegmenter(onnx_path)
-    bf16 = TorchSegmenter(model, "cpu", channels_last=False, precision="bf16")
+    bf16 = TorchSegmenter(model, MFNET, "cpu", channels_last=False, precision="bf16")
     assert bf16.name == "PyTorch cpu, bf16 autocast, channels-last" and bf16(x[:1]).dtype == np.float32
     assert compare(fp32, bf16, x)["agreement"] >= 0.98
     ov = OpenVinoSegmenter(onnx_path)

@@ -6,10 +6,11 @@ import torch.nn.functional as F
 
 from model import CENet, EKNet
 from util.data.dataset import MFDataset
+from util.data.info import MFNET
 from util.data.synthetic import generate_dataset
-from util.deploy.backends import OnnxSegmenter, TorchSegmenter, load_segmenter
+from util.deploy.backends import OnnxSegmenter, TorchSegmenter
 from util.deploy.export import compare, export_onnx, main, random_thermal, read_metadata
-from util.engine.checkpoint import export_release, save_atomic
+from util.engine.checkpoint import build_from_weights, export_release, save_atomic
 
 SIZE = 64
 
@@ -40,8 +41,8 @@ def fitted(tmp_path_factory):
 
 def test_round_trip_dynamic_batch_and_metadata(fitted, tmp_path):
     model, _, _ = fitted
-    path = export_onnx(model, tmp_path / "student.onnx")
-    onnx_seg, torch_seg = OnnxSegmenter(path), TorchSegmenter(model, "cpu", channels_last=False)
+    path = export_onnx(model, tmp_path / "student.onnx", MFNET)
+    onnx_seg, torch_seg = OnnxSegmenter(path), TorchSegmenter(model, MFNET, "cpu", channels_last=False)
     for batch in (1, 3):  # exported with batch 2: both other sizes must run
         r = compare(torch_seg, onnx_seg, random_thermal(batch, SIZE, SIZE, seed=batch), batch)
         assert r["relative_diff"] <= 1e-4
@@ -50,7 +51,7 @@ def test_round_trip_dynamic_batch_and_metadata(fitted, tmp_path):
     assert {k: meta.get(k) for k in ("network", "n_class", "depth", "height", "width", "precision")} == {
         "network": "EKNet", "n_class": "9", "depth": "18", "height": "64", "width": "64", "precision": "fp32"}
     assert (onnx_seg.height, onnx_seg.width, onnx_seg.n_class, onnx_seg.name) == (64, 64, 9, "onnxruntime CPU, fp32")
-    assert isinstance(load_segmenter(path, "cpu"), OnnxSegmenter)
+    assert onnx_seg.info == MFNET
 
 
 def test_cli_int8_keeps_the_labels(fitted, tmp_path, capsys):
@@ -110,7 +111,8 @@ def test_export_our_checkpoint_format(fitted, tmp_path):
     result = main(["--weights", str(ckpt), "--out", str(tmp_path / "s.onnx")])
     assert result["metadata"]["depth"] == "18" and result["checks"][1]["batch_size"] == 2
     x = random_thermal(2, SIZE, SIZE)
-    agree = load_segmenter(tmp_path / "s.onnx").labels(x) == load_segmenter(ckpt, "cpu").labels(x)
+    agree = (OnnxSegmenter(tmp_path / "s.onnx").labels(x)
+             == TorchSegmenter(*build_from_weights(ckpt), "cpu").labels(x))
     assert agree.mean() >= 0.999
 
 
@@ -122,7 +124,7 @@ def test_export_leaves_the_model_as_it_found_it(tmp_path, dtype):
     next(iter(model.children())).eval()  # a mixed tree: one branch in eval mode, the rest training
     modes = {name: m.training for name, m in model.named_modules()}
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    export_onnx(model, tmp_path / "s.onnx")
+    export_onnx(model, tmp_path / "s.onnx", MFNET)
     assert {name: m.training for name, m in model.named_modules()} == modes
     assert len(set(modes.values())) == 2  # the check covers both modes
     after = model.state_dict()

@@ -10,6 +10,7 @@ import torch
 import util.deploy.agreement
 import util.deploy.quantize
 from model import EKNet
+from util.data.info import MFNET
 from util.deploy.agreement import random_thermal
 from util.deploy.backends import OnnxSegmenter
 from util.deploy.export import export_onnx, read_metadata
@@ -22,7 +23,7 @@ UINT8, INT8 = onnx.TensorProto.UINT8, onnx.TensorProto.INT8
 @pytest.fixture(scope="module")
 def fp32(tmp_path_factory):
     torch.manual_seed(0)
-    return export_onnx(EKNet(depth=18, height=SIZE, width=SIZE).eval(), tmp_path_factory.mktemp("q") / "s.onnx")
+    return export_onnx(EKNet(depth=18, height=SIZE, width=SIZE).eval(), tmp_path_factory.mktemp("q") / "s.onnx", MFNET)
 
 
 def _dq_inputs(path):

@@ -4,6 +4,7 @@ import torch
 
 from model import CENet, EKNet
 from model.release import to_release
+from util.data.info import MFNET
 from util.engine.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -42,8 +43,8 @@ def test_round_trip_in_both_formats(tmp_path, cls):
         obj = load_state(dst, tmp_path / name)
         assert obj.get("epoch") == (3 if name == "ours.pth" else None)
         assert torch.equal(dst(x).logits, src(x).logits)
-        built = build_from_weights(tmp_path / name).eval()
-        assert type(built) is cls and model_config(built) == model_config(src)
+        built, info = build_from_weights(tmp_path / name)
+        assert type(built) is cls and model_config(built) == model_config(src) and info == MFNET
 
 
 def test_refuses_the_other_network_and_other_sizes(tmp_path):
@@ -70,3 +71,25 @@ def test_missing_and_corrupt_files(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read weights file .*bad.pth"):
         load_state(EKNet(depth=18, height=H, width=W), tmp_path / "bad.pth")
+
+
+def test_the_loader_returns_the_classes_that_travel_with_the_weights(tmp_path):
+    """Our checkpoints carry the dataset's description; release files get MFNet's (9 classes) or generic names;
+    an ONNX export writes the classes it is given, and refuses a description of another class count."""
+    import json
+
+    from util.data.info import DatasetInfo
+    from util.deploy.export import export_onnx, model_metadata, read_metadata
+
+    toy = DatasetInfo("toy", ("road", "car", "person"), ((1, 2, 3), (4, 5, 6), (7, 8, 9)), ignore_index=0)
+    student = EKNet(n_class=3, depth=18, height=H, width=W).eval()
+    save_atomic({**_ours(student), "dataset": toy.to_dict()}, tmp_path / "ours.pth")
+    export_release(student, tmp_path / "final.pth")
+    model, info = build_from_weights(tmp_path / "ours.pth")
+    assert info == toy and model.n_class == 3
+    _, generic = build_from_weights(tmp_path / "final.pth")
+    assert generic.class_names == ("class_0", "class_1", "class_2") and generic.ignore_index is None
+    onnx_path = export_onnx(model, tmp_path / "s.onnx", info)
+    assert DatasetInfo.from_dict(json.loads(read_metadata(onnx_path)["dataset"])) == toy
+    with pytest.raises(ValueError, match="the dataset description has 9 classes, the EKNet 3"):
+        model_metadata(model, MFNET)

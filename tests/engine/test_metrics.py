@@ -106,7 +106,7 @@ def test_format_report():
     mat[0, 1] = 3          # unlabeled: IoU 1/4 = 25 %, recall 25 %
     mat[:, 8] = 0          # bump never occurs: NaN
     m = metrics_from_confusion(mat)
-    text = format_report(m, title="test split")
+    text = format_report(m, CLASS_NAMES, title="test split")
     assert text.splitlines()[0] == "test split"
     for name in CLASS_NAMES:
         assert name in text

@@ -10,14 +10,14 @@ from util.engine.pictures import colorize, edge_to_rgb, make_panel, overlay, sav
 
 def test_colorize_exact_colours():
     ids = np.array([[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, -1, 255]])
-    rgb = colorize(ids)
+    rgb = colorize(ids, PALETTE)
     assert rgb.dtype == np.uint8 and rgb.shape == (3, 4, 3)
     for cid in range(9):
         assert tuple(rgb.reshape(-1, 3)[cid]) == PALETTE[cid]
     for k in (9, 10, 11):
         assert tuple(rgb.reshape(-1, 3)[k]) == (255, 255, 255)
-    np.testing.assert_array_equal(colorize(torch.from_numpy(ids)), rgb)
-    assert tuple(colorize(np.array([[2]], dtype=np.uint8))[0, 0]) == (64, 64, 0)
+    np.testing.assert_array_equal(colorize(torch.from_numpy(ids), PALETTE), rgb)
+    assert tuple(colorize(np.array([[2]], dtype=np.uint8), PALETTE)[0, 0]) == (64, 64, 0)
 
 
 def test_thermal_edge_overlay_tb():
@@ -36,7 +36,7 @@ def test_thermal_edge_overlay_tb():
 
 def test_make_panel_shape_and_resize():
     first = np.zeros((8, 10, 3), np.uint8)
-    small_label = colorize(np.random.default_rng(0).integers(0, 9, (4, 5)))
+    small_label = colorize(np.random.default_rng(0).integers(0, 9, (4, 5)), PALETTE)
     big_gray = np.zeros((16, 20), np.uint8)
     panel = make_panel([first, small_label, big_gray], pad=4)
     assert panel.shape == (8, 10 + 4 + 10 + 4 + 10, 3) and panel.dtype == np.uint8

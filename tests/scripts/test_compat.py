@@ -171,7 +171,7 @@ def test_checkpoints_of_the_first_format_load_and_resume(pinned_runs, tmp_path, 
     save_atomic(_as_first_format({**best, "args": current["args"]}), run / "best.pth")
     assert any(".body.3." in k for k in torch.load(run / "last.pth", weights_only=True)["model"])
 
-    built = build_from_weights(run / "best.pth", expect="EKNet")
+    built = build_from_weights(run / "best.pth", expect="EKNet").model
     assert all(torch.equal(v, best["model"][k]) for k, v in built.state_dict().items())
     results = trainStudent.cli(["--resume", str(run), "--epochs", "3", "--workers", "0"])
     out = capsys.readouterr().out

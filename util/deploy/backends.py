@@ -48,8 +48,8 @@ class TorchSegmenter:
     `precision` "bf16": bfloat16 autocast (always with channels-last), the fast path of CPUs with
     native bf16 (see cpu.py) and of recent GPUs; the logits come back as float32."""
 
-    def __init__(self, model: nn.Module, device: torch.device | str = "cpu", channels_last: bool = True,
-                 precision: str = "fp32"):
+    def __init__(self, model: nn.Module, info: DatasetInfo, device: torch.device | str = "cpu",
+                 channels_last: bool = True, precision: str = "fp32"):
         if precision not in PRECISIONS:
             raise ValueError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
         self.device = torch.device(device)
@@ -59,7 +59,7 @@ class TorchSegmenter:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.height, self.width, self.n_class = model.height, model.width, model.n_class
-        self.info = getattr(model, "dataset_info", None) or info_for_classes(model.n_class)
+        self.info = info  # the classes' names and colours (build_from_weights returns them with the model)
         self.name = (f"PyTorch {self.device}, " + ("bf16 autocast" if precision == "bf16" else "fp32")
                      + (", channels-last" if self.channels_last else ""))
 
@@ -214,18 +214,3 @@ def onnx_providers(device: str) -> list:
         raise ValueError(f"--device {device}: this onnxruntime runs on {', '.join(ort.get_available_providers())} "
                          f"only (onnxruntime-gpu brings CUDA)")
     return [("CUDAExecutionProvider", {"device_id": dev.index or 0}), "CPUExecutionProvider"]
-
-
-def load_segmenter(weights: str | os.PathLike, device: str = "auto", channels_last: bool = True,
-                   threads: Optional[int] = None) -> Segmenter:
-    """The student in `weights`: an .onnx file (onnxruntime) or PyTorch weights (.pth/.pt, our
-    checkpoint or a released final.pth). `device`: 'auto', 'cpu' or 'cuda:N'."""
-    from ..engine.checkpoint import build_from_weights
-    from ..engine.config import parse_device as resolve_device
-
-    suffix = Path(weights).suffix.lower()
-    if suffix in ONNX_SUFFIXES:
-        return OnnxSegmenter(weights, onnx_providers(device), threads)
-    if suffix in TORCH_SUFFIXES:
-        return TorchSegmenter(build_from_weights(weights, expect="EKNet"), resolve_device(device), channels_last)
-    raise ValueError(f"--weights {weights}: expected an .onnx, .pth or .pt file")

@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import torch
 
+from ..engine.checkpoint import Loaded
 from ..files import atomic_write, cache_dir
 from .agreement import compare, ms_per_frame
 from .backends import ONNX_SUFFIXES, TORCH_SUFFIXES, OnnxSegmenter, OpenVinoSegmenter, Segmenter, TorchSegmenter
@@ -140,7 +141,7 @@ def reference_route(weights: str | os.PathLike) -> Route:
     return Route("onnxruntime", "fp32", str(fp32 or path), fp32 is None)
 
 
-def build(route: Route, device: torch.device, load_torch: Callable[[], torch.nn.Module],
+def build(route: Route, device: torch.device, load_torch: Callable[[], Loaded],
           channels_last: bool = True, threads: Optional[int] = None,
           cache: Optional[dict] = None) -> Segmenter:
     """The segmenter of a route (`cache` shares one loaded PyTorch model between routes)."""
@@ -150,7 +151,8 @@ def build(route: Route, device: torch.device, load_torch: Callable[[], torch.nn.
         cache = {} if cache is None else cache
         if "model" not in cache:
             cache["model"] = load_torch()
-        return TorchSegmenter(cache["model"], device, channels_last, route.precision)
+        model, info = cache["model"]
+        return TorchSegmenter(model, info, device, channels_last, route.precision)
     if route.backend == "openvino":
         return OpenVinoSegmenter(route.weights, route.precision, threads)
     return OnnxSegmenter(route.weights, onnx_providers(str(device)), threads)
@@ -258,7 +260,7 @@ def sample_frames(frames: Iterable[Frame], n: int, height: int, width: int, seed
 
 
 def open_segmenter(weights: str, device: torch.device, backend: str, precision: str,
-                   min_agreement: Optional[float], load_torch: Callable[[], torch.nn.Module],
+                   min_agreement: Optional[float], load_torch: Callable[[], Loaded],
                    sample: Callable[[int, int], np.ndarray], channels_last: bool = True,
                    log: Callable[[str], None] = print) -> tuple[Segmenter, dict]:
     """The segmenter to run and what summary.json records about the choice ("inference")."""

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.info import DatasetInfo
 from ..options import ArgumentParser, integer, number, one_of
 from .agreement import agreement_percent, compare, format_comparison, random_thermal
 from .cpu import cpu_info
@@ -55,25 +56,29 @@ class LogitsOnly(nn.Module):
         return self.model(x).logits
 
 
-def model_metadata(model: nn.Module, precision: str = "fp32") -> dict[str, str]:
-    from ..data.info import info_for_classes
-
-    info = getattr(model, "dataset_info", None) or info_for_classes(model.n_class)
+def model_metadata(model: nn.Module, info: DatasetInfo, precision: str = "fp32") -> dict[str, str]:
+    """What an exported file says of itself: the network's size and its classes (`info`)."""
+    if info.n_class != model.n_class:
+        raise ValueError(f"the dataset description has {info.n_class} classes, the {type(model).__name__} "
+                         f"{model.n_class}")
     return {"network": type(model).__name__, "n_class": str(model.n_class), "depth": str(model.depth),
             "height": str(model.height), "width": str(model.width), "precision": precision,
             "dataset": json.dumps(info.to_dict()),
             "input": "thermal (B, 1, height, width) float32 in [0, 1]", "output": "logits (B, n_class, height, width)"}
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Path:
+def export_onnx(model: nn.Module, path: str | os.PathLike, info: DatasetInfo, opset: int = DEFAULT_OPSET,
+                overwrite: bool = False) -> Path:
     """Write `model` (an EKNet, any depth and size; exported in eval mode, in float32 on the CPU) as
-    ONNX with its logits as the only output, a dynamic batch dimension and metadata; atomically,
+    ONNX with its logits as the only output, a dynamic batch dimension and metadata (with its
+    classes, `info`: build_from_weights returns them with the model); atomically,
     never over an existing file unless `overwrite`. `model` is left as it was found: every module's
     mode, its weights, device and dtype (a model elsewhere than float32 on the CPU is exported from a copy)."""
     path = Path(path)
     if opset not in OPSETS:
         raise ValueError(f"--opset {opset}: expected {OPSETS.start} to {OPSETS.stop - 1}")
     check_new_file(path, overwrite, "--out")
+    metadata = model_metadata(model, info)
     tensors = [*model.parameters(), *model.buffers()]
     if any(t.device.type != "cpu" or (t.is_floating_point() and t.dtype != torch.float32) for t in tensors):
         model = copy.deepcopy(model).cpu().float()  # the caller's model keeps its device and dtype
@@ -88,7 +93,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_
             torch.onnx.export(wrapper, (example,), str(tmp), dynamo=False, opset_version=opset,
                               input_names=["thermal"], output_names=["logits"],
                               dynamic_axes={"thermal": {0: "batch"}, "logits": {0: "batch"}})
-            write_metadata(tmp, model_metadata(model))
+            write_metadata(tmp, metadata)
     finally:
         for module, training in modes.items():
             module.training = training
@@ -221,16 +226,16 @@ def run(args: argparse.Namespace) -> dict:
     from .backends import OnnxSegmenter, TorchSegmenter
 
     out, int8_out = check_args(args)
-    model = build_from_weights(args.weights, expect="EKNet")
-    cfg = model_metadata(model)
+    model, info = build_from_weights(args.weights, expect="EKNet")
+    cfg = model_metadata(model, info)
     print(f"[export] EKNet-{cfg['depth']} {cfg['height']}x{cfg['width']}, {cfg['n_class']} classes, "
           f"from {args.weights}", flush=True)
     if int8_out is not None:  # every input is read before any output is written
         calib, held, where = calibration_frames(args.calib_data, model.height, model.width, args.calib_frames,
                                                 args.heldout_frames, args.thermal_range)
-    export_onnx(model, out, args.opset, args.overwrite)
+    export_onnx(model, out, info, args.opset, args.overwrite)
     print(f"[export] wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {args.opset})", flush=True)
-    torch_seg, fp32 = TorchSegmenter(model, "cpu", channels_last=False), OnnxSegmenter(out)
+    torch_seg, fp32 = TorchSegmenter(model, info, "cpu", channels_last=False), OnnxSegmenter(out)
     result = {"out": str(out), "metadata": read_metadata(out), "checks": []}
     for n, batch in ((1, 1), (4, 2)):
         r = compare(torch_seg, fp32, random_thermal(n, model.height, model.width, seed=n), batch)

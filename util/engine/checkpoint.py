@@ -3,8 +3,9 @@
 Our checkpoint file is one dict:
     {"format": "cekd-pytorch", "version": 2, "network": "CENet" | "EKNet",
      "config": {"n_class", "depth", "height", "width"}, "model": state_dict,
-     "optimizer", "lr_scheduler", "scaler", "epoch", "step", "best", "history", "args"}
-`best.pth` holds the first six and "epoch", "args" only. The network is rebuilt from
+     "optimizer", "lr_scheduler", "scaler", "epoch", "step", "best", "history", "args",
+     "dataset": the classes' names, colours and ignored id (util/data/info.py)}
+`best.pth` holds the first six and "epoch", "args", "dataset" only. The network is rebuilt from
 "config"; only the release's `final.pth` (a plain state dict with the release's key names,
 see model/release.py) needs its configuration read off its tensors.
 """
@@ -21,6 +22,7 @@ from torch import nn
 
 from model.release import from_release, infer_config, is_release_format, network_of, to_release, upgrade_v1_keys
 
+from ..data.info import DatasetInfo, info_for_classes
 from ..files import atomic_write
 
 FORMAT = "cekd-pytorch"
@@ -134,20 +136,24 @@ def load_state(model: nn.Module, path: str | os.PathLike) -> dict:
     return w.raw
 
 
-def build_from_weights(path: str | os.PathLike, expect: str | None = None, **overrides: Any) -> nn.Module:
-    """Build the network a weights file holds (from its stored config, or its tensors) and load it."""
+class Loaded(NamedTuple):
+    """A network built from a weights file, and what its classes are (names, colours, ignored id)."""
+    model: nn.Module
+    info: DatasetInfo
+
+
+def build_from_weights(path: str | os.PathLike, expect: str | None = None, **overrides: Any) -> Loaded:
+    """Build the network a weights file holds (from its stored config, or its tensors), load it, and
+    say what its classes are: the description our checkpoints carry, else (a release-format file)
+    MFNet's for 9 classes or generic names (`info_for_classes`)."""
     from model import CENet, EKNet
 
     w = read_weights(path)
     if expect is not None:
         _refuse_other_network(path, w.network, expect)
-    from ..data.info import info_for_classes
-
     model = {"CENet": CENet, "EKNet": EKNet}[w.network](**{**w.config, **overrides})
     model.load_state_dict(w.state_dict, strict=True)
-    # the classes' names and colours travel with our checkpoints (MFNet's, or generic, otherwise)
-    model.dataset_info = info_for_classes(model.n_class, w.raw.get("dataset") if w.kind != "release" else None)
-    return model
+    return Loaded(model, info_for_classes(model.n_class, w.raw.get("dataset") if w.kind != "release" else None))
 
 
 def read_training_checkpoint(path: str | os.PathLike, network: str, mmap: bool = False) -> dict:

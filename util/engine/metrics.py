@@ -15,13 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.mfnet import CLASS_NAMES, N_CLASS
-
 
 class ConfusionMatrix:
     """Confusion matrix accumulated on ``device`` with torch.bincount (no per-frame copy to the host)."""
 
-    def __init__(self, n_class: int = N_CLASS, device: str | torch.device = "cpu",
+    def __init__(self, n_class: int, device: str | torch.device = "cpu",
                  ignore_index: int | None = None) -> None:
         self.n_class, self.ignore_index = n_class, ignore_index
         self.mat = torch.zeros((n_class, n_class), dtype=torch.int64, device=device)
@@ -99,7 +97,7 @@ def metrics_from_confusion(mat: np.ndarray, ignore_index: int | None = None) -> 
     }
 
 
-def format_report(metrics: dict[str, Any], class_names: Sequence[str] = CLASS_NAMES, title: str = "") -> str:
+def format_report(metrics: dict[str, Any], class_names: Sequence[str], title: str = "") -> str:
     """Text table: per-class IoU, recall (Acc) and precision in percent, then the means."""
     width = max(12, max(len(c) for c in class_names) + 2)
     lines = [title] if title else []
@@ -115,7 +113,7 @@ def format_report(metrics: dict[str, Any], class_names: Sequence[str] = CLASS_NA
     return "\n".join(lines)
 
 
-def write_confusion_csv(path: Union[str, os.PathLike], mat: np.ndarray, class_names: Sequence[str] = CLASS_NAMES) -> None:
+def write_confusion_csv(path: Union[str, os.PathLike], mat: np.ndarray, class_names: Sequence[str]) -> None:
     """Write ``mat`` (rows ground truth, columns prediction) as CSV: a header ``gt\\pred,<names>``, then
     one row per ground-truth class starting with its name, so every line has the same number of fields.
 
@@ -134,7 +132,7 @@ def write_confusion_csv(path: Union[str, os.PathLike], mat: np.ndarray, class_na
 
 
 def confusion_matrix_numpy_per_frame(
-    pred: Iterable[np.ndarray | Tensor], target: Iterable[np.ndarray | Tensor], n_class: int = N_CLASS
+    pred: Iterable[np.ndarray | Tensor], target: Iterable[np.ndarray | Tensor], n_class: int
 ) -> np.ndarray:
     """Reference: the release's way, one frame at a time on the host (each frame converted
     to numpy), counted with np.add.at like scikit-learn's confusion_matrix(labels=range(n)).

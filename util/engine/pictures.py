@@ -10,9 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.mfnet import PALETTE
-
-_PALETTE = np.asarray(PALETTE, dtype=np.uint8)
 _TITLE_H = 20  # height of the title strip above each panel image
 
 
@@ -40,9 +37,9 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
     return np.clip(a, 0, 255).astype(np.uint8)
 
 
-def colorize(label_map: np.ndarray | Tensor, palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
-    """Class ids (H,W) -> RGB with `palette` (default MFNet's); ids outside the palette are white."""
-    colours = _PALETTE if palette is None else np.asarray(palette, dtype=np.uint8)
+def colorize(label_map: np.ndarray | Tensor, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """Class ids (H,W) -> RGB with `palette` (the dataset's, DatasetInfo.palette); ids outside it are white."""
+    colours = np.asarray(palette, dtype=np.uint8)
     ids = _gray(label_map).astype(np.int64)
     out = np.full(ids.shape + (3,), 255, dtype=np.uint8)
     valid = (ids >= 0) & (ids < len(colours))
@@ -102,9 +99,8 @@ def make_panel(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
     return np.concatenate(tiles, axis=1)
 
 
-def frame_panel(image: Tensor, label: Tensor, pred: Tensor, edge_target: Tensor | None = None,
-                edge_pred: Tensor | None = None, titles: bool = False,
-                palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+def frame_panel(image: Tensor, label: Tensor, pred: Tensor, palette: Sequence[Sequence[int]],
+                edge_target: Tensor | None = None, edge_pred: Tensor | None = None, titles: bool = False) -> np.ndarray:
     """thermal | RGB | ground truth | prediction (| edge target | edge prediction) of one frame.
 
     ``image`` is a (4, H, W) RGB-T tensor in [0, 1]; edge maps (any size) are shown at (H, W).

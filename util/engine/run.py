@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.info import MFNET, DatasetInfo
+from ..data.info import DatasetInfo
 from ..files import DiskFullError
 from .checkpoint import (
     FORMAT,
@@ -60,7 +60,7 @@ class Run:
     """One training run: use `with open_run(...) as run:`; the log is closed on every exit path."""
 
     def __init__(self, cfg: TrainConfig, session: Session, network: str, role: str, folder: Path,
-                 checkpoint: Optional[dict], info: DatasetInfo = MFNET, claim=None):
+                 checkpoint: Optional[dict], info: DatasetInfo, claim=None):
         self.cfg, self.session, self.network, self.role, self.dir = cfg, session, network, role, folder
         self._claim = claim  # the open run.lock that makes the folder this process's (main process)
         self.info = info
@@ -114,8 +114,8 @@ class Run:
         if every and self.step % every == 0:
             edge = getattr(out, "edge", None)  # the teacher's edge map, shown with its target
             panel = frame_panel(batch["image"][0], batch["label"][0], out.logits[0].detach().argmax(0),
-                                batch["edge"][0] if edge is not None and "edge" in batch else None,
-                                edge[0] if edge is not None else None, palette=self.info.palette)
+                                self.info.palette, batch["edge"][0] if edge is not None and "edge" in batch else None,
+                                edge[0] if edge is not None else None)
             self.writer.add_image("train/thermal_rgb_gt_pred_edges", tb_image(panel), self.step)
 
     def end_epoch(self, epoch: int, losses: dict[str, float], images_per_s: float, lr: float, val,
@@ -225,7 +225,7 @@ class Run:
         return False
 
 
-def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: DatasetInfo = MFNET,
+def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: DatasetInfo,
              frames: Optional[Mapping[str, Any]] = None) -> Run:
     """The run folder: a new one, one that holds no checkpoint yet (started again), or the one
     being resumed (its last.pth read and checked). Call it after every input has been checked.
