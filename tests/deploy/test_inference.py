@@ -156,7 +156,8 @@ def test_onnx_weights_give_the_same_labels(weights, tmp_path, capsys):
     for i in range(3):
         cv2.imwrite(str(frames / f"f{i}.png"), cv2.GaussianBlur(rng.integers(0, 65535, (72, 90), dtype=np.uint16), (9, 9), 3))
     from util.engine.checkpoint import build_from_weights
-    onnx_path = export_onnx(*build_from_weights(weights), tmp_path / "s.onnx")
+    model, info = build_from_weights(weights)
+    onnx_path = export_onnx(model, tmp_path / "s.onnx", info)
     _run(weights, frames, tmp_path / "pth", "--batch-size", "2")
     _run(onnx_path, frames, tmp_path / "onnx", "--batch-size", "2", "--backend", "onnxruntime")
     assert "onnxruntime CPU, fp32" in capsys.readouterr().out
