@@ -51,7 +51,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--workers", type=SPEC["workers"], default=1)
     p.add_argument("--seed", type=SPEC["seed"], default=0)
     p.add_argument("--runs-dir", default="runs")
-    p.add_argument("--run-name", default=None, help="folder under --runs-dir (default: cekd and time)")
+    p.add_argument("--run-name", type=SPEC["run_name"], default=None, help="folder under --runs-dir (default: cekd and time)")
     p.add_argument("--skip-baseline", action="store_true", help="do not train the ground-truth-only student")
     p.add_argument("--unlabeled-frames", type=integer(0), default=0, metavar="N",
                    help="also distil a student on the labelled frames plus N unlabeled synthetic frames of the same "

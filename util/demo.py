@@ -52,7 +52,7 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
     p.add_argument("--n-class", type=COMMON_SPECS["n_class"], default=None, help="expected class count (checked against the weights)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
     p.add_argument("--runs-dir", default="runs")
-    p.add_argument("--run-name", default=None, help="output folder under --runs-dir (default: demo and time)")
+    p.add_argument("--run-name", type=COMMON_SPECS["run_name"], default=None, help="output folder under --runs-dir (default: demo and time)")
     p.add_argument("--panels", type=integer(-1), default=-1,
                    help="side-by-side panels for the first N frames of each split (-1: all, 0: none)")
     p.add_argument("--no-predictions", action="store_true", help="do not save colourised predictions")

@@ -21,6 +21,7 @@ API:
     one_of(values, cast=str)                one of `values` (after `cast`, e.g. int)
     palette()                               "R,G,B;R,G,B;..." -> list of (r, g, b) tuples, each 0..255
     split_name()                            a split's name (train, test_day, ...): letters, digits, '_', '-', '.'
+    folder_name()                           one folder name (--run-name): no '/', '\\', NUL, not '.' or '..'
     id_map(high)                            "SRC=ID" -> (src, id) with SRC 0..high (for --map)
     check_option(name, value, spec)         ValueError "NAME VALUE: requirement" unless `spec` accepts `value`
     ArgumentParser                          argparse.ArgumentParser whose errors are ONE line on stderr
@@ -154,6 +155,14 @@ def split_name() -> Spec:
     return Spec(lambda t: t, lambda v: isinstance(v, str) and bool(pattern.fullmatch(v)),
                 "must be a split name such as train or test_day (letters, digits, '_', '-', '.'; no folders)",
                 "split")
+
+
+def folder_name() -> Spec:
+    """One folder name inside a parent folder (e.g. --run-name under --runs-dir): a name that would
+    lead elsewhere (a separator, '.', '..') is refused."""
+    return Spec(lambda t: t, lambda v: isinstance(v, str) and v not in ("", ".", "..")
+                and not any(c in v for c in "/\\\0"),
+                "must be one folder name (no '/', '\\', '.' or '..': the folder stays inside --runs-dir)", "name")
 
 
 def id_map(high: int) -> Spec:

@@ -23,7 +23,7 @@ ARABIC_3 = "\u0663"  # int() accepts it; an option must not
     (options.fraction(), "0", 0.0), (options.fraction(zero=False, one=True), "1", 1.0),
     (options.one_of((18, 34), int), "34", 34), (options.multiple_of(32, 64), "96", 96),
     (options.palette(), "0,0,0; 255,10,0", [(0, 0, 0), (255, 10, 0)]), (options.id_map(65535), "255=0", (255, 0)),
-    (options.split_name(), "test_day", "test_day"),
+    (options.split_name(), "test_day", "test_day"), (options.folder_name(), "teacher run 2", "teacher run 2"),
 ])
 def test_good_values_parse(spec, text, value):
     assert spec(text) == value
@@ -48,6 +48,8 @@ def test_good_values_parse(spec, text, value):
     (options.id_map(65535), "65536=0", "must be SRC=ID with SRC 0..65535"),
     (options.split_name(), "../../etc/x", "must be a split name"),
     (options.split_name(), "/abs", "must be a split name"),
+    (options.folder_name(), "../x", "must be one folder name"), (options.folder_name(), "..", "must be one folder name"),
+    (options.folder_name(), "a\\b", "must be one folder name"), (options.folder_name(), " ", "must be one folder name"),
 ])
 def test_bad_values_say_the_range(spec, text, message):
     with pytest.raises(argparse.ArgumentTypeError) as exc:
@@ -63,6 +65,8 @@ def test_the_config_check_uses_the_same_ranges():
         TeacherConfig(lr=float("nan")).check()
     with pytest.raises(ConfigError, match=r"^--eval-splits \.\./x: must be a split name"):
         TeacherConfig(eval_splits=("../x",)).check()
+    with pytest.raises(ConfigError, match=r"^--run-name /tmp/x: must be one folder name"):
+        StudentConfig(run_name="/tmp/x").check()
     with pytest.raises(ConfigError, match=r"^--edge-loss bce: must be one of release, logit$"):
         TeacherConfig(edge_loss="bce").check()
     with pytest.raises(ConfigError, match=r"^--loss-weights: the hint weight is -1.0; weights must be a finite"):
@@ -74,6 +78,9 @@ COMMANDS = [
     ("trainTeacher.py", trainTeacher.cli, ["--workers", "-1"], "--workers: must be an integer at least 0"),
     ("trainTeacher.py", trainTeacher.cli, ["--depth", "19"], "--depth: must be one of 18, 34, 50, 101, 152"),
     ("trainTeacher.py", trainTeacher.cli, ["--edge-loss", "bce"], "--edge-loss: must be one of release, logit"),
+    ("trainTeacher.py", trainTeacher.cli, ["--run-name", "../x"], "--run-name: must be one folder name"),
+    ("run_demo_student.py", run_demo_student.main, ["--run-name", "a/b"], "--run-name: must be one folder name"),
+    ("run_cekd.py", run_cekd.main, ["--run-name", ".."], "--run-name: must be one folder name"),
     ("trainStudent.py", trainStudent.cli, ["--gt-weight", "nan"], "--gt-weight: must be a finite number at least 0"),
     ("trainStudent.py", trainStudent.cli, ["--n-class", "1"], "--n-class: must be an integer from 2 to 256"),
     ("run_demo_teacher.py", run_demo_teacher.main, ["--workers", ARABIC_3], "--workers: must be an integer"),

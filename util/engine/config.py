@@ -23,7 +23,7 @@ from model.losses import EDGE_MODES, STUDENT_TERMS
 
 from ..data.info import DatasetInfo, load_dataset_info
 from ..data.mfnet import TEST_SPLITS
-from ..options import Spec, check_option, integer, multiple_of, number, one_of, split_name
+from ..options import Spec, check_option, folder_name, integer, multiple_of, number, one_of, split_name
 
 AMP_MODES = ("none", "bf16", "fp16")
 DEFAULT_DATA_DIR = "dataset/synthetic"
@@ -38,7 +38,7 @@ COMMON_SPECS: dict[str, Spec] = {
     "epochs": integer(1), "batch_size": integer(1), "seed": integer(0, 2**32 - 1), "workers": integer(0),
     "image_every": integer(0), "stop_after_epochs": integer(0), "max_steps_per_epoch": integer(0),
     "lr": number(above=0), "lr_gamma": number(above=0), "momentum": number(low=0), "weight_decay": number(low=0),
-    "amp": one_of(AMP_MODES), "eval_splits": split_name(),
+    "amp": one_of(AMP_MODES), "eval_splits": split_name(), "run_name": folder_name(),
 }
 TEACHER_SPECS: dict[str, Spec] = {"edge_loss": one_of(EDGE_MODES)}
 STUDENT_SPECS: dict[str, Spec] = {"tau": number(above=0), "gt_weight": number(low=0), "loss_weights": number(low=0)}
@@ -181,7 +181,7 @@ def _check_specs(cfg: TrainConfig, specs: Mapping[str, Spec]) -> None:
     """ConfigError naming the first option (in `specs` order) whose value is out of its range."""
     for name, spec in specs.items():
         value = getattr(cfg, name)
-        if value is None and name == "n_class":
+        if value is None and name in ("n_class", "run_name"):  # None: from the data folder; role and time
             continue
         try:
             for v in (value if isinstance(value, (tuple, list)) else [value]):
@@ -239,7 +239,7 @@ def add_common_args(p: argparse.ArgumentParser, defaults: TrainConfig) -> argpar
     p.add_argument("--seed", type=COMMON_SPECS["seed"], default=d.seed)
     p.add_argument("--workers", type=COMMON_SPECS["workers"], default=d.workers, help="DataLoader worker processes")
     p.add_argument("--runs-dir", default=d.runs_dir)
-    p.add_argument("--run-name", default=d.run_name, help="folder under --runs-dir (default: role and time)")
+    p.add_argument("--run-name", type=COMMON_SPECS["run_name"], default=d.run_name, help="folder under --runs-dir (default: role and time)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR_OR_CKPT",
                    help="continue a run from its last.pth (a run folder or the file); "
                         "--epochs may raise the run's epoch count")
