@@ -9,22 +9,14 @@ confusion_matrix; here the host side is util.engine.metrics.confusion_matrix_num
 from __future__ import annotations
 
 import argparse
-import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from util.data.mfnet import N_CLASS  # noqa: E402
-from util.engine.metrics import ConfusionMatrix, confusion_matrix_numpy_per_frame  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+import common
+from util.data.mfnet import N_CLASS
+from util.engine.metrics import ConfusionMatrix, confusion_matrix_numpy_per_frame
 
 
 def main() -> None:
@@ -38,19 +30,19 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = common.resolve_device(args.device)
 
     g = torch.Generator(device=device).manual_seed(args.seed)
     shape = (args.frames, args.height, args.width)
     # int64 like argmax output and the release's labels
     preds = torch.randint(0, N_CLASS, shape, generator=g, device=device)
     targets = torch.randint(0, N_CLASS, shape, generator=g, device=device)
-    _sync(device)
+    common.sync(device)
 
     cm = ConfusionMatrix(N_CLASS, device=device)
     cm.update(preds[0], targets[0])  # warm-up (CUDA context, kernels)
     cm.reset()
-    _sync(device)
+    common.sync(device)
     t0 = time.perf_counter()
     for i in range(args.frames):
         cm.update(preds[i], targets[i])
@@ -65,8 +57,7 @@ def main() -> None:
     ours = cm.mat.cpu().numpy()
     if not np.array_equal(ours, ref):
         raise SystemExit("MISMATCH: the two confusion matrices differ")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    print(f"device {device} ({name}), torch threads {torch.get_num_threads()}, "
+    print(f"device {device} ({common.device_name(device)}), torch threads {torch.get_num_threads()}, "
           f"{args.frames} frames of {args.height}x{args.width}, {int(ours.sum())} pixels, matrices equal")
     print(f"ours (bincount on {device.type}): {t_ours:.3f} s  ({1000 * t_ours / args.frames:.2f} ms/frame)")
     print(f"per-frame host loop (np.add.at):  {t_ref:.3f} s  ({1000 * t_ref / args.frames:.2f} ms/frame)")

@@ -28,14 +28,13 @@ method and float node groups measured here). The header names the CPU and its bf
     python benchmarks/bench_deploy.py --weights runs/student18/best.pth --data-dir dataset/MFNet --int8-tune
     python benchmarks/bench_deploy.py --height 64 --width 64 --warmup 0 --iters 1   # a smoke test
 
-This module imports only the standard library at the top, so that a row's subprocess loads
-nothing but the runtime it measures.
+This module imports only the standard library (and benchmarks/common.py, which does the same) at the top,
+so that a row's subprocess loads nothing but the runtime it measures.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -45,7 +44,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
-ROOT = Path(__file__).resolve().parents[1]
+import common
+
+# The table's student depths, a choice among model.encoder.RESNET_DEPTHS (not imported here: model loads torch,
+# which the onnxruntime rows' subprocesses must not; tests/benchmarks/test_common.py checks they are ResNet depths).
 DEPTHS = (18, 34, 50)
 BACKENDS = {  # key: label
     "torch-fp32": "PyTorch fp32",
@@ -63,7 +65,6 @@ ONNX_FILE = {"ort-fp32": "fp32", "ov-fp32": "fp32", "ov-bf16": "fp32", "ort-int8
              "ort-int8-s8": "int8-s8"}  # the ONNX file each ONNX row loads
 BASELINE = (50, "torch-fp32")
 ROW_MARK = "BENCH_DEPLOY_ROW "
-MIB = 2 ** 20
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -125,31 +126,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 # ----------------------------------------------------------------------------- one row (a subprocess)
 
-def _status_kib(key: str) -> Optional[int]:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    try:  # Linux: writing 5 resets VmHWM (the peak RSS) to the current RSS
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _inference(spec: dict):
     """The row's runtime and model, loaded: a function from a (1, 1, H, W) float32 batch to logits (NumPy)."""
     import numpy as np
 
     backend, h, w, threads = spec["backend"], spec["height"], spec["width"], spec["threads"]
-    sys.path.insert(0, str(ROOT))
     if backend.startswith("ort-"):
         from util.deploy.runtimes import import_onnxruntime  # imports no torch
 
@@ -176,13 +157,9 @@ def _inference(spec: dict):
     if spec.get("weights"):
         from util.engine.checkpoint import build_from_weights
 
-        model = build_from_weights(spec["weights"], expect="EKNet").eval()
-    else:
-        from model import EKNet
-        from util.data.mfnet import N_CLASS
-
-        torch.manual_seed(spec["seed"])  # the weights bench_models.build gives, and the ONNX files hold
-        model = EKNet(N_CLASS, spec["depth"], h, w, pretrained=False).eval()
+        model = build_from_weights(spec["weights"], expect="EKNet").model.eval()
+    else:  # the weights every benchmark gives the seed, and the ONNX files hold
+        model = common.random_model("student", spec["depth"], h, w, spec["seed"]).eval()
     channels_last = backend != "torch-fp32"
     bf16 = backend in ("torch-bf16", "torch-compile")
     if channels_last:
@@ -205,17 +182,11 @@ def run_row(spec: dict) -> dict:
 
     x = np.random.default_rng(spec["seed"] + 1).random((1, 1, spec["height"], spec["width"]), dtype=np.float32)
     infer = _inference(spec)
-    load_peak, loaded = _status_kib("VmHWM"), _status_kib("VmRSS")
-    reset = _reset_peak()
+    load_peak, loaded = common.status_kib("VmHWM"), common.status_kib("VmRSS")
+    reset = common.reset_peak_rss()
     warmup = max(spec["warmup"], 1 if spec["backend"] == "torch-compile" else 0)  # compiling is not timed
-    for _ in range(warmup):
-        infer(x)
-    times = []
-    for _ in range(spec["iters"]):
-        t0 = time.perf_counter()
-        infer(x)
-        times.append(1000.0 * (time.perf_counter() - t0))
-    run_peak = _status_kib("VmHWM")
+    times = common.time_calls(lambda: infer(x), warmup, spec["iters"])
+    run_peak = common.status_kib("VmHWM")
     if spec.get("eval_x"):
         frames = np.load(spec["eval_x"], mmap_mode="r")
         preds = [infer(np.ascontiguousarray(frames[i:i + 1])).argmax(1)[0].astype(np.uint8) for i in range(len(frames))]
@@ -235,7 +206,7 @@ def spawn_row(spec: dict, timeout: float) -> dict:
     """Run one row in a fresh interpreter; its result, or {"error": ...}."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=common.ROOT)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s (--row-timeout)"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(ROW_MARK)]
@@ -252,12 +223,8 @@ def count_model(depth: int, args: argparse.Namespace, model=None) -> tuple[objec
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from model import EKNet
-    from util.data.mfnet import N_CLASS
-
     if model is None:
-        torch.manual_seed(args.seed)
-        model = EKNet(N_CLASS, depth, args.height, args.width, pretrained=False).eval()
+        model = common.random_model("student", depth, args.height, args.width, args.seed).eval()
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(torch.rand(1, 1, args.height, args.width))
     return model, sum(p.numel() for p in model.parameters()) / 1e6, counter.get_total_flops() / 1e9
@@ -304,6 +271,7 @@ def write_int8(args: argparse.Namespace, fp32: Path, out: Path, calib, held, act
 
 def prepare(args: argparse.Namespace, work: Path) -> tuple[dict, dict, str]:
     """Per depth: parameters, GFLOP and the ONNX files the ONNX rows load."""
+    from util.data.info import info_for_classes
     from util.deploy.export import export_onnx
 
     depths = sorted(set(args.depths) | {BASELINE[0]})
@@ -321,7 +289,8 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[dict, dict, str]:
         if depth not in args.depths or not kinds:
             continue
         log(f"EKNet-{depth}: exporting ONNX ...")
-        fp32 = export_onnx(model, work / f"eknet{depth}.onnx", overwrite=True)
+        info = args.info if trained is not None else info_for_classes(model.n_class)  # random weights: generic
+        fp32 = export_onnx(model, work / f"eknet{depth}.onnx", info, overwrite=True)
         files[(depth, "fp32")] = str(fp32)
         for kind, activations in (("int8", "uint8"), ("int8-s8", "int8")):
             if kind in kinds:
@@ -357,14 +326,7 @@ def cells(row: dict) -> list[str]:
 
 
 def text_table(header: list[str], rows: list[dict]) -> str:
-    body = [cells(r) for r in rows]
-    widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(COLUMNS)]
-    rule = "-" * (sum(widths) + 2 * (len(COLUMNS) - 1))
-
-    def line(values):
-        return "  ".join(v.ljust(wd) if i in LEFT else v.rjust(wd)
-                         for i, (v, wd) in enumerate(zip(values, widths))).rstrip()
-    return "\n".join([rule, *header, rule, line(COLUMNS), *(line(b) for b in body), rule])
+    return common.text_table(header, COLUMNS, [cells(r) for r in rows], LEFT)
 
 
 def markdown_table(header: list[str], rows: list[dict]) -> str:
@@ -418,9 +380,9 @@ def header_lines(args: argparse.Namespace, threads: int, where: str, load_start:
         f"speed-up: baseline ms / row ms; baseline = EKNet-50 PyTorch fp32, default memory format (release "
         f"equivalent), measured first{'' if args.no_recheck else ' (and re-run last: drift)'}",
     ]
-    if hasattr(os, "getloadavg"):
-        lines.append(f"1-min load average at start / end: {load_start:.2f} / {os.getloadavg()[0]:.2f} "
-                     f"(other processes on these CPUs slow every row)")
+    load = common.load_line(load_start)
+    if load:
+        lines.append(load)
     return lines
 
 
@@ -430,7 +392,8 @@ def use_weights(args: argparse.Namespace) -> None:
     """--weights: the rows run that student at its own depth and size."""
     from util.engine.checkpoint import build_from_weights
 
-    args.trained = build_from_weights(args.weights, expect="EKNet").eval()
+    args.trained, args.info = build_from_weights(args.weights, expect="EKNet")
+    args.trained.eval()
     args.depths, args.height, args.width = [args.trained.depth], args.trained.height, args.trained.width
     if args.data_dir and "torch-fp32" not in args.backends:
         args.backends = ["torch-fp32", *args.backends]  # the reference of the agreement column
@@ -462,13 +425,12 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     if args.worker is not None:
         worker_main(args.worker)
         return []
-    sys.path.insert(0, str(ROOT))
     import torch
 
     if args.weights:
         use_weights(args)
     threads = args.threads or torch.get_num_threads()
-    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load_start = common.load_average()
     plan = [BASELINE] + [(d, b) for d in args.depths for b in args.backends if (d, b) != BASELINE]
     if not args.no_recheck:
         plan.append(BASELINE)
@@ -508,13 +470,12 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     print(text_table(header, rows))
     for out in args.out:
         path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix.lower() == ".json":
-            saved = {k: v for k, v in vars(args).items() if k != "trained"}
-            path.write_text(json.dumps({"header": header, "args": saved, "rows": rows}, indent=2) + "\n")
+            common.write_results(path, header, {k: v for k, v in vars(args).items() if k != "trained"}, rows)
         else:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(markdown_table(header, rows))
-        print(f"wrote {path}")
+            print(f"wrote {path}")
     return rows
 
 

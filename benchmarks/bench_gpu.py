@@ -27,22 +27,19 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
 import platform
 import statistics
 import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.encoder import RESNET_DEPTHS  # noqa: E402
+import common
+from model.encoder import RESNET_DEPTHS
 
 NEEDS_GPU = "bench_gpu.py needs a CUDA GPU (torch.cuda.is_available() is False)"
 
@@ -124,24 +121,19 @@ def timed_ms(fn, device: torch.device) -> float:
         end.record()
         end.synchronize()
         return start.elapsed_time(end)
-    t0 = time.perf_counter()
-    fn()
-    return 1000.0 * (time.perf_counter() - t0)
+    return common.call_ms(fn)
 
 
 def row_model(base: nn.Module, row: Row, device: torch.device) -> nn.Module:
     """A copy of the CPU base network on the device, in the row's memory format."""
-    from bench_models import for_mode
-
-    return for_mode(base, row.channels_last).to(device)
+    return common.for_mode(base, row.channels_last).to(device)
 
 
 def run_infer(row: Row, bases: dict, args, device: torch.device, refs: dict) -> dict:
-    from bench_models import make_input
     from util.engine.loop import autocast
 
     model = row_model(bases[row.network], row, device).eval()
-    x = make_input(1, model.in_channels, args, device, row.channels_last)["inputs"]
+    x = common.make_input(1, model.in_channels, args, device, row.channels_last)["inputs"]
     note = ""
     if row.compile:
         torch._dynamo.reset()
@@ -155,9 +147,7 @@ def run_infer(row: Row, bases: dict, args, device: torch.device, refs: dict) -> 
     with torch.inference_mode(), autocast(device, row.amp):
         if row.compile:  # the first call compiles
             note = f"compiled in {timed_ms(forward, device) / 1000:.0f} s"
-        for _ in range(args.warmup):
-            forward()
-        times = [timed_ms(forward, device) for _ in range(args.iters)]
+        times = common.time_calls(forward, args.warmup, args.iters, lambda fn: timed_ms(fn, device))
     logits = out["logits"].float().cpu()
     result = {"ms_each": times, "note": note}
     if row.baseline:
@@ -170,7 +160,6 @@ def run_infer(row: Row, bases: dict, args, device: torch.device, refs: dict) -> 
 
 
 def run_train(row: Row, bases: dict, args, device: torch.device) -> dict:
-    from bench_models import make_input
     from trainStudent import DistillTask, SupervisedTask
     from trainTeacher import TeacherTask
     from util.engine.loop import train_step
@@ -182,16 +171,14 @@ def run_train(row: Row, bases: dict, args, device: torch.device) -> dict:
         task = DistillTask(copy.deepcopy(bases["teacher"]).to(device))
     else:
         task = SupervisedTask()
-    batch = make_input(args.batch_size, model.in_channels, args, device, row.channels_last, seed_offset=1)
+    batch = common.make_input(args.batch_size, model.in_channels, args, device, row.channels_last, seed_offset=1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     scaler = torch.amp.GradScaler(device.type) if row.amp == "fp16" else None
 
     def step():
         train_step(model, task, batch, optimizer, device, row.amp, scaler, where="benchmark step")
 
-    for _ in range(args.train_warmup):
-        step()
-    times = [timed_ms(step, device) for _ in range(args.train_iters)]
+    times = common.time_calls(step, args.train_warmup, args.train_iters, lambda fn: timed_ms(fn, device))
     return {"ms_each": times, "note": ""}
 
 
@@ -213,14 +200,7 @@ def cells(r: dict) -> list[str]:
 
 
 def print_table(header: list[str], rows: list[dict]) -> None:
-    body = [cells(r) for r in rows]
-    left = (0, 1, 2, 9)
-    widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(COLUMNS)]
-    rule = "-" * (sum(widths) + 2 * (len(COLUMNS) - 1))
-
-    def line(values):
-        return "  ".join(v.ljust(w) if i in left else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
-    print(rule, *header, rule, line(COLUMNS), *(line(b).rstrip() for b in body), rule, sep="\n")
+    print(common.text_table(header, COLUMNS, [cells(r) for r in rows], left=(0, 1, 2, 9)))
 
 
 def tf32_flags() -> str:
@@ -237,14 +217,12 @@ def tf32_flags() -> str:
 
 
 def header_lines(args, device: torch.device, memory, n_skipped: int, seconds: float) -> list[str]:
-    from bench_models import device_name
-
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         card = (f"GPU: {torch.cuda.get_device_name(device)} (compute capability {props.major}.{props.minor}, "
-                f"{props.total_memory / 2**30:.0f} GiB)")
+                f"{props.total_memory / common.GIB:.0f} GiB)")
     else:
-        card = f"CPU DRY RUN (--cpu-dry-run; no GPU figures): {device_name(device)}"
+        card = f"CPU DRY RUN (--cpu-dry-run; no GPU figures): {common.device_name(device)}"
     student = ("trainStudent.DistillTask, frozen CENet forward included" if args.student_loss == "distill"
                else "trainStudent.SupervisedTask")
     lines = [
@@ -275,14 +253,13 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     if not (args.cpu_dry_run or torch.cuda.is_available()):
         raise SystemExit(NEEDS_GPU)
     t0 = time.perf_counter()  # the time budget counts from here
-    from bench_models import GIB, PeakMemory, build
-
     device = torch.device("cpu") if args.cpu_dry_run else torch.device("cuda", torch.cuda.current_device())
-    memory = PeakMemory(device)
+    memory = common.PeakMemory(device)
     rows_plan = plan(args.networks, not args.no_train, not args.no_compile)
     needed = set(args.networks) | ({"teacher"} if "student" in args.networks and not args.no_train
                                    and args.student_loss == "distill" else set())
-    bases = {net: build(net, args, torch.device("cpu")) for net in sorted(needed)}  # copied to the device per row
+    bases = {net: common.random_model(net, args.depth, args.height, args.width, args.seed)
+             for net in sorted(needed)}  # on the CPU, copied to the device per row
     refs: dict = {}
     rows: list[dict] = []
     skipped = 0
@@ -303,7 +280,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
             result = (run_infer(row, bases, args, device, refs) if row.phase == "infer"
                       else run_train(row, bases, args, device))
             ms = statistics.median(result["ms_each"])
-            entry.update(result, ms=ms, per_s=1000.0 * entry["batch"] / ms, peak_gib=memory.peak_bytes() / GIB)
+            entry.update(result, ms=ms, per_s=1000.0 * entry["batch"] / ms, peak_gib=memory.peak_bytes() / common.GIB)
         except Exception as exc:  # noqa: BLE001 - one row's failure is a result, shown in the table
             first = (str(exc).strip().splitlines() or [""])[0]
             entry["note"] = f"error: {type(exc).__name__}: {first[:160]}"
@@ -319,10 +296,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     header = header_lines(args, device, memory, skipped, time.perf_counter() - t0)
     print_table(header, rows)
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"header": header, "args": vars(args), "rows": rows}, indent=2) + "\n")
-        print(f"wrote {path}")
+        common.write_results(args.json, header, vars(args), rows)
     return rows
 
 

@@ -15,27 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import trainStudent  # noqa: E402
-import trainTeacher  # noqa: E402
-from util.data.info import load_dataset_info  # noqa: E402
-from util.data.synthetic import ensure_synthetic  # noqa: E402
-from util.deploy.backends import OnnxSegmenter  # noqa: E402
-from util.deploy.cpu import cpu_info  # noqa: E402
-from util.deploy.export import calibration_frames, export_onnx, quantize_int8  # noqa: E402
-from util.engine import StudentConfig, TeacherConfig, build_from_weights, resolve  # noqa: E402
-from util.engine.folders import write_json  # noqa: E402
-from util.engine.loaders import split_loader  # noqa: E402
-from util.engine.metrics import ConfusionMatrix  # noqa: E402
+import common
+from util.data.info import load_dataset_info
+from util.data.synthetic import ensure_synthetic
+from util.deploy.backends import OnnxSegmenter
+from util.deploy.export import calibration_frames, export_onnx, quantize_int8
+from util.engine import StudentConfig, TeacherConfig, build_from_weights
+from util.engine.folders import write_json
+from util.engine.loaders import split_loader
+from util.engine.metrics import ConfusionMatrix
 
 STUDENTS = (("student-18", 18, 0.0), ("student-34", 34, 0.0), ("student-50", 50, 0.0), ("student-18-gt", 18, 1.0))
 
@@ -56,28 +50,16 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def train_all(args: argparse.Namespace, out: Path) -> dict[str, dict]:
-    common = dict(data_dir=args.data_dir, height=args.height, width=args.width, epochs=args.epochs,
+    shared = dict(data_dir=args.data_dir, height=args.height, width=args.width, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, workers=args.workers, runs_dir=str(out),
                   pretrained=False, progress=False, image_every=0)
     results, seconds = {}, {}
-    stages = [("teacher", TeacherConfig(run_name="teacher", depth=50, **common))]
+    stages = [("teacher", TeacherConfig(run_name="teacher", depth=50, **shared))]
     stages += [(name, StudentConfig(run_name=name, depth=depth, gt_weight=gt, teacher=str(out / "teacher" / "best.pth"),
-                                    **common)) for name, depth, gt in STUDENTS]
+                                    **shared)) for name, depth, gt in STUDENTS]
     for name, cfg in stages:
-        results[name] = run_stage(name, cfg, out, seconds)
+        results[name] = common.run_stage(name, cfg, out, seconds)
     return results
-
-
-def run_stage(name: str, cfg: TeacherConfig | StudentConfig, out: Path, seconds: dict[str, float]) -> dict:
-    """The results.json of run `out/name`, trained first unless it exists (an interrupted experiment continues);
-    the training time goes to seconds[name]."""
-    done = out / name / "results.json"
-    if not done.is_file():
-        t = time.perf_counter()
-        print(f"== {name}: ResNet-{cfg.depth}, {cfg.epochs} epochs", flush=True)
-        (trainTeacher if isinstance(cfg, TeacherConfig) else trainStudent).main(resolve(cfg))
-        seconds[name] = time.perf_counter() - t
-    return json.loads(done.read_text())
 
 
 @torch.inference_mode()
@@ -100,7 +82,8 @@ def deploy_all(args: argparse.Namespace, out: Path, results: dict) -> dict[str, 
     for name, depth, gt in STUDENTS:
         fp32, int8 = out / name / "student.onnx", out / name / "student.int8.onnx"
         if not fp32.is_file():
-            export_onnx(build_from_weights(out / name / "best.pth", expect="EKNet"), fp32)
+            model, model_info = build_from_weights(out / name / "best.pth", expect="EKNet")
+            export_onnx(model, fp32, model_info)
         if not int8.is_file():
             quantize_int8(fp32, int8, calib)
         rows[name] = {"depth": depth, "gt_weight": gt, "pytorch": results[name]["splits"]["test"]["miou"],
@@ -142,16 +125,11 @@ def main(argv: Optional[list[str]] = None) -> dict:
     text = table(results, rows, speed)
     summary = {"epochs": args.epochs, "size": [args.height, args.width], "rows": rows, "table": text,
                "teacher_test_miou": results["teacher"]["splits"]["test"]["miou"],
-               "cpu": cpu_name(), "seconds": time.perf_counter() - t}
+               "cpu": common.cpu_name(), "seconds": time.perf_counter() - t}
     write_json(summary, out / "compact.json")
     (out / "compact.txt").write_text(text + "\n")
     print(text, flush=True)
     return summary
-
-
-def cpu_name() -> str:
-    """The CPU model and torch's thread count, for the record."""
-    return f"{cpu_info().model} ({torch.get_num_threads()} threads)"
 
 
 if __name__ == "__main__":

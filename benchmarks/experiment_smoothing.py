@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -29,17 +28,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from model import EKNet  # noqa: E402
-from util.data.synthetic import _render  # noqa: E402
-from util.deploy.backends import TorchSegmenter  # noqa: E402
-from util.deploy.inference import predict_batch  # noqa: E402
-from util.deploy.smoothing import ProbabilityPredictor  # noqa: E402
-from util.engine.checkpoint import build_from_weights  # noqa: E402
-from util.engine.folders import write_json  # noqa: E402
-from util.engine.metrics import ConfusionMatrix  # noqa: E402
+import common  # noqa: F401 - puts the repository root on sys.path
+from model import EKNet
+from util.data.info import info_for_classes
+from util.data.mfnet import N_CLASS
+from util.data.synthetic import _render
+from util.deploy.backends import TorchSegmenter
+from util.deploy.inference import predict_batch
+from util.deploy.smoothing import ProbabilityPredictor
+from util.engine.checkpoint import build_from_weights
+from util.engine.folders import write_json
+from util.engine.metrics import ConfusionMatrix
 
 ALPHAS = (0.0, 0.3, 0.5, 0.7, 0.85)
 
@@ -64,11 +63,12 @@ def train_student(args: argparse.Namespace) -> EKNet:
     """An EKNet-18 trained with cross-entropy on fresh synthetic frames (thermal only)."""
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed + 1000)
-    model = EKNet(n_class=9, depth=18, height=args.height, width=args.width).train()
+    model = EKNet(n_class=N_CLASS, depth=18, height=args.height, width=args.width).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     start = time.perf_counter()
     for step in range(args.train_steps):
-        frames = [_render(rng, args.height, args.width, bool(rng.random() < 0.5), int(rng.integers(1, 9)))
+        frames = [_render(rng, args.height, args.width, bool(rng.random() < 0.5),
+                          int(rng.integers(1, N_CLASS)))
                   for _ in range(args.batch_size)]
         x = torch.from_numpy(np.stack([f[0][:, :, 3] for f in frames]).astype(np.float32) / 255)[:, None]
         y = torch.from_numpy(np.stack([f[1] for f in frames]).astype(np.int64))
@@ -87,7 +87,7 @@ def moving_videos(args: argparse.Namespace) -> list[tuple[list[np.ndarray], list
     rng = np.random.default_rng(args.seed)
     videos = []
     for v in range(args.videos):
-        image, label = _render(rng, args.height, 2 * args.width, v % 2 == 0, int(rng.integers(1, 9)))
+        image, label = _render(rng, args.height, 2 * args.width, v % 2 == 0, int(rng.integers(1, N_CLASS)))
         thermal = image[:, :, 3].astype(np.float32) / 255
         step = max(1, args.width // max(1, args.frames))
         frames, labels = [], []
@@ -137,8 +137,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
     if any(not 0 <= a < 1 for a in args.alphas):
         raise SystemExit("error: --alphas: expected numbers in [0, 1)")
     alphas = sorted(set([0.0] + list(args.alphas)))
-    model = (build_from_weights(args.weights, expect="EKNet").eval() if args.weights else train_student(args))
-    seg = TorchSegmenter(model, "cpu", channels_last=True)
+    model, info = (build_from_weights(args.weights, expect="EKNet") if args.weights
+                   else (train_student(args), info_for_classes(N_CLASS)))  # the synthetic data: MFNet's classes
+    seg = TorchSegmenter(model.eval(), info, "cpu", channels_last=True)
     videos = moving_videos(args)
     measure(seg, [(videos[0][0][:2], videos[0][1][:2])], 0.0)  # warm-up
     rows = [measure(seg, videos, a) for a in alphas]

@@ -31,24 +31,19 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from experiment_compact import cpu_name, run_stage  # noqa: E402
-from util.data.info import write_unlabeled_info  # noqa: E402
-from util.data.layout import IMAGE_DIR, read_split  # noqa: E402
-from util.data.synthetic import META_FILE, UNLABELED_DIR, generate_dataset  # noqa: E402
-from util.engine import StudentConfig, TeacherConfig, resolve  # noqa: E402
-from util.engine.folders import write_json  # noqa: E402
-from util.options import ArgumentParser, integer, multiple_of, number  # noqa: E402
+import common
+from util.data.info import write_unlabeled_info
+from util.data.layout import IMAGE_DIR, read_split
+from util.data.synthetic import META_FILE, UNLABELED_DIR, generate_dataset
+from util.engine import StudentConfig, TeacherConfig, resolve
+from util.engine.folders import write_json
+from util.options import ArgumentParser, integer, multiple_of, number
 
 ROWS = {"a": "(a) labels only", "b": "(b) CEKD, labelled frames", "c": "(c) CEKD, labelled + unlabeled",
         "d": "(d) (c) + --gt-weight 1"}
@@ -123,23 +118,23 @@ def prepare_data(args: argparse.Namespace, root: Path) -> tuple[Path, dict[int, 
 def stage_configs(args: argparse.Namespace, data: Path, pools: dict[int, Path], out: Path,
                   seed: int) -> dict[str, TeacherConfig | StudentConfig]:
     """Every run of one seed, by name: teacher, a, b, then c-N and d-N for each N."""
-    common = dict(data_dir=str(data), height=args.height, width=args.width, batch_size=args.batch_size, lr=args.lr,
+    shared = dict(data_dir=str(data), height=args.height, width=args.width, batch_size=args.batch_size, lr=args.lr,
                   workers=args.workers, seed=seed, runs_dir=str(out), pretrained=False, progress=False,
                   image_every=0, eval_splits=("test",), depth=18, max_steps_per_epoch=args.max_steps_per_epoch)
     t_name = f"teacher-s{seed}" if args.teacher_per_seed else f"teacher-s{args.seeds[0]}"
     teacher = str(out / t_name / "best.pth")
-    t_common = {**common, "seed": int(t_name.rsplit("-s", 1)[1])}
+    t_shared = {**shared, "seed": int(t_name.rsplit("-s", 1)[1])}
     runs: dict[str, TeacherConfig | StudentConfig] = {
-        t_name: TeacherConfig(run_name=t_name, epochs=args.teacher_epochs, **t_common),
-        f"a-s{seed}": StudentConfig(run_name=f"a-s{seed}", epochs=args.epochs, distill=False, **common),
-        f"b-s{seed}": StudentConfig(run_name=f"b-s{seed}", epochs=args.epochs, teacher=teacher, **common)}
+        t_name: TeacherConfig(run_name=t_name, epochs=args.teacher_epochs, **t_shared),
+        f"a-s{seed}": StudentConfig(run_name=f"a-s{seed}", epochs=args.epochs, distill=False, **shared),
+        f"b-s{seed}": StudentConfig(run_name=f"b-s{seed}", epochs=args.epochs, teacher=teacher, **shared)}
     for n in args.unlabeled_counts:
         extra = dict(unlabeled=(str(pools[n]),), unlabeled_per_batch=args.mix) if n else {}
         if n:
             runs[f"c{n}-s{seed}"] = StudentConfig(run_name=f"c{n}-s{seed}", epochs=args.epochs, teacher=teacher,
-                                                  **extra, **common)
+                                                  **extra, **shared)
         runs[f"d{n}-s{seed}"] = StudentConfig(run_name=f"d{n}-s{seed}", epochs=args.epochs, teacher=teacher,
-                                              gt_weight=1.0, **extra, **common)
+                                              gt_weight=1.0, **extra, **shared)
     return {name: resolve(cfg) for name, cfg in runs.items()}
 
 
@@ -183,7 +178,7 @@ def markdown(args: argparse.Namespace, summary: dict[str, dict], minutes: float)
     title = (f"Test mIoU % (mean ± std over seeds {', '.join(map(str, args.seeds))}), synthetic data, "
              f"{args.labelled} labelled train frames, {args.height}x{args.width}, ResNet-18, {args.epochs} student "
              f"epochs, teacher {args.teacher_epochs} epochs, (c)/(d) with {_mix(args)}; {minutes:.0f} min on "
-             f"{cpu_name()}")
+             f"{common.cpu_name()}")
     lines = [title, "",
              f"Teacher (CENet, RGB + thermal, labelled frames): {_cell(summary['teacher'])}", "", head,
              "|---|" + "---|" * len(counts)]
@@ -209,7 +204,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     results, seconds = {}, {}
     for seed in args.seeds:
         for name, cfg in stage_configs(args, data, pools, out, seed).items():
-            results[name] = run_stage(name, cfg, out, seconds)
+            results[name] = common.run_stage(name, cfg, out, seconds)
     minutes = (time.perf_counter() - t) / 60
     summary = summarise(args, results)
     for k, row in summary.items():
@@ -219,7 +214,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     runs = {name: {"test_miou": r["splits"]["test"]["miou"], "best_epoch": r["best_epoch"],
                    "frames_per_epoch": (r["history"][-1].get("frames") if r.get("history") else None),
                    "seconds": seconds.get(name)} for name, r in results.items()}
-    doc = {"settings": vars(args), "summary": summary, "runs": runs, "table": text, "cpu": cpu_name(),
+    doc = {"settings": vars(args), "summary": summary, "runs": runs, "table": text, "cpu": common.cpu_name(),
            "minutes": minutes}
     write_json(doc, out / "unlabeled.json")
     (out / "unlabeled.md").write_text(text)

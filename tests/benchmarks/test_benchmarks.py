@@ -1,4 +1,5 @@
-"""benchmarks/bench_deploy.py and benchmarks/bench_gpu.py at a tiny size (the figures themselves are not checked)."""
+"""benchmarks/bench_deploy.py, bench_gpu.py, bench_models.py and bench_confusion.py at a tiny size (the figures
+themselves are not checked)."""
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_deploy  # noqa: E402
 import bench_gpu  # noqa: E402
+import bench_models  # noqa: E402
 
 SIZE = 64
 
@@ -19,10 +21,11 @@ SIZE = 64
 def test_deploy_rows_run_in_their_own_processes(tmp_path):
     """One row per backend kind: the onnxruntime rows load no torch; the table renders."""
     from model import EKNet
+    from util.data.info import MFNET
     from util.deploy.export import export_onnx, quantize_int8
 
     torch.manual_seed(0)
-    fp32 = export_onnx(EKNet(depth=18, height=SIZE, width=SIZE), tmp_path / "m.onnx")
+    fp32 = export_onnx(EKNet(depth=18, height=SIZE, width=SIZE), tmp_path / "m.onnx", MFNET)
     int8 = quantize_int8(fp32, tmp_path / "m.int8.onnx", np.random.default_rng(0).random((2, 1, SIZE, SIZE), np.float32))
     rows = []
     x = np.random.default_rng(1).random((2, 1, SIZE, SIZE), np.float32)
@@ -119,3 +122,34 @@ def test_gpu_training_rows_on_cpu():
     rows = bench_gpu.main(_dry("--no-compile"))
     train = [r for r in rows if r["phase"] == "train"]
     assert len(train) == 8 and all(r.get("ms") for r in train), [r["note"] for r in train]
+
+
+def test_models_tiny_run_writes_its_json(tmp_path, capsys):
+    """bench_models.py at a tiny size: the fp32 row is the logits reference, and --json holds what was printed."""
+    out = tmp_path / "m.json"
+    rows = bench_models.main(["--device", "cpu", "--networks", "student", "--depth", "18", "--height", str(SIZE),
+                              "--width", str(SIZE), "--modes", "fp32", "channels-last", "--warmup", "0", "--iters",
+                              "2", "--train-warmup", "0", "--train-iters", "1", "--student-loss", "gt",
+                              "--json", str(out)])
+    assert [r["mode"] for r in rows] == ["fp32", "channels-last"]
+    assert all(len(r["infer_ms_each"]) == 2 and len(r["train_s_each"]) == 1 for r in rows)
+    assert rows[0]["max_abs_dlogits"] is None and rows[1]["argmax_agree_pct"] >= 99.0
+    saved = json.loads(out.read_text())
+    printed = capsys.readouterr().out
+    assert saved["rows"] == rows and all(line in printed for line in saved["header"])
+    assert saved["header"][0].startswith("device: cpu = ")
+
+
+def test_models_deploy_table_hands_over_to_bench_deploy():
+    """--deploy-table runs bench_deploy.py with the other options and keeps its exit status (2: a bad option)."""
+    with pytest.raises(SystemExit) as stop:
+        bench_models.main(["--deploy-table", "--height", "33"])
+    assert stop.value.code == 2
+
+
+def test_confusion_tiny_run():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_confusion.py"), "--frames", "2",
+                           "--height", "32", "--width", "32", "--device", "cpu"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "matrices equal" in proc.stdout.splitlines()[0]

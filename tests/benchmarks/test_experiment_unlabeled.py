@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+import trainStudent
+import trainTeacher
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -49,8 +51,8 @@ def test_tiny_experiment(tmp_path, monkeypatch, capsys):
     def no_training(cfg):
         raise AssertionError(f"{cfg.run_name} trained again")
 
-    monkeypatch.setattr(exp.run_stage.__globals__["trainStudent"], "main", no_training)
-    monkeypatch.setattr(exp.run_stage.__globals__["trainTeacher"], "main", no_training)
+    monkeypatch.setattr(trainStudent, "main", no_training)  # what benchmarks/common.run_stage calls
+    monkeypatch.setattr(trainTeacher, "main", no_training)
     assert exp.main(["--out", str(out), *TINY])["summary"] == doc["summary"]
     with pytest.raises(SystemExit, match="was generated with"):  # data of other settings are not reused
         exp.main(["--out", str(out), *TINY, "--width", "96"])
