@@ -22,7 +22,7 @@ import trainStudent
 import trainTeacher
 from util.data.mfnet import TEST_SPLITS
 from util.engine import StudentConfig, TeacherConfig, run_cli
-from util.engine.config import COMMON_SPECS as SPEC, given_options, resolve
+from util.engine.config import COMMON_SPECS as SPEC, ConfigError, given_options, resolve
 from util.engine.folders import new_run_dir, write_json
 from util.options import ArgumentParser, integer
 
@@ -97,11 +97,21 @@ def stage_configs(args: argparse.Namespace, out: Path) -> dict[str, TeacherConfi
     return stages
 
 
+# Trainer options that make one training what it is in the comparison; --extra may not set them.
+STAGE_OPTIONS = {"teacher": "--teacher", "distill": "--no-distill", "unlabeled": "--unlabeled",
+                 "unlabeled_only": "--unlabeled-only", "unlabeled_per_batch": "--unlabeled-per-batch"}
+
+
 def _apply(cfg, extra: list[str]):
     """`cfg` with the trainer options in `extra` (e.g. ["--amp", "bf16"]) that its trainer knows."""
     parser = (trainTeacher if isinstance(cfg, TeacherConfig) else trainStudent).get_args_parser()
     args, _ = parser.parse_known_args(extra)
     given = given_options(parser, extra, known_only=True)
+    ours = [f for k, f in STAGE_OPTIONS.items() if k in given]
+    if ours:
+        raise ConfigError(f"--extra {' '.join(ours)}: run_cekd.py sets this for each training "
+                          f"itself (the unlabeled row: --unlabeled-frames N [--unlabeled-per-batch K]); run "
+                          f"trainStudent.py for other students")
     return resolve(dataclasses.replace(cfg, **{k: getattr(args, k) for k in given}))
 
 

@@ -143,3 +143,15 @@ def test_unlabeled_folders_add_up_over_repeated_options():
     parser = trainStudent.get_args_parser()
     assert parser.parse_args(["--unlabeled", "A", "--unlabeled", "B", "C"]).unlabeled == ["A", "B", "C"]
     assert parser.parse_args([]).unlabeled == []
+
+
+def test_run_cekd_extra_may_not_set_what_makes_each_training(tmp_path, monkeypatch, capsys):
+    """--extra goes to every training; options that make one row what it is would break the comparison."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        run_cekd.main(["--extra", "--amp", "bf16", "--unlabeled-only", "--no-distill"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: --extra --no-distill --unlabeled-only: run_cekd.py sets this for each training itself (the "
+        "unlabeled row: --unlabeled-frames N [--unlabeled-per-batch K]); run trainStudent.py for other students\n")
+    assert list(tmp_path.iterdir()) == []
