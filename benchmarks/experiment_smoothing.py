@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import EKNet  # noqa: E402
-from util.data.synthetic import _render  # noqa: E402
+from util.data.scene import render as _render  # noqa: E402
 from util.deploy.backends import TorchSegmenter  # noqa: E402
 from util.deploy.inference import predict_batch  # noqa: E402
 from util.deploy.smoothing import ProbabilityPredictor  # noqa: E402
