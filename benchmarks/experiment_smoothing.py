@@ -32,7 +32,7 @@ import common  # noqa: F401 - puts the repository root on sys.path
 from model import EKNet
 from util.data.info import info_for_classes
 from util.data.mfnet import N_CLASS
-from util.data.synthetic import _render
+from util.data.scene import render
 from util.deploy.backends import TorchSegmenter
 from util.deploy.inference import predict_batch
 from util.deploy.smoothing import ProbabilityPredictor
@@ -67,7 +67,7 @@ def train_student(args: argparse.Namespace) -> EKNet:
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     start = time.perf_counter()
     for step in range(args.train_steps):
-        frames = [_render(rng, args.height, args.width, bool(rng.random() < 0.5),
+        frames = [render(rng, args.height, args.width, bool(rng.random() < 0.5),
                           int(rng.integers(1, N_CLASS)))
                   for _ in range(args.batch_size)]
         x = torch.from_numpy(np.stack([f[0][:, :, 3] for f in frames]).astype(np.float32) / 255)[:, None]
@@ -87,7 +87,7 @@ def moving_videos(args: argparse.Namespace) -> list[tuple[list[np.ndarray], list
     rng = np.random.default_rng(args.seed)
     videos = []
     for v in range(args.videos):
-        image, label = _render(rng, args.height, 2 * args.width, v % 2 == 0, int(rng.integers(1, N_CLASS)))
+        image, label = render(rng, args.height, 2 * args.width, v % 2 == 0, int(rng.integers(1, N_CLASS)))
         thermal = image[:, :, 3].astype(np.float32) / 255
         step = max(1, args.width // max(1, args.frames))
         frames, labels = [], []

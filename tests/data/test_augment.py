@@ -6,6 +6,7 @@ import torch
 from util.data.augment import JointAugment
 from util.data.dataset import MFDataset
 from util.data.edges import downsample_edges, edge_label, semantic_edges
+from util.data.mfnet import N_CLASS
 from util.data.synthetic import generate_dataset
 
 
@@ -68,8 +69,8 @@ def synthetic(tmp_path_factory):
 
 
 def test_dataset_augmentation_after_resize_stays_aligned(synthetic):
-    ds = MFDataset(synthetic, "train", height=64, width=96, augment=True, seed=1)
-    plain = MFDataset(synthetic, "train", height=64, width=96)
+    ds = MFDataset(synthetic, "train", height=64, width=96, augment=True, seed=1, n_class=N_CLASS)
+    plain = MFDataset(synthetic, "train", height=64, width=96, n_class=N_CLASS)
     for epoch in range(3):
         ds.set_epoch(epoch)
         for i in range(len(ds)):
@@ -82,8 +83,8 @@ def test_dataset_augmentation_after_resize_stays_aligned(synthetic):
 
 
 def test_dataset_augmentation_reproducible_per_seed_epoch_index(synthetic):
-    a = MFDataset(synthetic, "train", height=64, width=96, augment=True, seed=5)
-    b = MFDataset(synthetic, "train", height=64, width=96, augment=True, seed=5)
+    a = MFDataset(synthetic, "train", height=64, width=96, augment=True, seed=5, n_class=N_CLASS)
+    b = MFDataset(synthetic, "train", height=64, width=96, augment=True, seed=5, n_class=N_CLASS)
     a.set_epoch(2)
     b.set_epoch(2)
     assert all(torch.equal(a[i][k], b[i][k]) for i in range(len(a)) for k in ("image", "label", "edge"))
@@ -95,7 +96,7 @@ def test_dataset_augmentation_reproducible_per_seed_epoch_index(synthetic):
 
 
 def test_dataloader_workers_do_not_change_draws(synthetic):
-    ds = MFDataset(synthetic, "train", height=64, width=96, augment=True, seed=2)
+    ds = MFDataset(synthetic, "train", height=64, width=96, augment=True, seed=2, n_class=N_CLASS)
 
     def run(workers):
         loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=workers,

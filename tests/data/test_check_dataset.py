@@ -12,6 +12,7 @@ from PIL import Image
 import util.data.layout as layout
 from util.data.check import cache_path, check_dataset, main, verify_dataset
 from util.data.layout import DatasetError
+from util.data.mfnet import N_CLASS
 from util.data.synthetic import generate_dataset
 
 
@@ -41,24 +42,24 @@ def only(problems, *fragments):
 
 
 def test_clean_folder_passes(folder, capsys):
-    assert check_dataset(folder, need_edges=True) == []
+    assert check_dataset(folder, None, N_CLASS, need_edges=True) == []
     assert main(["--data-dir", str(folder)]) == 0
     assert capsys.readouterr().out.startswith("OK: ")
 
 
 def test_missing_data_dir(tmp_path):
-    only(check_dataset(tmp_path / "nope"), "nope", "not found")
+    only(check_dataset(tmp_path / "nope", None, N_CLASS), "nope", "not found")
 
 
 def test_missing_split_file(folder):
     (folder / "val.txt").unlink()
-    only(check_dataset(folder), "val.txt", "split file not found")
+    only(check_dataset(folder, None, N_CLASS), "val.txt", "split file not found")
 
 
 def test_frame_absent(folder):
     with open(folder / "train.txt", "a") as f:
         f.write("99999D\n")
-    problems = check_dataset(folder, ["train"], need_edges=True)
+    problems = check_dataset(folder, ["train"], N_CLASS, need_edges=True)
     assert len(problems) == 3
     for sub in ("images", "labels", "edge_4x"):
         assert any(os.path.join(sub, "99999D.png") in p and "not found" in p for p in problems)
@@ -68,21 +69,21 @@ def test_corrupt_png(folder):
     name = first(folder)
     path = folder / "images" / f"{name}.png"
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # truncated
-    only(check_dataset(folder, ["train"]), str(path), "corrupt")
+    only(check_dataset(folder, ["train"], N_CLASS), str(path), "corrupt")
     (folder / "labels" / f"{name}.png").write_bytes(b"garbage")
-    assert any(f"labels/{name}.png" in p and "corrupt" in p for p in check_dataset(folder, ["train"]))
+    assert any(f"labels/{name}.png" in p and "corrupt" in p for p in check_dataset(folder, ["train"], N_CLASS))
 
 
 def test_three_channel_image(folder):
     name = first(folder)
     Image.new("RGB", (64, 32)).save(folder / "images" / f"{name}.png")
-    only(check_dataset(folder, ["train"]), f"images/{name}.png", "4-channel", "3 channel")
+    only(check_dataset(folder, ["train"], N_CLASS), f"images/{name}.png", "4-channel", "3 channel")
 
 
 def test_three_channel_label(folder):
     name = first(folder)
     Image.new("RGB", (64, 32)).save(folder / "labels" / f"{name}.png")
-    only(check_dataset(folder, ["train"]), f"labels/{name}.png", "single-channel", "3 channel")
+    only(check_dataset(folder, ["train"], N_CLASS), f"labels/{name}.png", "single-channel", "3 channel")
 
 
 def test_label_id_out_of_range(folder):
@@ -90,14 +91,14 @@ def test_label_id_out_of_range(folder):
     label = np.array(Image.open(folder / "labels" / f"{name}.png"))
     label[3, 4] = 9
     Image.fromarray(label).save(folder / "labels" / f"{name}.png")
-    only(check_dataset(folder, ["train"]), f"labels/{name}.png", "[9]", "outside 0..8")
+    only(check_dataset(folder, ["train"], N_CLASS), f"labels/{name}.png", "[9]", "outside 0..8")
     assert check_dataset(folder, ["train"], n_class=10) == []
 
 
 def test_size_mismatch(folder):
     name = first(folder)
     Image.new("L", (64, 40)).save(folder / "labels" / f"{name}.png")
-    problems = check_dataset(folder, ["train"])
+    problems = check_dataset(folder, ["train"], N_CLASS)
     assert any(f"images/{name}.png" in p and "differs" in p and "40x64" in p for p in problems), problems
     assert any(f"edge_4x/{name}.png" in p and "expected 10x16" in p for p in problems), problems
 
@@ -105,19 +106,19 @@ def test_size_mismatch(folder):
 def test_edge_wrong_size_and_missing(folder):
     name = first(folder, "val")
     Image.new("L", (10, 10)).save(folder / "edge_4x" / f"{name}.png")
-    only(check_dataset(folder, ["val"]), f"edge_4x/{name}.png", "expected 8x16")
+    only(check_dataset(folder, ["val"], N_CLASS), f"edge_4x/{name}.png", "expected 8x16")
     Image.new("L", (64, 32)).save(folder / "edge_4x" / f"{name}.png")  # label size is accepted too
-    assert check_dataset(folder, ["val"]) == []
+    assert check_dataset(folder, ["val"], N_CLASS) == []
     (folder / "edge_4x" / f"{name}.png").unlink()
-    assert check_dataset(folder, ["val"]) == []
-    only(check_dataset(folder, ["val"], need_edges=True), f"edge_4x/{name}.png", "not found")
+    assert check_dataset(folder, ["val"], N_CLASS) == []
+    only(check_dataset(folder, ["val"], N_CLASS, need_edges=True), f"edge_4x/{name}.png", "not found")
 
 
 def test_verify_lists_every_problem(folder, capsys):
     (folder / "val.txt").unlink()
     Image.new("RGB", (64, 32)).save(folder / "labels" / f"{first(folder, 'test')}.png")
     with pytest.raises(DatasetError) as err:
-        verify_dataset(folder)
+        verify_dataset(folder, None, N_CLASS)
     lines = str(err.value).splitlines()
     assert lines[0] == f"dataset check failed for {folder}: 2 problem(s)" and len(lines) == 3
     assert main(["--data-dir", str(folder)]) == 1
@@ -134,7 +135,7 @@ def test_check_modifies_nothing(folder):
                {p: None for p in folder.rglob("*") if p.is_dir()}
 
     before = snapshot()
-    assert check_dataset(folder, need_edges=True)
+    assert check_dataset(folder, None, N_CLASS, need_edges=True)
     assert main(["--data-dir", str(folder), "--need-edges"]) == 1
     assert snapshot() == before
 
@@ -149,26 +150,26 @@ def test_truncated_pixel_data_is_found_by_the_default_check(folder):
     image, edge = folder / "images" / f"{name}.png", folder / "edge_4x" / f"{edge_name}.png"
     truncate(image)
     truncate(edge)
-    assert check_dataset(folder, decode_images=False) == []  # headers alone look fine
-    problems = check_dataset(folder)
+    assert check_dataset(folder, None, N_CLASS, decode_images=False) == []  # headers alone look fine
+    problems = check_dataset(folder, None, N_CLASS)
     assert len(problems) == 2
     assert any(str(image) in p and "corrupt" in p for p in problems), problems
     assert any(str(edge) in p and "corrupt" in p for p in problems), problems
     with pytest.raises(DatasetError, match=f"2 problem.*\n.*{name}.png"):
-        verify_dataset(folder, need_edges=True, progress=False)
+        verify_dataset(folder, None, N_CLASS, need_edges=True, progress=False)
 
 
 def test_sixteen_bit_rgba_image(folder):
     name = first(folder)
     path = folder / "images" / f"{name}.png"
     assert cv2.imwrite(str(path), cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.uint16) * 257)
-    only(check_dataset(folder, ["train"]), str(path), "4-channel uint8", "uint16")
+    only(check_dataset(folder, ["train"], N_CLASS), str(path), "4-channel uint8", "uint16")
 
 
 def test_progress_bar_on_stderr_and_off_switch(folder, capsys):
-    check_dataset(folder, ["train"])
+    check_dataset(folder, ["train"], N_CLASS)
     assert "checking" in capsys.readouterr().err
-    check_dataset(folder, ["train"], progress=False)
+    check_dataset(folder, ["train"], N_CLASS, progress=False)
     assert capsys.readouterr().err == ""
 
 
@@ -190,7 +191,7 @@ def decodes(monkeypatch):
 
 def test_second_check_uses_cache_and_redecodes_changed_files(folder, decodes, cache_dir):
     n = len(list((folder / "images").iterdir()))
-    assert check_dataset(folder, need_edges=True) == []
+    assert check_dataset(folder, None, N_CLASS, need_edges=True) == []
     assert {k: len(v) for k, v in decodes.items()} == {"images": n, "labels": n, "edge_4x": n}
     doc = json.loads(cache_path(folder).read_text())
     assert cache_path(folder).parent == cache_dir and doc["data_dir"] == str(folder.resolve())
@@ -198,7 +199,7 @@ def test_second_check_uses_cache_and_redecodes_changed_files(folder, decodes, ca
 
     for seen in decodes.values():
         seen.clear()
-    assert check_dataset(folder, need_edges=True) == []
+    assert check_dataset(folder, None, N_CLASS, need_edges=True) == []
     assert decodes == {"images": [], "labels": [], "edge_4x": []}
 
     name = first(folder)
@@ -208,14 +209,14 @@ def test_second_check_uses_cache_and_redecodes_changed_files(folder, decodes, ca
     bad = np.array(Image.open(label))
     bad[0, :8] = 12  # new content and size
     Image.fromarray(bad).save(label)
-    only(check_dataset(folder, need_edges=True), str(label), "[12]", "outside 0..8")
+    only(check_dataset(folder, None, N_CLASS, need_edges=True), str(label), "[12]", "outside 0..8")
     assert decodes == {"images": [f"{name}.png"], "labels": [f"{name}.png"], "edge_4x": []}
     assert main(["--data-dir", str(folder), "--no-cache", "--no-progress"]) == 1
     assert len(decodes["images"]) == 1 + n  # --no-cache decodes everything again
 
 
 def test_cached_label_is_judged_against_each_n_class(folder, decodes):
-    assert check_dataset(folder, ["train"]) == []
+    assert check_dataset(folder, ["train"], N_CLASS) == []
     decodes["labels"].clear()
     problems = check_dataset(folder, ["train"], n_class=5)
     assert problems and all("outside 0..4" in p for p in problems)
@@ -226,15 +227,15 @@ def test_unusable_cache_never_breaks_the_check(folder, monkeypatch, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv("CEKD_CACHE_DIR", str(blocker / "cache"))  # cannot be created
-    assert check_dataset(folder) == []
+    assert check_dataset(folder, None, N_CLASS) == []
     name = first(folder)
     truncate(folder / "images" / f"{name}.png")
-    only(check_dataset(folder, ["train"]), f"images/{name}.png", "corrupt")
+    only(check_dataset(folder, ["train"], N_CLASS), f"images/{name}.png", "corrupt")
 
     monkeypatch.setenv("CEKD_CACHE_DIR", str(tmp_path / "garbled"))
     cache_path(folder).parent.mkdir()
     cache_path(folder).write_text("{not json")
-    only(check_dataset(folder, ["train"]), f"images/{name}.png", "corrupt")
+    only(check_dataset(folder, ["train"], N_CLASS), f"images/{name}.png", "corrupt")
     assert json.loads(cache_path(folder).read_text())["files"]  # replaced by a good one
     assert [p.name for p in cache_path(folder).parent.iterdir()] == [cache_path(folder).name]  # no temp file left
 

@@ -13,6 +13,8 @@ from util.data.check import check_dataset
 from util.data.edges import edge_label
 from util.data.info import FMB, PST900, DatasetInfo, default_palette, load_dataset_info
 from util.data.layout import load_edge_file, load_image_file, load_label_file
+from util.data.sources import plan_pst900, seeded_split
+from util.data.thermal import percentile_range
 
 H, W = 48, 64
 RNG_SEED = 1234
@@ -361,7 +363,7 @@ def test_foreign_destination_refused_and_untouched(tmp_path, capsys):
     before = snapshot(tmp_path)
     for extra in ([], ["--overwrite"]):
         code, _, err = run(["pst900", str(tmp_path / "pst"), str(dst), *extra], capsys)
-        assert code == 1 and "not written by this converter" in err and str(dst) in err
+        assert code == 1 and "not written by util.data.convert" in err and str(dst) in err
     assert snapshot(tmp_path) == before
 
 
@@ -406,7 +408,7 @@ def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch):
 
     real = conv.write_frame
     monkeypatch.setattr(conv, "write_frame", fail_on_third)
-    plan = conv.plan_pst900(tmp_path / "pst")
+    plan = plan_pst900(tmp_path / "pst")
     with pytest.raises(KeyboardInterrupt):
         conv.convert(plan, tmp_path / "out", workers=1, progress=False)
     assert outputs_beside(tmp_path) == ["pst"]
@@ -432,24 +434,24 @@ def test_a_full_disk_during_conversion_is_one_line_and_leaves_nothing(tmp_path, 
 
 def test_seeded_split_rule():
     names = [f"n{i:02d}" for i in range(20)]
-    out = conv.seeded_split(reversed(names), 0.1, 0.25, seed=5)
+    out = seeded_split(reversed(names), 0.1, 0.25, seed=5)
     assert [len(out[k]) for k in ("train", "val", "test")] == [13, 2, 5]
     assert sorted(out["train"] + out["val"] + out["test"]) == names
     assert (out["train"], out["val"], out["test"]) == expected_split(names, 0.1, 0.25, seed=5)
-    assert conv.seeded_split(names, 0.1, seed=6)["val"] != out["val"]
-    assert "test" not in conv.seeded_split(names, 0.1)
-    assert len(conv.seeded_split(names[:3], 0.01)["val"]) == 1  # at least one val frame
+    assert seeded_split(names, 0.1, seed=6)["val"] != out["val"]
+    assert "test" not in seeded_split(names, 0.1)
+    assert len(seeded_split(names[:3], 0.01)["val"]) == 1  # at least one val frame
     with pytest.raises(ValueError, match="too few"):
-        conv.seeded_split(names[:2], 0.5, 0.5)
+        seeded_split(names[:2], 0.5, 0.5)
 
 
 def test_percentile_range_nearest_rank():
     hist = np.zeros(65536, np.int64)
     hist[0] = 10_000  # no-data pixels are left out
     hist[100:200] = 1  # values 100..199 once each
-    assert conv.percentile_range(hist) == (100, 198)
+    assert percentile_range(hist) == (100, 198)
     with pytest.raises(ValueError, match="no non-zero"):
-        conv.percentile_range(np.eye(1, 65536, 0, dtype=np.int64)[0])
+        percentile_range(np.eye(1, 65536, 0, dtype=np.int64)[0])
 
 
 @pytest.mark.parametrize("args, fragment", [

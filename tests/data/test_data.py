@@ -9,6 +9,7 @@ from PIL import Image
 
 from util.data.dataset import MFDataset, read_frame
 from util.data.layout import DatasetError, load_image_file, load_label_file
+from util.data.mfnet import N_CLASS
 from util.data.synthetic import generate_dataset
 
 H, W = 64, 96
@@ -25,7 +26,7 @@ def copy(folder, tmp_path):
 
 
 def test_round_trip_native_size(folder):
-    ds = MFDataset(folder, "train", height=H, width=W)
+    ds = MFDataset(folder, "train", height=H, width=W, n_class=N_CLASS)
     names = (folder / "train.txt").read_text().split()
     assert ds.names == names and len(ds) == len(names) and ds.has_edges
     for i, name in enumerate(names):
@@ -57,7 +58,7 @@ def test_load_image_file_channel_order(tmp_path):
 
 
 def test_resize_shapes_and_dataloader(folder):
-    ds = MFDataset(folder, "val", height=2 * H, width=W)
+    ds = MFDataset(folder, "val", height=2 * H, width=W, n_class=N_CLASS)
     item = ds[0]
     assert item["image"].shape == (4, 2 * H, W) and item["label"].shape == (2 * H, W)
     assert item["edge"].shape == (1, 2 * H // 4, W // 4)
@@ -70,23 +71,23 @@ def test_resize_shapes_and_dataloader(folder):
 
 
 def test_edges_absent_auto_false_true(copy):
-    assert "edge" not in MFDataset(copy, "test", height=H, width=W, edges=False)[0]
-    (copy / "edge_4x" / f"{MFDataset(copy, 'test', check=False).names[0]}.png").unlink()
+    assert "edge" not in MFDataset(copy, "test", height=H, width=W, edges=False, n_class=N_CLASS)[0]
+    (copy / "edge_4x" / f"{MFDataset(copy, 'test', check=False, n_class=N_CLASS).names[0]}.png").unlink()
     with pytest.warns(UserWarning, match="without edges"):
-        auto = MFDataset(copy, "test", height=H, width=W)
+        auto = MFDataset(copy, "test", height=H, width=W, n_class=N_CLASS)
     assert not auto.has_edges and "edge" not in auto[0]
     with pytest.raises(DatasetError, match="edge_4x.*1 frame"):
-        MFDataset(copy, "test", height=H, width=W, edges=True, check=False)
+        MFDataset(copy, "test", height=H, width=W, edges=True, check=False, n_class=N_CLASS)
     with pytest.raises(DatasetError, match="edge_4x"):
-        MFDataset(copy, "test", height=H, width=W, edges=True)
+        MFDataset(copy, "test", height=H, width=W, edges=True, n_class=N_CLASS)
     shutil.rmtree(copy / "edge_4x")
-    assert not MFDataset(copy, "train", height=H, width=W).has_edges
+    assert not MFDataset(copy, "train", height=H, width=W, n_class=N_CLASS).has_edges
     with pytest.raises(DatasetError, match="edge_4x.*not found"):
-        MFDataset(copy, "train", edges=True)
+        MFDataset(copy, "train", edges=True, n_class=N_CLASS)
 
 
 def test_edge_files_0_255_and_full_size(copy):
-    ds = MFDataset(copy, "train", height=H, width=W)
+    ds = MFDataset(copy, "train", height=H, width=W, n_class=N_CLASS)
     name, before = ds.names[0], ds[0]["edge"]
     path = copy / "edge_4x" / f"{name}.png"
     cv2.imwrite(str(path), cv2.imread(str(path), cv2.IMREAD_UNCHANGED) * 255)
@@ -99,21 +100,21 @@ def test_edge_files_0_255_and_full_size(copy):
 
 
 def test_any_split_file_and_blank_lines(copy):
-    (copy / "mine.txt").write_text("\n".join(["", MFDataset(copy, "val").names[0], "  ", ""]))
-    assert len(MFDataset(copy, "mine", height=H, width=W)) == 1
+    (copy / "mine.txt").write_text("\n".join(["", MFDataset(copy, "val", n_class=N_CLASS).names[0], "  ", ""]))
+    assert len(MFDataset(copy, "mine", height=H, width=W, n_class=N_CLASS)) == 1
 
 
 def test_constructor_errors(copy, tmp_path):
     with pytest.raises(DatasetError, match="nope.txt"):
-        MFDataset(copy, "nope")
+        MFDataset(copy, "nope", n_class=N_CLASS)
     with pytest.raises(DatasetError, match="data folder not found"):
-        MFDataset(tmp_path / "missing", "train")
+        MFDataset(tmp_path / "missing", "train", n_class=N_CLASS)
     with pytest.raises(ValueError, match="edges"):
-        MFDataset(copy, "train", edges="yes")
-    name = MFDataset(copy, "train").names[0]
+        MFDataset(copy, "train", edges="yes", n_class=N_CLASS)
+    name = MFDataset(copy, "train", n_class=N_CLASS).names[0]
     label = np.array(Image.open(copy / "labels" / f"{name}.png"))
     label[0, 0] = 9
     Image.fromarray(label).save(copy / "labels" / f"{name}.png")
     with pytest.raises(DatasetError, match=f"dataset check failed.*\n.*{name}.png.*outside 0..8"):
-        MFDataset(copy, "train")
-    assert len(MFDataset(copy, "train", check=False)) > 0
+        MFDataset(copy, "train", n_class=N_CLASS)
+    assert len(MFDataset(copy, "train", check=False, n_class=N_CLASS)) > 0

@@ -137,7 +137,7 @@ def test_command_splits_and_errors(tmp_path, capsys):
     _write_labels(tmp_path)
     (tmp_path / "train.txt").write_text("00001D\n\n")
     assert main(["--data-dir", str(tmp_path), "--splits", "train"]) == 0
-    assert sorted(p.name for p in (tmp_path / "edge_4x").iterdir()) == ["00001D.png"]
+    assert sorted(p.name for p in (tmp_path / "edge_4x").iterdir()) == ["00001D.png", "edges.json"]
     assert main(["--data-dir", str(tmp_path / "nope")]) == 1
     assert "data folder not found" in capsys.readouterr().err
     (tmp_path / "labels" / "00002D.png").write_bytes(b"not a png")

@@ -67,9 +67,9 @@ def test_day_night_splits(folder):
 
 
 def test_loadable_and_checks_clean(folder):
-    assert check_dataset(folder, need_edges=True) == []
+    assert check_dataset(folder, None, N_CLASS, need_edges=True) == []
     for split in STANDARD_SPLITS:
-        ds = MFDataset(folder, split, height=64, width=96, edges=True)
+        ds = MFDataset(folder, split, height=64, width=96, edges=True, n_class=N_CLASS)
         assert ds[0]["image"].shape == (4, 64, 96)
 
 
@@ -87,7 +87,7 @@ def test_refuses_non_empty_folder(tmp_path, capsys):
         assert main(["--out", str(out), "--frames", "8", "--height", "32", "--width", "32", *flags]) == 1
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and str(out) in err
-    assert "notes.txt: not written by util.data.synthetic" in err
+    assert f"{out}: not empty and not written by util.data.synthetic (no valid synthetic.json)" in err
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
@@ -104,7 +104,7 @@ def test_overwrite_refuses_generated_folder_holding_user_files(folder, tmp_path,
     before = snapshot(out)
     assert main(["--out", str(out), "--overwrite", "--seed", "4", *ARGS]) == 1
     err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and "refusing to overwrite" in err
+    assert len(err.splitlines()) == 1 and f"refusing to replace {out}" in err
     assert ("changed since" if meddle == "edited split" else "not written by util.data.synthetic") in err
     assert snapshot(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
@@ -118,7 +118,7 @@ def test_overwrite_regenerates_purely_generated_folder(folder, tmp_path):
     assert json.loads((out / "synthetic.json").read_text())["seed"] == 4
     assert files(out) == files(generate_dataset(tmp_path / "ref", seed=4, **KW))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "ref"]
-    assert check_dataset(out, need_edges=True, progress=False) == []
+    assert check_dataset(out, None, N_CLASS, need_edges=True, progress=False) == []
 
 
 def test_size_must_be_multiple_of_32(tmp_path):
@@ -131,7 +131,7 @@ def test_size_must_be_multiple_of_32(tmp_path):
 def test_full_mfnet_size(tmp_path):
     out = generate_dataset(tmp_path / "big", n_frames=8, height=480, width=640)
     assert Image.open(next((out / "images").iterdir())).size == (640, 480)
-    assert Image.open(next((out / "edge_4x").iterdir())).size == (160, 120)
+    assert Image.open(next((out / "edge_4x").glob("*.png"))).size == (160, 120)
 
 
 def test_ensure_synthetic_generates_once(tmp_path, capsys):
@@ -149,7 +149,7 @@ def test_ensure_synthetic_generates_once(tmp_path, capsys):
 
 def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
     import util.data.synthetic as syn
-    real, calls = syn._render, []
+    real, calls = syn.render, []
 
     def failing(*args, **kw):
         calls.append(1)
@@ -157,12 +157,12 @@ def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # half-way
         return real(*args, **kw)
 
-    monkeypatch.setattr(syn, "_render", failing)
+    monkeypatch.setattr(syn, "render", failing)
     with pytest.raises(KeyboardInterrupt):
         ensure_synthetic(tmp_path / "s", **KW)
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(syn, "_render", real)
-    assert check_dataset(ensure_synthetic(tmp_path / "s", **KW), need_edges=True, progress=False) == []
+    monkeypatch.setattr(syn, "render", real)
+    assert check_dataset(ensure_synthetic(tmp_path / "s", **KW), None, N_CLASS, need_edges=True, progress=False) == []
 
 
 def test_killed_run_is_cleaned_up_by_the_next(tmp_path):
@@ -183,5 +183,5 @@ def test_killed_run_is_cleaned_up_by_the_next(tmp_path):
     assert not out.exists() and len(list(tmp_path.iterdir())) == 2
     assert ensure_synthetic(out, **KW) == out
     assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, "s"]
-    assert check_dataset(out, need_edges=True, progress=False) == []
+    assert check_dataset(out, None, N_CLASS, need_edges=True, progress=False) == []
     assert len(list((out / "images").iterdir())) == KW["n_frames"]

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from model import CENet, EKNet
 from util.data.dataset import MFDataset
 from util.data.info import MFNET
+from util.data.mfnet import N_CLASS
 from util.data.synthetic import generate_dataset
 from util.deploy.backends import OnnxSegmenter, TorchSegmenter
 from util.deploy.export import compare, export_onnx, main, random_thermal, read_metadata
@@ -21,7 +22,7 @@ def fitted(tmp_path_factory):
     saved as a released-style final.pth, with the synthetic data."""
     root = tmp_path_factory.mktemp("export")
     data = generate_dataset(root / "syn", n_frames=16, height=SIZE, width=SIZE, seed=1)
-    train = MFDataset(data, "train", SIZE, SIZE, edges=False)
+    train = MFDataset(data, "train", SIZE, SIZE, edges=False, n_class=N_CLASS)
     x = torch.stack([train[i]["image"][3:4] for i in range(len(train))])
     y = torch.stack([train[i]["label"] for i in range(len(train))])
     torch.manual_seed(0)

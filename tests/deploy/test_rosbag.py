@@ -255,7 +255,7 @@ def _convert(*args):
 
 @pytest.mark.parametrize("kind", ["ros1", "mcap"])
 def test_convert_rosbag_pairs_by_stamp(tmp_path, capsys, kind):
-    from util.data.convert import percentile_range, scale_raw_thermal
+    from util.data.thermal import percentile_range, scale_raw_thermal
     bag = _paired_bag(tmp_path, kind)
     dst = tmp_path / "set"
     topics = ["--rgb-topic", "/rgb", "--thermal-topic", "/thermal"]
@@ -300,8 +300,8 @@ def test_convert_rosbag_refusals(tmp_path, capsys):
     (tmp_path / "busy" / "mine.txt").write_text("x")
     cases = [
         (["--rgb-topic", "/rgb", "--thermal-topic", "/thermal"], tmp_path / "busy",
-         f"error: {tmp_path / 'busy'}: not empty and not written by this converter (no valid convert.json); "
-         f"choose another DST"),
+         f"error: {tmp_path / 'busy'}: not empty and not written by util.data.convert (no valid convert.json); "
+         f"choose another output folder"),
         (["--rgb-topic", "/rgbx", "--thermal-topic", "/thermal"], tmp_path / "new",
          f"error: --rgb-topic /rgbx: not an image topic of {bag}; image topics: /rgb (Image), /thermal (Image)"),
         (["--rgb-topic", "/rgb", "--thermal-topic", "/thermal", "--max-dt-ms", "1"], tmp_path / "new",
@@ -609,14 +609,14 @@ def test_mcap_index_with_an_absurd_chunk_size_is_not_trusted(tmp_path):
 def test_convert_rosbag_cleans_up_after_a_killed_conversion_and_safe_names(tmp_path):
     import socket
 
-    from util.data.workdirs import work_dir
+    from util.data.owned import work_dir
     bag = _paired_bag(tmp_path, "ros1")
     odd = bag.with_name("drive 2\nnight.bag")
     bag.rename(odd)
     dst = tmp_path / "set"
-    dead = work_dir(dst, "converting", pid=2**22 + 7)  # no such process: left by a conversion killed outright
+    dead = work_dir(dst, "partial", pid=2**22 + 7)  # no such process: left by a conversion killed outright
     (dead / "images").mkdir(parents=True)
-    alive = tmp_path / f".set.converting-{socket.gethostname()}-1"  # pid 1 runs: not ours to remove
+    alive = tmp_path / f".set.partial-{socket.gethostname()}-1"  # pid 1 runs: not ours to remove
     alive.mkdir()
     assert _convert(odd, dst, "--rgb-topic", "/rgb", "--thermal-topic", "/thermal") == 0
     assert not dead.exists() and alive.is_dir()

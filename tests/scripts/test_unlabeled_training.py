@@ -15,6 +15,7 @@ import trainStudent
 from model import CENet
 from model.losses import student_loss
 from util.data.dataset import MFDataset
+from util.data.mfnet import N_CLASS
 from util.data.synthetic import generate_dataset
 from util.data.unlabeled import Labelled, UnlabeledDataset
 from util.engine.checkpoint import export_release
@@ -116,7 +117,7 @@ def test_mixed_batches_are_fixed_by_seed_and_epoch_and_sharded():
 
 def test_the_mixed_loader_does_not_depend_on_workers(setup):
     data, _, _ = setup
-    lab = Labelled(MFDataset(data, "train", 64, 64, augment=True, seed=2, edges=False, check=False))
+    lab = Labelled(MFDataset(data, "train", 64, 64, augment=True, seed=2, edges=False, check=False, n_class=N_CLASS))
     pool = UnlabeledDataset(data / "unlabeled", 64, 64, augment=True, seed=2)
     full = torch.utils.data.ConcatDataset([lab, pool])
 

@@ -37,7 +37,7 @@ from util.data.layout import (
     edge_size,
     read_split,
 )
-from util.data.mfnet import EDGE_STRIDE, N_CLASS, STANDARD_SPLITS
+from util.data.mfnet import EDGE_STRIDE, STANDARD_SPLITS
 from util.files import atomic_write, cache_dir
 from util.options import ArgumentParser, integer, split_name
 
@@ -220,12 +220,12 @@ def _split_frames(data_dir: Path, splits: Sequence[str], problems: list[str]) ->
     return list(names)
 
 
-def check_dataset(data_dir: PathLike, splits: Optional[Sequence[str]] = None, n_class: int = N_CLASS,
+def check_dataset(data_dir: PathLike, splits: Optional[Sequence[str]], n_class: int,
                   need_edges: bool = False, decode_images: bool = True, workers: Optional[int] = None,
                   progress: bool = True, use_cache: bool = True) -> list[str]:
     """Every problem of ``data_dir`` at once (empty list when the folder is usable), each naming the file.
 
-    ``splits`` defaults to the five standard splits; each frame is checked once. Images must be
+    ``splits``: None for the five standard splits; each frame is checked once. Images must be
     4-channel uint8, labels and edge maps single-channel 8-bit, labels the size of their image with
     ids < ``n_class``, edge maps 1/4 of the label size (rounded up) or the label size. Existing edge
     maps are always checked; missing ones count only when ``need_edges``. By default every pixel is
@@ -257,7 +257,7 @@ def check_dataset(data_dir: PathLike, splits: Optional[Sequence[str]] = None, n_
     return problems
 
 
-def verify_dataset(data_dir: PathLike, splits: Optional[Sequence[str]] = None, n_class: int = N_CLASS,
+def verify_dataset(data_dir: PathLike, splits: Optional[Sequence[str]], n_class: int,
                    need_edges: bool = False, decode_images: bool = True, progress: bool = True,
                    use_cache: bool = True) -> None:
     """Raise DatasetError listing every problem found by :func:`check_dataset`; return None when all is well."""
@@ -266,18 +266,6 @@ def verify_dataset(data_dir: PathLike, splits: Optional[Sequence[str]] = None, n
     if problems:
         raise DatasetError(f"dataset check failed for {data_dir}: {len(problems)} problem(s)\n"
                            + "\n".join(problems))
-
-
-def frame_sizes(data_dir: PathLike, split: str = "train") -> set[tuple[int, int]]:
-    """The (height, width) of the images of ``split`` (headers only; unreadable files are left out)."""
-    sizes = set()
-    for name in read_split(data_dir, split):
-        try:
-            with Image.open(Path(data_dir) / IMAGE_DIR / f"{name}.png") as im:
-                sizes.add((im.height, im.width))
-        except Exception:  # the dataset check reports it
-            pass
-    return sizes
 
 
 def check_unlabeled(data_dir: PathLike, sizes: Optional[set[tuple[int, int]]] = None, reference: str = "",

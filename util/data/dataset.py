@@ -29,9 +29,10 @@ from util.data.layout import (
     load_edge_file,
     load_image_file,
     load_label_file,
+    read_edge_radius,
     read_split,
 )
-from util.data.mfnet import EDGE_STRIDE, N_CLASS
+from util.data.mfnet import EDGE_STRIDE
 
 __all__ = ["MFDataset", "read_frame"]
 
@@ -71,15 +72,17 @@ class MFDataset(Dataset):
     and independent of DataLoader workers; call :meth:`set_epoch` each epoch (the epoch lives in
     shared memory, so persistent workers see it too).
     ``ignore_index``: a label id left out of the losses; items then carry ``edge_valid`` (0 on the
-    1/4-size cells within the edge radius of an ignored pixel). ``native_label``: keep the label
+    1/4-size cells within the edge radius of an ignored pixel, the radius the edge maps were made with:
+    ``edge_4x/edges.json``, see util.data.layout.read_edge_radius). ``native_label``: keep the label
     at the frame's own size (evaluation at native resolution) while the image is resized.
+    ``n_class``: the number of classes (label ids must lie below it; the folder's dataset.json says it).
     ``check``: verify the split's files first (label ids decoded, image headers read) and raise
     :class:`DatasetError` listing every problem.
     """
 
     def __init__(self, data_dir: Union[str, os.PathLike], split: str, height: int = 480, width: int = 640,
-                 augment: Union[bool, JointAugment] = False, seed: int = 0, edges: Union[str, bool] = "auto",
-                 n_class: int = N_CLASS, check: bool = True, ignore_index: Optional[int] = None,
+                 augment: Union[bool, JointAugment] = False, seed: int = 0, edges: Union[str, bool] = "auto", *,
+                 n_class: int, check: bool = True, ignore_index: Optional[int] = None,
                  native_label: bool = False):
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -110,6 +113,7 @@ class MFDataset(Dataset):
             warnings.warn(f"{edge_dir}: no edge map for {len(missing)} frame(s) of {split}, e.g. {missing[0]}.png; "
                           f"loading {split} without edges ({hint})")
         self._edges = edges is True or (edges == "auto" and missing == [])
+        self._ignore_kernel = disc_kernel(read_edge_radius(self.data_dir)) if self._edges else None
 
         if augment is True:
             augment = JointAugment()
@@ -167,6 +171,6 @@ class MFDataset(Dataset):
                 edge = cv2.resize(edge, (ew, eh), interpolation=cv2.INTER_NEAREST_EXACT)
             item["edge"] = torch.from_numpy(edge.astype(np.float32))[None]
             if self.ignore_index is not None:
-                near = downsample_edges(cv2.dilate((label == self.ignore_index).astype(np.uint8), disc_kernel(2)))
+                near = downsample_edges(cv2.dilate((label == self.ignore_index).astype(np.uint8), self._ignore_kernel))
                 item["edge_valid"] = torch.from_numpy(1.0 - near.astype(np.float32))[None]
         return item

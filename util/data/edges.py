@@ -10,6 +10,8 @@ Stored format written here: ``edge_4x/NAME.png``, single-channel uint8 with
 values 0/1 (1 = edge), at 1/4 of the label size (ceil(H/4) x ceil(W/4)),
 downsampled with a 4x4 max-pool so thin edges survive. 0/1 is what the released
 loader feeds straight into its BCE loss; the files look black in image viewers.
+The radius is recorded in ``edge_4x/edges.json`` (util.data.layout.write_edge_record),
+where the loader reads it back.
 
     python -m util.edges --data-dir dataset/synthetic [--radius 2] [--overwrite] [--splits train val]
 """
@@ -26,8 +28,19 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from util.data.layout import EDGE_DIR, LABEL_DIR, DatasetError, load_label_file, outside_names, read_split
-from util.data.mfnet import EDGE_STRIDE
+from util.data.layout import (
+    EDGE_DIR,
+    EDGE_RECORD,
+    LABEL_DIR,
+    DatasetError,
+    load_label_file,
+    outside_names,
+    read_edge_radius,
+    read_split,
+    write_edge_record,
+    write_png,
+)
+from util.data.mfnet import EDGE_RADIUS, EDGE_STRIDE
 from util.options import ArgumentParser, integer, number, split_name
 
 
@@ -38,7 +51,7 @@ def disc_kernel(radius: float) -> np.ndarray:
     return (x * x + y * y <= radius * radius).astype(np.uint8)
 
 
-def semantic_edges(label: np.ndarray, radius: float = 2) -> np.ndarray:
+def semantic_edges(label: np.ndarray, radius: float = EDGE_RADIUS) -> np.ndarray:
     """(H, W) uint8 0/1 edge map of a (H, W) class-id map.
 
     Over the disc around a pixel (the pixel included), some label differs from the centre's
@@ -68,23 +81,24 @@ def downsample_edges(edge: np.ndarray, stride: int = EDGE_STRIDE) -> np.ndarray:
     return padded.reshape(hb, stride, wb, stride).max(axis=(1, 3))
 
 
-def edge_label(label: np.ndarray, radius: float = 2, stride: int = EDGE_STRIDE) -> np.ndarray:
+def edge_label(label: np.ndarray, radius: float = EDGE_RADIUS, stride: int = EDGE_STRIDE) -> np.ndarray:
     """The stored edge label of a class-id map: ``downsample_edges(semantic_edges(label, radius), stride)``."""
     return downsample_edges(semantic_edges(label, radius), stride)
 
 
 def write_edge_file(path: os.PathLike | str, edge: np.ndarray) -> None:
-    """Write a 0/1 edge map as a single-channel uint8 PNG."""
-    if not cv2.imwrite(str(path), edge.astype(np.uint8)):
-        raise DatasetError(f"{path}: could not write edge map")
+    """Write a 0/1 edge map as a single-channel uint8 PNG (its folder's radius: layout.write_edge_record)."""
+    write_png(path, edge.astype(np.uint8))
 
 
-def generate_edges(data_dir: os.PathLike | str, radius: float = 2, overwrite: bool = False,
+def generate_edges(data_dir: os.PathLike | str, radius: float = EDGE_RADIUS, overwrite: bool = False,
                    splits: Optional[Sequence[str]] = None, workers: Optional[int] = None,
                    progress: bool = True) -> tuple[int, int]:
     """Write ``edge_4x/NAME.png`` for every label in ``labels/`` (or every frame of ``splits``).
 
-    Existing edge files are kept unless ``overwrite``. Returns (written, skipped).
+    Existing edge files are kept unless ``overwrite``. Returns (written, skipped). The radius is recorded
+    in ``edge_4x/edges.json``; kept files made with another radius (that record's, or the release's when
+    there is none) are refused with DatasetError, since one folder has one radius.
     """
     data_dir = Path(data_dir)
     label_dir, edge_dir = data_dir / LABEL_DIR, data_dir / EDGE_DIR
@@ -103,6 +117,11 @@ def generate_edges(data_dir: os.PathLike | str, radius: float = 2, overwrite: bo
         raise DatasetError(f"{label_dir}: no label maps to convert")
     edge_dir.mkdir(exist_ok=True)
     todo = names if overwrite else [n for n in names if not (edge_dir / f"{n}.png").exists()]
+    kept = {p.stem for p in edge_dir.glob("*.png")} - set(todo)
+    if kept and read_edge_radius(data_dir) != radius:
+        raise DatasetError(f"{edge_dir}: holds {len(kept)} edge map(s) of radius {read_edge_radius(data_dir):g} "
+                           f"({EDGE_RECORD}, or the release's {EDGE_RADIUS:g} without one) that would be kept "
+                           f"beside new ones of radius {radius:g}; use --overwrite to rewrite them all")
 
     def work(name: str) -> None:
         write_edge_file(edge_dir / f"{name}.png", edge_label(load_label_file(label_dir / f"{name}.png"), radius))
@@ -111,13 +130,15 @@ def generate_edges(data_dir: os.PathLike | str, radius: float = 2, overwrite: bo
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         for _ in tqdm(pool.map(work, todo), total=len(todo), desc="edge_4x", unit="frame", disable=not progress):
             pass
+    write_edge_record(data_dir, radius)
     return len(todo), len(names) - len(todo)
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
     parser = ArgumentParser(prog="python -m util.edges", description="Write edge_4x/NAME.png semantic-edge labels (ELG module).")
     parser.add_argument("--data-dir", required=True, help="folder holding labels/NAME.png")
-    parser.add_argument("--radius", type=number(low=0, high=64), default=2, help="disc radius in pixels at label resolution (default 2)")
+    parser.add_argument("--radius", type=number(low=0, high=64), default=EDGE_RADIUS,
+                        help=f"disc radius in pixels at label resolution (default {EDGE_RADIUS})")
     parser.add_argument("--overwrite", action="store_true", help="rewrite existing edge files")
     parser.add_argument("--splits", nargs="+", default=None, type=split_name(), help="only the frames of these splits (default: every label)")
     parser.add_argument("--workers", type=integer(1), default=None, help="threads (default: CPU count)")
@@ -125,7 +146,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     start = time.perf_counter()
     try:
         written, skipped = generate_edges(args.data_dir, args.radius, args.overwrite, args.splits, args.workers)
-    except DatasetError as exc:
+    except (DatasetError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {written} edge maps to {Path(args.data_dir) / EDGE_DIR} in {time.perf_counter() - start:.1f} s"

@@ -2,11 +2,18 @@
 
 ``<split>.txt`` (one frame name per line), ``images/NAME.png`` (4-channel uint8: R, G, B, thermal),
 ``labels/NAME.png`` (uint8 class ids) and, optionally, ``edge_4x/NAME.png`` (binary semantic-edge map at
-1/4 of the label size, or at the label size). The channel order is handled here only: OpenCV reads and
-writes 4-channel PNGs as B, G, R, A, so :func:`load_image_file` and :func:`write_image_file` swap R and B.
+1/4 of the label size, or at the label size) with ``edge_4x/edges.json`` ``{"radius": r, "stride": 4}``, the
+disc radius its writer used (absent: the release's radius, :data:`~util.data.mfnet.EDGE_RADIUS`). The loader
+needs that radius to know which edge cells an ignored pixel can reach (:func:`read_edge_radius`).
+
+The channel order is handled here only: OpenCV holds colour as B, G, R(, A), our arrays as R, G, B(,
+thermal), so every conversion between the two goes through :func:`rgb_from_cv2` / :func:`cv2_from_rgb`.
+Small files (split lists, the edge record) are written atomically (util.files.atomic_write).
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -15,11 +22,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from util.data.mfnet import EDGE_STRIDE
+from util.data.mfnet import EDGE_RADIUS, EDGE_STRIDE
+from util.files import atomic_write
 
 PathLike = Union[str, os.PathLike]
 
 IMAGE_DIR, LABEL_DIR, EDGE_DIR = "images", "labels", "edge_4x"
+EDGE_RECORD = "edges.json"  # inside EDGE_DIR
+THERMAL = 3  # index of the thermal channel of a 4-channel frame, in our order and in OpenCV's alike
 
 # PIL modes that hold one 8-bit channel of integer values ("P" palette PNGs store class ids as indices).
 SINGLE_8BIT = ("L", "P", "1")
@@ -38,6 +48,21 @@ def describe_mode(mode: str) -> str:
     return f"{_CHANNELS.get(mode, '?')} channel(s) (mode {mode})"
 
 
+def rgb_from_cv2(image: np.ndarray) -> np.ndarray:
+    """R, G, B(, A) of an (H, W, 3 or 4) picture in OpenCV's B, G, R(, A) order (a 4th channel stays last)."""
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+
+
+def cv2_from_rgb(image: np.ndarray) -> np.ndarray:
+    """OpenCV's B, G, R(, A) order of an (H, W, 3 or 4) R, G, B(, A) picture, e.g. before cv2 encodes it."""
+    return cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+
+
+def luma_from_cv2(image: np.ndarray) -> np.ndarray:
+    """(H, W) luma of an (H, W, 3) picture in OpenCV's B, G, R order (the weights follow the channels)."""
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
 def load_image_file(path: PathLike) -> np.ndarray:
     """Return the (H, W, 4) uint8 image in R, G, B, thermal order; DatasetError names the file otherwise."""
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -47,13 +72,19 @@ def load_image_file(path: PathLike) -> np.ndarray:
         channels = 1 if image.ndim == 2 else image.shape[2]
         raise DatasetError(f"{path}: expected a 4-channel uint8 image (R, G, B, thermal), "
                            f"got {channels} channel(s) of {image.dtype}")
-    return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)  # cv2 decodes 4-channel PNGs as B, G, R, A
+    return rgb_from_cv2(image)
 
 
 def write_image_file(path: PathLike, image: np.ndarray, params: Sequence[int] = ()) -> None:
     """Write an (H, W, 4) uint8 R, G, B, thermal image as the PNG :func:`load_image_file` reads back
     (``params``: cv2.imencode's, e.g. the PNG compression); OSError names the file when it fails."""
-    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA), list(params))
+    write_png(path, cv2_from_rgb(image), params)
+
+
+def write_png(path: PathLike, array: np.ndarray, params: Sequence[int] = ()) -> None:
+    """Write ``array`` as a PNG exactly as cv2 holds it (a label or edge map; colour pictures go through
+    :func:`write_image_file`); OSError names the file when it fails."""
+    ok, data = cv2.imencode(".png", array, list(params))
     if not ok:
         raise OSError(f"{path}: could not encode PNG")
     data.tofile(str(path))
@@ -101,6 +132,50 @@ def read_split(data_dir: PathLike, split: str) -> list[str]:
     if problems:
         raise DatasetError("\n".join(problems))
     return names
+
+
+def write_split(data_dir: PathLike, split: str, names: Sequence[str]) -> Path:
+    """Write ``data_dir/<split>.txt`` listing ``names``, one a line, atomically; returns its path."""
+    return atomic_write(Path(data_dir) / f"{split}.txt", lambda f: f.write("".join(f"{n}\n" for n in names)))
+
+
+def write_edge_record(data_dir: PathLike, radius: float) -> Path:
+    """Record in ``data_dir/edge_4x/edges.json`` the disc radius the edge maps there were made with (the
+    writer of edge maps calls it, so that the loader reads the radius back); returns its path."""
+    doc = {"radius": radius, "stride": EDGE_STRIDE}
+    return atomic_write(Path(data_dir) / EDGE_DIR / EDGE_RECORD, lambda f: f.write(json.dumps(doc) + "\n"))
+
+
+def read_edge_radius(data_dir: PathLike) -> float:
+    """The disc radius of ``data_dir``'s edge maps from ``edge_4x/edges.json``; the release's radius
+    (EDGE_RADIUS) when there is no record. DatasetError names the file when it is malformed."""
+    path = Path(data_dir) / EDGE_DIR / EDGE_RECORD
+    if not path.is_file():
+        return EDGE_RADIUS
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        radius, stride = doc["radius"], doc["stride"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{path}: unreadable edge record ({exc}); expected {{\"radius\": R, \"stride\": "
+                           f"{EDGE_STRIDE}}} (remake it with python -m util.edges --overwrite)") from None
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not math.isfinite(radius) or radius < 0:
+        raise DatasetError(f"{path}: radius {radius!r} is not a number >= 0")
+    if stride != EDGE_STRIDE:
+        raise DatasetError(f"{path}: stride {stride!r}, expected {EDGE_STRIDE} (edge maps at 1/{EDGE_STRIDE} of "
+                           f"the label size)")
+    return radius
+
+
+def frame_sizes(data_dir: PathLike, split: str = "train") -> set[tuple[int, int]]:
+    """The (height, width) of the images of ``split`` (headers only; unreadable files are left out)."""
+    sizes = set()
+    for name in read_split(data_dir, split):
+        try:
+            with Image.open(Path(data_dir) / IMAGE_DIR / f"{name}.png") as im:
+                sizes.add((im.height, im.width))
+        except Exception:  # the dataset check reports it
+            pass
+    return sizes
 
 
 def outside_names(data_dir: PathLike, names: Sequence[str], listed_in: Optional[Path] = None) -> list[str]:

@@ -19,3 +19,6 @@ TEST_SPLITS: tuple[str, ...] = ("test", "test_day", "test_night")
 
 # Edge maps are stored and used at 1/EDGE_STRIDE of the label resolution.
 EDGE_STRIDE = 4
+# Disc radius (pixels at label resolution) of the released edge_4x maps (DFF's MATLAB code); the default of
+# every writer of edge maps, and the radius of a folder whose edge maps carry no record (util.data.layout).
+EDGE_RADIUS = 2

@@ -15,18 +15,18 @@ pixel; a text file of 9 numbers or a JSON list of 3 rows), else resized to the t
 
 DST (the unlabeled layout every trainer's --unlabeled reads): ``images/NAME.png`` (4-channel uint8:
 R, G, B, thermal), ``train.txt`` (all NAMEs, NAME = BAG stem and thermal message index),
-``dataset.json`` ``{"name", "unlabeled": true[, "thermal_range"]}``, and ``convert.json`` (this
-run's record: counts, drops, skips with why, options). Thermal: 8-bit copied; 16-bit and float
-mapped to 0..255 as util.data.convert does (``--raw-range`` or the 1st/99th percentiles of the
-non-zero 16-bit values of all readable thermal frames; float frames need ``--raw-range``); the range is
-``thermal_range``. Written into a hidden sibling folder, renamed to DST at the end.
+``dataset.json`` ``{"name", "unlabeled": true[, "thermal_range"]}``, and ``convert.json`` (util.data.convert's
+manifest: this run's record, i.e. counts, drops, skips with why, options, and every file's sha256). Thermal:
+8-bit copied; 16-bit and float mapped to 0..255 by util/data/thermal.py's rule (``--raw-range`` or the
+1st/99th percentiles of the non-zero 16-bit values of all readable thermal frames; float frames need
+``--raw-range``); the range is ``thermal_range``. Written whole and swapped in at the end, as every
+conversion (util/data/owned.py).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,21 +36,10 @@ from typing import Iterator, Optional, Sequence
 import cv2
 import numpy as np
 
-from util.data.convert import (
-    MANIFEST,
-    TOOL,
-    ConvertError,
-    check_destination,
-    os_error_line,
-    percentile_range,
-    scale_raw_thermal,
-    swap_in,
-    tree_files,
-    write_png,
-)
+from util.data.convert import ConvertError, check_destination, os_error_line, write_converted
 from util.data.info import write_unlabeled_info
-from util.data.layout import IMAGE_DIR
-from util.data.workdirs import remove_stale_work_dirs, work_dir
+from util.data.layout import IMAGE_DIR, write_image_file, write_split
+from util.data.thermal import percentile_range, scale_raw_thermal
 from util.deploy.bag_pixels import colour_pixels, message_pixels
 from util.deploy.bag_records import BagError
 from util.deploy.rosbag import BagSource, Topic, pick_topic
@@ -187,12 +176,11 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
     # frame names go into a one-name-per-line split list and file names: keep the bag name's safe characters
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", source.path.name if source.ros2 else source.path.stem).lstrip(".") or "bag"
     used_range = raw_range
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_work_dirs(dst_path, ("converting", "old"))  # left by conversions killed outright
-    tmp = work_dir(dst_path, "converting")
-    names: list[str] = []
-    try:
-        (tmp / IMAGE_DIR).mkdir(parents=True)
+
+    def fill(work: Path) -> dict:
+        nonlocal used_range
+        names: list[str] = []
+        (work / IMAGE_DIR).mkdir()
         rgb_frames = RgbFrames(source, rgb_t)
         for index, (_, raw) in enumerate(source.messages(th_t.name)):
             if index not in pairs:
@@ -204,28 +192,20 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
                     raise ConvertError(f"{where}: {pixels.dtype} thermal; give --raw-range LOW HIGH to map it "
                                        f"to 0..255; nothing was written")
                 used_range = percentile_range(hist)
-            colour = rgb_frames[pairs[index]]
+            colour = align(rgb_frames[pairs[index]], pixels.shape, homography)
             frame = f"{stem}_{index:06d}"
-            image = np.dstack([align(colour, pixels.shape, homography)[:, :, ::-1], to_8bit(pixels, used_range)])
-            write_png(tmp / IMAGE_DIR / f"{frame}.png", image)  # cv2: B, G, R, A = R, G, B, thermal when read
+            write_image_file(work / IMAGE_DIR / f"{frame}.png", np.dstack([colour, to_8bit(pixels, used_range)]))
             names.append(frame)
-        (tmp / "train.txt").write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
-        write_unlabeled_info(tmp, name or stem, used_range)
-        files, _ = tree_files(tmp)
-        record = {"tool": TOOL, "format": "rosbag", "source": str(source.path.resolve()),
-                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": options or {},
-                  "rgb_topic": rgb_t.name, "thermal_topic": th_t.name, "thermal_messages": len(thermal.stamps),
-                  "rgb_messages": len(rgb.stamps), "written": len(names), "dropped_outside_max_dt": dropped,
-                  "skipped": thermal.skipped + rgb.skipped, "damage": source.damage,
-                  "thermal_range": None if used_range is None else [float(v) for v in used_range],
-                  "files": sorted(files)}
-        (tmp / MANIFEST).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        check_destination(source.path, dst_path, overwrite)  # DST may have changed during the run
-        swap_in(tmp, dst_path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return record
+        write_split(work, "train", names)
+        write_unlabeled_info(work, name or stem, used_range)
+        return {"format": "rosbag", "source": str(source.path.resolve()),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": options or {},
+                "rgb_topic": rgb_t.name, "thermal_topic": th_t.name, "thermal_messages": len(thermal.stamps),
+                "rgb_messages": len(rgb.stamps), "written": len(names), "dropped_outside_max_dt": dropped,
+                "skipped": thermal.skipped + rgb.skipped, "damage": source.damage,
+                "thermal_range": None if used_range is None else [float(v) for v in used_range]}
+
+    return write_converted(dst_path, overwrite, fill)
 
 
 def build_parser() -> argparse.ArgumentParser:

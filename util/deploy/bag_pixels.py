@@ -13,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..data.layout import rgb_from_cv2
 from .frames import single_channel
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -64,7 +65,7 @@ def colour_pixels(msg: Any) -> np.ndarray:
         raise ValueError(f"a {bgr.dtype} compressed colour image; expected 8 bits per channel")
     if bgr.ndim == 2:
         return np.dstack([bgr] * 3)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB if bgr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return rgb_from_cv2(bgr[:, :, :3])  # an alpha channel is dropped
 
 
 def _decode_compressed(msg: Any) -> tuple[np.ndarray, str]:

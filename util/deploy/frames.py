@@ -26,6 +26,8 @@ from typing import Iterator, Optional, Sequence
 import cv2
 import numpy as np
 
+from ..data.layout import THERMAL, luma_from_cv2
+
 FRAME_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv")
@@ -72,12 +74,12 @@ def single_channel(raw: np.ndarray, source: str, lossy: bool = False) -> np.ndar
     if raw.ndim == 2:
         return raw
     if raw.shape[2] == 4:
-        return raw[:, :, 3]  # BGRA from cv2: alpha is MFNet's thermal channel
+        return raw[:, :, THERMAL]  # an MFNet frame: its 4th channel is the thermal one
     if raw.shape[2] == 3:
         if np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 1], raw[..., 2]):
             return raw[:, :, 0]  # grey saved as RGB
         if lossy and raw.dtype == np.uint8 and float(np.mean(raw.max(2) - raw.min(2))) <= GREY_TOLERANCE:
-            return cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY)  # grey with compression noise in the chroma
+            return luma_from_cv2(raw)  # grey with compression noise in the chroma
         raise ValueError(f"{source}: expected a single-channel thermal image or a 4-channel MFNet PNG, "
                          f"got 3 channels that differ (a colour picture)")
     raise ValueError(f"{source}: expected a single-channel thermal image or a 4-channel MFNet PNG, "

@@ -13,8 +13,9 @@ from typing import Any, Sequence
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Sampler
 
 from ..data import MFDataset, verify_dataset
-from ..data.check import frame_sizes, verify_unlabeled
+from ..data.check import verify_unlabeled
 from ..data.info import DatasetInfo, load_dataset_info, unlabeled_thermal_range
+from ..data.layout import frame_sizes
 from ..data.unlabeled import Labelled, UnlabeledDataset
 from .config import DEFAULT_DATA_DIR, with_data_classes
 from .distributed import Session, barrier

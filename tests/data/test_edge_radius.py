@@ -1,0 +1,79 @@
+"""The edge radius travels with the edge maps (edge_4x/edges.json): the loader's ignore mask uses the radius
+the maps were made with, the release's 2 when there is no record; one folder holds one radius."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from util.data.dataset import MFDataset
+from util.data.edges import generate_edges, main
+from util.data.layout import DatasetError, read_edge_radius, write_image_file
+
+SIZE, IGNORED = 32, (13, 17)  # one ignored pixel (class 0) in a field of class 1
+
+
+def _folder(path):
+    for sub in ("images", "labels"):
+        (path / sub).mkdir(parents=True)
+    label = np.ones((SIZE, SIZE), np.uint8)
+    label[IGNORED] = 0
+    cv2.imwrite(str(path / "labels" / "f.png"), label)
+    write_image_file(path / "images" / "f.png", np.zeros((SIZE, SIZE, 4), np.uint8))
+    (path / "train.txt").write_text("f\n")
+    return path
+
+
+def _by_hand(radius):
+    """1 - (4x4 cells holding a pixel within `radius` of the ignored pixel), from distances alone."""
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    near = (yy - IGNORED[0]) ** 2 + (xx - IGNORED[1]) ** 2 <= radius * radius
+    return 1.0 - near.reshape(SIZE // 4, 4, SIZE // 4, 4).any(axis=(1, 3))
+
+
+def _edge_valid(folder):
+    ds = MFDataset(folder, "train", SIZE, SIZE, n_class=2, ignore_index=0, edges=True, check=False)
+    return ds[0]["edge_valid"][0].numpy()
+
+
+@pytest.mark.parametrize("radius", [4, 2])
+def test_the_ignore_mask_uses_the_recorded_radius(tmp_path, radius):
+    folder = _folder(tmp_path)
+    generate_edges(folder, radius=radius, progress=False)
+    assert json.loads((folder / "edge_4x" / "edges.json").read_text()) == {"radius": radius, "stride": 4}
+    np.testing.assert_array_equal(_edge_valid(folder), _by_hand(radius))
+
+
+def test_no_record_is_the_release_radius(tmp_path):
+    folder = _folder(tmp_path)
+    generate_edges(folder, radius=4, progress=False)
+    (folder / "edge_4x" / "edges.json").unlink()  # a folder made before the record existed
+    assert read_edge_radius(folder) == 2
+    np.testing.assert_array_equal(_edge_valid(folder), _by_hand(2))
+    assert not np.array_equal(_by_hand(2), _by_hand(4))  # the two radii are told apart
+
+
+def test_kept_maps_of_another_radius_are_refused(tmp_path, capsys):
+    folder = _folder(tmp_path)
+    generate_edges(folder, radius=4, progress=False)
+    assert main(["--data-dir", str(folder), "--radius", "3"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "radius 4" in err and "--overwrite" in err
+    assert read_edge_radius(folder) == 4
+    assert main(["--data-dir", str(folder), "--radius", "3", "--overwrite"]) == 0
+    assert read_edge_radius(folder) == 3
+
+
+@pytest.mark.parametrize("text", ["{", '{"radius": -1, "stride": 4}', '{"radius": 2, "stride": 8}', "[]"])
+def test_a_malformed_record_names_the_file(tmp_path, text):
+    folder = _folder(tmp_path)
+    generate_edges(folder, progress=False)
+    (folder / "edge_4x" / "edges.json").write_text(text)
+    with pytest.raises(DatasetError, match="edge_4x/edges.json: ") as exc:
+        MFDataset(folder, "train", SIZE, SIZE, n_class=2, edges=True, check=False)
+    assert len(str(exc.value).splitlines()) == 1
+
+
+def test_writers_of_whole_folders_record_their_radius(tmp_path):
+    from util.data.synthetic import generate_dataset
+    assert read_edge_radius(generate_dataset(tmp_path / "s", n_frames=8, height=32, width=32, radius=3)) == 3

@@ -1,0 +1,72 @@
+"""Owned output folders (util.data.owned): only a tool's own earlier output is replaced, manifests of the
+earlier versions still count, and a failed write leaves the old output as it was."""
+import json
+
+import pytest
+
+from util.data.owned import DestinationError, Owner, check_destination, foreign_entries, write_owned
+
+TOOL = Owner("util.data.example", "example.json")
+
+
+def _fill(work):
+    (work / "images").mkdir()
+    (work / "images" / "a.png").write_bytes(b"pixels")
+    (work / "train.txt").write_text("a\n")
+    return {"seed": 1}
+
+
+def test_manifest_lists_every_file_with_its_checksum(tmp_path):
+    doc = write_owned(tmp_path / "out", TOOL, False, _fill)
+    assert doc == json.loads((tmp_path / "out" / "example.json").read_text())
+    assert doc["tool"] == TOOL.tool and doc["seed"] == 1 and sorted(doc["files"]) == ["images/a.png", "train.txt"]
+    assert foreign_entries(tmp_path / "out", TOOL) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no work folder left
+
+
+def test_only_an_unchanged_own_output_is_replaced(tmp_path):
+    out = tmp_path / "out"
+    write_owned(out, TOOL, False, _fill)
+    with pytest.raises(DestinationError, match="add --overwrite"):
+        write_owned(out, TOOL, False, _fill)
+    (out / "train.txt").write_text("mine\n")
+    with pytest.raises(DestinationError, match="train.txt: changed since util.data.example wrote it"):
+        check_destination(out, TOOL, overwrite=True)
+    (out / "train.txt").write_text("a\n")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DestinationError, match="notes.txt: not written by util.data.example"):
+        write_owned(out, TOOL, True, _fill)
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    with pytest.raises(DestinationError, match=r"no valid other\.json"):
+        check_destination(out, Owner("util.data.other", "other.json"), overwrite=True)
+    write_owned(out, TOOL, True, _fill)
+
+
+@pytest.mark.parametrize("manifest", [
+    {"tool": "util.data.example", "files": ["images/a.png", "train.txt"]},  # util.data.convert before: a list
+    {"generator": "util.data.example", "files": {"images/a.png": None, "train.txt": None}},  # synthetic before
+])
+def test_manifests_of_earlier_versions_are_read(tmp_path, manifest):
+    out = tmp_path / "out"
+    _fill(out.mkdir() or out)
+    if isinstance(manifest["files"], dict):  # the old synthetic.json held checksums
+        from util.data.owned import sha256_file
+        manifest["files"] = {rel: sha256_file(out / rel) for rel in manifest["files"]}
+    (out / "example.json").write_text(json.dumps(manifest))
+    check_destination(out, TOOL, overwrite=True)
+    (out / "images" / "b.png").write_bytes(b"mine")
+    assert [p.name for p, _ in foreign_entries(out, TOOL)] == ["b.png"]
+
+
+def test_a_failed_write_leaves_the_old_output(tmp_path):
+    out = tmp_path / "out"
+    write_owned(out, TOOL, False, _fill)
+
+    def failing(work):
+        _fill(work)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_owned(out, TOOL, True, failing)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and foreign_entries(out, TOOL) == []

@@ -1,0 +1,191 @@
+"""Output folders a tool owns: written whole beside the output, listed in a manifest, swapped in at the end.
+
+Every writer of a data folder (util.data.convert, util.data.rosbag_set, util.data.synthetic) goes through
+:func:`write_owned`, so the rules are the same everywhere:
+
+- The folder is filled in a hidden sibling ``.<name>.partial-<host>-<pid>`` and renamed to the output only
+  when complete, so an interrupted run never leaves a half-written output. A process killed outright leaves
+  its work folder behind; the next writer of the same output on the same host removes those whose process
+  is gone (:func:`remove_stale_work_dirs`).
+- The folder holds a manifest (the tool's file name, e.g. ``convert.json``): ``{"tool": ..., <the writer's
+  own record>, "files": {relative path: sha256}}``.
+- An output is replaced only when it is empty, or (with ``overwrite``) holds nothing but what its manifest
+  lists, unchanged (:func:`foreign_entries`): nothing a user put or edited there is deleted or overwritten.
+  Manifests of earlier versions (a ``files`` list without checksums, or ``"generator"`` instead of
+  ``"tool"``) are still read, so their folders stay replaceable.
+- The old output is renamed aside, the new one renamed in, then the old one removed (:func:`swap_in`).
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from util.files import atomic_write
+
+PARTIAL, OLD = "partial", "old"
+_LEGACY_KINDS = ("converting",)  # util.data.convert's work folders before this module
+
+
+class DestinationError(FileExistsError):
+    """The output folder may not be written: it is not a folder, or holds something its tool did not write."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A tool that writes whole output folders: its name (``tool`` in the manifest) and its manifest's file name."""
+
+    tool: str
+    manifest: str
+
+
+# ----------------------------------------------------------------------------- work folders
+
+def work_dir(out: Path, kind: str, pid: Optional[int] = None) -> Path:
+    """The sibling folder ``.<name>.<kind>-<host>-<pid>`` of ``out`` (this process's by default)."""
+    return out.parent / f".{out.name}.{kind}-{socket.gethostname()}-{os.getpid() if pid is None else pid}"
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_work_dirs(out: Path) -> None:
+    """Remove work folders of ``out`` left on this host by processes that no longer run (or by this one)."""
+    for kind in (PARTIAL, OLD, *_LEGACY_KINDS):
+        head = work_dir(out, kind, 0).name[:-1]
+        for path in out.parent.glob(head + "*"):
+            pid = path.name[len(head):]
+            if pid.isdigit() and (int(pid) == os.getpid() or not alive(int(pid))):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- the manifest
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def listed_files(folder: Path, owner: Owner) -> Optional[dict[str, Optional[str]]]:
+    """{relative path: sha256, or None when the manifest is of the older kind without checksums} of the files
+    ``folder``'s manifest says ``owner`` wrote; None when there is no readable manifest of ``owner``."""
+    try:
+        doc = json.loads((folder / owner.manifest).read_text(encoding="utf-8"))
+        tool, files = doc.get("tool", doc.get("generator")), doc["files"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if tool != owner.tool:
+        return None
+    if isinstance(files, list) and all(isinstance(f, str) for f in files):
+        return dict.fromkeys(files)
+    if isinstance(files, dict) and all(isinstance(f, str) and isinstance(h, str) for f, h in files.items()):
+        return dict(files)
+    return None
+
+
+def foreign_entries(folder: Path, owner: Owner) -> Optional[list[tuple[Path, str]]]:
+    """(entry, why) for each entry of ``folder`` that ``owner`` did not write: files and links its manifest does
+    not list, folders that hold none of its files, and listed files whose content changed since. None when
+    ``folder`` holds no readable manifest of ``owner`` (then nothing in it is known to be ``owner``'s)."""
+    files = listed_files(folder, owner)
+    if files is None:
+        return None
+    folders = {p for rel in files for p in Path(rel).parents if p != Path(".")}
+    foreign = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_symlink() or (path.is_dir() and rel not in folders):
+            foreign.append((path, f"not written by {owner.tool}"))
+        elif path.is_file() and rel.as_posix() != owner.manifest:
+            if rel.as_posix() not in files:
+                foreign.append((path, f"not written by {owner.tool}"))
+            elif files[rel.as_posix()] is not None and sha256_file(path) != files[rel.as_posix()]:
+                foreign.append((path, f"changed since {owner.tool} wrote it"))
+    return foreign
+
+
+def check_destination(out: Path, owner: Owner, overwrite: bool) -> None:
+    """Raise :class:`DestinationError` (one line naming the entry) unless ``out`` is absent, an empty folder,
+    or, with ``overwrite``, holds nothing but an earlier output of ``owner``."""
+    if out.exists() and not out.is_dir():
+        raise DestinationError(f"{out}: exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    foreign = foreign_entries(out, owner)
+    if foreign is None:
+        raise DestinationError(f"{out}: not empty and not written by {owner.tool} (no valid {owner.manifest}); "
+                               f"choose another output folder")
+    if foreign:
+        path, why = foreign[0]
+        raise DestinationError(f"{path}: {why} ({len(foreign)} such entries in {out}); refusing to replace {out}")
+    if not overwrite:
+        raise DestinationError(f"{out}: holds an earlier output of {owner.tool}; add --overwrite to replace it")
+
+
+def write_manifest(folder: Path, owner: Owner, record: dict) -> dict:
+    """Write ``folder``'s manifest: ``owner``'s name, ``record`` and the sha256 of every file now in ``folder``
+    (written atomically, as every small file of a data folder). Returns its content."""
+    files = {p.relative_to(folder).as_posix(): sha256_file(p)
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != owner.manifest}
+    doc = {"tool": owner.tool, **record, "files": files}
+    atomic_write(folder / owner.manifest, lambda f: f.write(json.dumps(doc, indent=1) + "\n"))
+    return doc
+
+
+# ----------------------------------------------------------------------------- writing
+
+def swap_in(work: Path, out: Path) -> None:
+    """Rename the finished ``work`` folder to ``out``; a non-empty ``out`` (already checked) is renamed aside
+    first and removed once the new one is in place."""
+    if out.is_dir() and any(out.iterdir()):
+        old = work_dir(out, OLD)
+        os.rename(out, old)
+        os.rename(work, out)
+        shutil.rmtree(old)
+        return
+    try:
+        os.rename(work, out)  # also replaces an empty folder
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        raise DestinationError(f"{out}: filled by another process meanwhile; kept it and discarded this "
+                               f"copy") from None
+
+
+def write_owned(out: Path, owner: Owner, overwrite: bool, fill: Callable[[Path], dict]) -> dict:
+    """Write the output folder ``out`` of ``owner``: ``fill(work)`` writes every file into a new work folder
+    and returns the writer's record; the manifest is added and the folder swapped in. ``out`` is checked
+    (:func:`check_destination`) before and again just before the swap (it may have changed meanwhile).
+    Whatever goes wrong, the work folder is removed and ``out`` left as it was. Returns the manifest."""
+    out = Path(os.path.abspath(out))  # its parent and name also for "." or ".."
+    check_destination(out, owner, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_work_dirs(out)
+    work = work_dir(out, PARTIAL)
+    try:
+        work.mkdir()
+        doc = write_manifest(work, owner, fill(work))
+        check_destination(out, owner, overwrite)
+        swap_in(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return doc
