@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..data.layout import cv2_from_rgb
 from ..engine.pictures import colorize, overlay, save_rgb, thermal_to_rgb
 from .backends import Segmenter
 from .frames import Frame, iter_images, iter_video, video_info
@@ -168,7 +169,7 @@ class OverlayVideo:
             if self.writer is None:
                 return  # size not known yet: counted, written on opening
             rgb = np.zeros(self.size + (3,), np.uint8)
-        self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.writer.write(cv2_from_rgb(rgb))
         self.frames += 1
 
     def _open(self, size: tuple[int, int]) -> None:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..data.layout import cv2_from_rgb
+
 _TITLE_H = 20  # height of the title strip above each panel image
 
 
@@ -128,7 +130,7 @@ def save_rgb(path: str | Path, rgb: np.ndarray, overwrite: bool = False) -> Path
         raise ValueError(f"save_rgb writes PNG only, got {path}")
     img = _to_uint8(np.asarray(rgb))
     if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+        img = cv2_from_rgb(img)
     ok, buf = cv2.imencode(".png", img)
     if not ok:
         raise OSError(f"could not encode {path} as PNG")
