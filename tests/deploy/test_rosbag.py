@@ -249,7 +249,7 @@ def _paired_bag(tmp_path, kind, rgb_reversed=False):
 
 
 def _convert(*args):
-    from util.data.rosbag_set import main
+    from util.deploy.bag_dataset import main
     return main([str(a) for a in args])
 
 

@@ -11,8 +11,8 @@ import run_demo_teacher
 import trainStudent
 import trainTeacher
 from util import options
-from util.data import check as check_cmd, convert, edges, rosbag_set, synthetic
-from util.deploy import export
+from util.data import check as check_cmd, convert, edges, synthetic
+from util.deploy import bag_dataset, export
 from util.engine.config import ConfigError, StudentConfig, TeacherConfig
 
 ARABIC_3 = "\u0663"  # int() accepts it; an option must not
@@ -92,7 +92,7 @@ COMMANDS = [
     ("util.convert", convert.main, ["fmb", "a", "b", "--workers", "-1"], "--workers: must be an integer at least 1"),
     ("util.convert", convert.main, ["pst900", "a", "b", "--val-fraction", "1"], "--val-fraction: must be a number in (0, 1)"),
     ("util.convert", convert.main, ["fmb", "a", "b", "--raw-range", "0", "7e5"], "--raw-range: must be a finite number"),
-    ("util.convert rosbag", rosbag_set.main, ["b", "d", "--rgb-topic", "/r", "--thermal-topic", "/t", "--max-dt-ms", "-1"],
+    ("util.convert rosbag", bag_dataset.main, ["b", "d", "--rgb-topic", "/r", "--thermal-topic", "/t", "--max-dt-ms", "-1"],
      "--max-dt-ms: must be a finite number at least 0"),
     ("run_demo_student.py", run_demo_student.main, ["--temporal-smoothing", "1"], "--temporal-smoothing: must be a number in [0, 1)"),
     ("run_demo_student.py", run_demo_student.main, ["--max-frames", "0"], "--max-frames: must be an integer at least 1"),

@@ -15,7 +15,6 @@
     thermal.py   16-bit thermal to 8 bits: the scaling rule and its percentile range
     convert.py   python -m util.convert: sources checked, then written into our layout
     unlabeled.py frames without labels (for distilling on unlabeled recordings)
-    rosbag_set.py  python -m util.convert rosbag: an unlabeled set from a ROS bag
 """
 from .check import check_dataset, verify_dataset
 from .dataset import MFDataset, read_frame

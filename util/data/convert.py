@@ -6,7 +6,7 @@
                                    [--name N] [--ignore-index K] [--map 255=0 ...] [--val-fraction 0.1] [--test-fraction 0.1]
     python -m util.convert folders SRC DST [--name N]    # SRC without labels/: an unlabeled set
     (all: [--overwrite] [--edge-radius 2] [--workers N] [--no-progress])
-    python -m util.convert rosbag  BAG DST --rgb-topic T --thermal-topic T ...  (an unlabeled set: util/data/rosbag_set.py)
+    python -m util.convert rosbag  BAG DST --rgb-topic T --thermal-topic T ...  (an unlabeled set: util/deploy/bag_dataset.py)
 
 DST receives ``images/NAME.png`` (4-channel uint8: R, G, B, thermal), ``labels/NAME.png`` (class ids),
 ``edge_4x/NAME.png`` (util.data.edges.edge_label) with ``edge_4x/edges.json`` (the --edge-radius used),
@@ -67,7 +67,7 @@ from util.options import ArgumentParser
 
 PathLike = Union[str, os.PathLike]
 
-CONVERTER = Owner("util.data.convert", "convert.json")  # also the owner of util.data.rosbag_set's sets
+CONVERTER = Owner("util.data.convert", "convert.json")  # also the owner of util.deploy.bag_dataset's sets
 
 
 class ConvertError(ValueError):

@@ -1,6 +1,6 @@
 """Output folders a tool owns: written whole beside the output, listed in a manifest, swapped in at the end.
 
-Every writer of a data folder (util.data.convert, util.data.rosbag_set, util.data.synthetic) goes through
+Every writer of a data folder (util.data.convert, util.deploy.bag_dataset, util.data.synthetic) goes through
 :func:`write_owned`, so the rules are the same everywhere:
 
 - The folder is filled in a hidden sibling ``.<name>.partial-<host>-<pid>`` and renamed to the output only

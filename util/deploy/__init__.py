@@ -15,6 +15,7 @@ user's recordings.
     rosbag.py    ROS 1 / ROS 2 bags in (thermal topics) and out (labels, overlay, confidence)
     bag_pixels.py  the pixels of sensor_msgs/Image and CompressedImage messages
     bag_records.py damaged bags read record by record up to the damage
+    bag_dataset.py python -m util.convert rosbag: an unlabeled data folder from a bag (written by util/data)
     live.py      camera indices and stream URLs; Ctrl-C ends cleanly
     recording.py bags and live sources in the demo (topics, output bag, summary)
     smoothing.py temporal smoothing of class probabilities; confidence

@@ -210,7 +210,7 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m util.convert rosbag",
-                       description="An unlabeled RGB-thermal set from a ROS bag (see util/data/rosbag_set.py).")
+                       description="An unlabeled RGB-thermal set from a ROS bag (see util/deploy/bag_dataset.py).")
     p.add_argument("bag", metavar="BAG", help="ROS 1 .bag file or ROS 2 bag folder (only read)")
     p.add_argument("dst", metavar="DST", help="output folder (new, empty, or a previous output with --overwrite)")
     p.add_argument("--rgb-topic", required=True, help="the RGB image topic")
