@@ -29,7 +29,7 @@ from .engine.loaders import present_splits, split_loader
 from .engine.loop import evaluate
 from .engine.metrics import format_report, write_confusion_csv
 from .engine.pictures import colorize, frame_panel, save_rgb
-from .options import ArgumentParser, fraction, integer, number
+from .options import ArgumentParser, LowHigh, fraction, integer, number
 
 SMOOTHING = fraction()  # --temporal-smoothing ALPHA: 0 is off
 # options of `--input` only (own frames, bags, live sources, the inference path), refused without it
@@ -68,7 +68,7 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
                             "(mp4, avi, mkv, mov, ...), an image, a folder of 8/16-bit PNG/TIFF, JPEG or "
                             "4-channel MFNet PNGs, a ROS 1 .bag or ROS 2 bag folder, a camera index or a "
                             "stream URL; --weights may then also be an .onnx file (python -m util.export)")
-        p.add_argument("--thermal-range", type=number(), nargs=2, default=None, metavar=("LOW", "HIGH"),
+        p.add_argument("--thermal-range", type=number(), action=LowHigh, default=None,
                        help="fixed raw-value range mapped to [0, 1] for 16-bit frames (default: per-frame min-max)")
         p.add_argument("--batch-size", type=integer(1), default=1, help="frames per forward pass with --input")
         p.add_argument("--save-labels", action="store_true",
@@ -186,12 +186,12 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
 def run_own_frames(args: argparse.Namespace) -> dict:
     """Segment a video, image or folder (--input) with PyTorch or ONNX weights; write outputs and summary.json."""
     from .deploy.choose import TIMED_FRAMES, open_segmenter, sample_frames
-    from .deploy.frames import check_thermal_range, is_video, iter_images, iter_video, list_frames, video_info
+    from .deploy.frames import is_video, iter_images, iter_video, list_frames, video_info
     from .deploy.inference import report_lines, segment_images, segment_video
     from .deploy.recording import open_recording, segment_recording
     from .deploy.smoothing import ProbabilityPredictor
 
-    thermal_range = check_thermal_range(args.thermal_range)
+    thermal_range = args.thermal_range  # (low, high) checked by options.LowHigh, or None
     recording = open_recording(args)  # a bag or live source, checked here; None for files and videos
     video = not recording and is_video(args.input) and Path(args.input).is_file()
     paths = [] if video or recording else list_frames(args.input)

@@ -24,6 +24,8 @@ API:
     folder_name()                           one folder name (--run-name): no '/', '\\', NUL, not '.' or '..'
     id_map(high)                            "SRC=ID" -> (src, id) with SRC 0..high (for --map)
     check_option(name, value, spec)         ValueError "NAME VALUE: requirement" unless `spec` accepts `value`
+    LowHigh                                 argparse action: two values LOW HIGH (each checked by type=),
+                                            LOW < HIGH, stored as a (low, high) tuple (--raw-range, --thermal-range)
     ArgumentParser                          argparse.ArgumentParser whose errors are ONE line on stderr
                                             ("error: argument --x: ..."; exit code 2); sub-parsers inherit it
 
@@ -181,6 +183,21 @@ def check_option(name: str, value: Any, spec: Spec) -> None:
         spec.check(value)
     except ValueError:
         raise ValueError(f"{name} {value}: {spec.requirement}") from None
+
+
+class LowHigh(argparse.Action):
+    """``--x LOW HIGH``: two values, each parsed and checked by the option's ``type=``, with LOW < HIGH;
+    stored as a ``(low, high)`` tuple. Use: ``p.add_argument("--raw-range", type=number(), action=LowHigh)``."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        kwargs.setdefault("metavar", ("LOW", "HIGH"))
+        super().__init__(option_strings, dest, nargs=2, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        low, high = values
+        if not low < high:
+            parser.error(f"argument {option_string}: must be LOW < HIGH, got {low:g} {high:g}")
+        setattr(namespace, self.dest, (low, high))
 
 
 class ArgumentParser(argparse.ArgumentParser):

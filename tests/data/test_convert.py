@@ -467,7 +467,7 @@ def test_percentile_range_nearest_rank():
     (["--classes", "a,b,c", "--map", "x"], "argument --map: must be SRC=ID"),
     (["--classes", "a,b,c", "--ignore-index", "255"], "ignore_index: expected null or a class id 0..2"),
     (["--classes", "a,b,c", "--val-fraction", "0"], "--val-fraction"),
-    (["--classes", "a,b,c", "--raw-range", "9", "3"], "--raw-range: expected LOW < HIGH"),
+    (["--classes", "a,b,c", "--raw-range", "9", "3"], "argument --raw-range: must be LOW < HIGH, got 9 3"),
 ])
 def test_bad_arguments_name_the_argument(tmp_path, capsys, args, fragment):
     (tmp_path / "src").mkdir()

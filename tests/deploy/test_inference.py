@@ -103,7 +103,7 @@ def test_unusable_inputs_exit_with_one_line(weights, tmp_path, capsys):
     cases = [
         ([broken], "x.mp4: cannot open the video"),
         ([tmp_path / "ironbow.jpg"], "no frame could be segmented (" + str(tmp_path / "ironbow.jpg")),
-        ([tmp_path / "ironbow.jpg", "--thermal-range", "300", "300"], "--thermal-range LOW HIGH: expected finite values with LOW < HIGH"),
+        ([tmp_path / "ironbow.jpg", "--thermal-range", "300", "300"], "argument --thermal-range: must be LOW < HIGH, got 300 300"),
         ([tmp_path / "none.mp4"], "none.mp4: no such file or folder"),
     ]
     for args, message in cases:
@@ -119,7 +119,7 @@ def test_thermal_range_checked_before_the_weights(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_demo_student.main(["--weights", str(tmp_path / "missing.pth"), "--input", str(tmp_path),
                                "--thermal-range", "10", "2", "--runs-dir", str(tmp_path / "out"), *DEMO])
-    assert "--thermal-range LOW HIGH" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert "argument --thermal-range: must be LOW < HIGH, got 10 2" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_jpeg_frames(tmp_path):

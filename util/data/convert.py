@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("dst", metavar="DST", help="output folder (new, empty, or a previous output with --overwrite)")
         p.add_argument("--val-fraction", type=options.fraction(zero=False), default=0.1, help="val share drawn from train (default 0.1)")
         p.add_argument("--seed", type=options.integer(0, 2**32 - 1), default=0, help="seed of the split permutation (default 0)")
-        p.add_argument("--raw-range", type=options.number(0, 65535), nargs=2, metavar=("LOW", "HIGH"),
+        p.add_argument("--raw-range", type=options.number(0, 65535), action=options.LowHigh,
                        help="16-bit thermal range mapped to 0..255 (default: 1st/99th percentile of the train frames)")
         p.add_argument("--overwrite", action="store_true", help="replace DST when it holds a previous conversion")
         p.add_argument("--edge-radius", type=options.number(0, 64), default=EDGE_RADIUS,
@@ -369,8 +369,6 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     """Command line entry point; returns 0 on success, 1 when the conversion is refused (2: bad arguments)."""
     args = build_parser().parse_args(None if argv is None else list(argv))
     parser = args.subparser
-    if args.raw_range and not args.raw_range[0] < args.raw_range[1]:
-        parser.error("--raw-range: expected LOW < HIGH within 0..65535")
     try:
         plan = _plan_from_args(args)
     except ValueError as exc:

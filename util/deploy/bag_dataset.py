@@ -43,7 +43,7 @@ from util.data.thermal import percentile_range, scale_raw_thermal
 from util.deploy.bag_pixels import colour_pixels, message_pixels
 from util.deploy.bag_records import BagError
 from util.deploy.rosbag import BagSource, Topic, pick_topic
-from util.options import ArgumentParser, number
+from util.options import ArgumentParser, LowHigh, number
 
 
 def read_homography(path: str) -> np.ndarray:
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-dt-ms", type=number(0), default=20.0,
                    help="largest stamp difference of a pair in ms (default 20); others are dropped and counted")
     p.add_argument("--homography", default=None, help="3x3 RGB-to-thermal pixel homography (text or JSON)")
-    p.add_argument("--raw-range", type=number(), nargs=2, metavar=("LOW", "HIGH"), default=None,
+    p.add_argument("--raw-range", type=number(), action=LowHigh, default=None,
                    help="16-bit/float thermal range mapped to 0..255 (default for 16-bit: 1st/99th percentile)")
     p.add_argument("--name", default=None, help="set name in dataset.json (default: the bag's name)")
     p.add_argument("--overwrite", action="store_true", help="replace DST when it holds a previous conversion")
@@ -229,8 +229,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """0 on success; 1 with one `error:` line when refused (2: bad arguments, from argparse)."""
     parser = build_parser()
     args = parser.parse_args(None if argv is None else list(argv))
-    if args.raw_range and not args.raw_range[0] < args.raw_range[1]:
-        parser.error("--raw-range: expected finite LOW < HIGH")
     try:
         homography = read_homography(args.homography) if args.homography else None
         record = convert_rosbag(args.bag, args.dst, args.rgb_topic, args.thermal_topic, args.max_dt_ms, homography,

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..data.info import DatasetInfo
-from ..options import ArgumentParser, integer, number, one_of
+from ..options import ArgumentParser, LowHigh, integer, number, one_of
 from .agreement import agreement_percent, compare, format_comparison, random_thermal
 from .cpu import cpu_info
 from .onnxfile import atomic_path, check_new_file, read_metadata, write_metadata
@@ -191,15 +191,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--min-agreement", type=agreement_percent, default=INT8_MIN_AGREEMENT, metavar="PERCENT",
                    help=f"with --keep-float auto, a node group is left in float only if the argmax agreement "
                         f"with fp32 stays at least this (default {100 * INT8_MIN_AGREEMENT:g})")
-    p.add_argument("--thermal-range", type=number(), nargs=2, default=None, metavar=("LOW", "HIGH"),
+    p.add_argument("--thermal-range", type=number(), action=LowHigh, default=None,
                    help="fixed raw-value range for 16-bit calibration frames (default: per-frame min-max)")
     return p.parse_args(argv)
 
 
 def check_args(args: argparse.Namespace) -> tuple[Path, Optional[Path]]:
     """The output paths; one-line errors for every bad option, before any work."""
-    from .frames import check_thermal_range
-
     out = Path(args.out)
     if Path(args.weights).suffix.lower() == ".onnx":
         raise ValueError(f"--weights {args.weights}: holds an ONNX model; python -m util.export exports PyTorch "
@@ -207,7 +205,6 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Optional[Path]]:
     if out.suffix.lower() != ".onnx":
         raise ValueError(f"--out {out}: expected a file name ending in .onnx")
     check_new_file(out, args.overwrite, "--out")
-    check_thermal_range(args.thermal_range)
     if not args.int8:
         return out, None
     int8_out = Path(args.int8_out) if args.int8_out else out.with_name(out.stem + ".int8.onnx")
