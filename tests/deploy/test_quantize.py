@@ -1,6 +1,9 @@
 """util/deploy/quantize.py: the int8 file's form (QDQ, uint8 activations, int8 per-channel weights), the
 signed option, node groups left in float, and tune_int8's measured choices."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -11,6 +14,7 @@ import util.deploy.agreement
 import util.deploy.quantize
 from model import EKNet
 from util.data.info import MFNET
+from util.data.owned import PARTIAL, work_dir
 from util.deploy.agreement import random_thermal
 from util.deploy.backends import OnnxSegmenter
 from util.deploy.export import export_onnx, read_metadata
@@ -86,6 +90,13 @@ def test_tune_int8_keeps_in_float_what_measures_faster(fp32, tmp_path, monkeypat
     groups = {g: KEEP_FLOAT_GROUPS[g] for g in ("transposed convolutions", "attention")}
     monkeypatch.setattr(util.deploy.quantize, "KEEP_FLOAT_GROUPS", groups)  # two trials are enough here
     calib, held = random_thermal(2, SIZE, SIZE, seed=1), random_thermal(2, SIZE, SIZE, seed=2)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = work_dir(tmp_path / "t.onnx", PARTIAL, dead.pid)  # what a killed earlier run left behind
+    killed.mkdir()
+    (killed / "trial0.onnx").write_bytes(b"half")
+    running = work_dir(tmp_path / "t.onnx", PARTIAL, os.getppid())  # another run's, still going: kept
+    running.mkdir()
     log = []
     r = tune_int8(fp32, tmp_path / "t.onnx", calib, held, methods=("minmax", "percentile"), min_agreement=0.5,
                   log=log.append)
@@ -95,7 +106,7 @@ def test_tune_int8_keeps_in_float_what_measures_faster(fp32, tmp_path, monkeypat
     info = json.loads(read_metadata(tmp_path / "t.onnx")["int8"])
     assert (info["calibration"], info["keep_float"]) == (r["method"], ["attention"])
     assert any("attention in float: 5.0 ms/frame" in line and "kept in float" in line for line in log)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.onnx"]  # the trial files are gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "t.onnx"]  # trial files, killed run's gone
     agree = (OnnxSegmenter(tmp_path / "t.onnx").labels(held) == OnnxSegmenter(fp32).labels(held)).mean()
     assert agree == pytest.approx(r["agreement"])
 

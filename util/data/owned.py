@@ -17,6 +17,7 @@ Every writer of a data folder (util.data.convert, util.deploy.bag_dataset, util.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -25,7 +26,7 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from util.files import atomic_write
 
@@ -71,6 +72,20 @@ def remove_stale_work_dirs(out: Path) -> None:
             pid = path.name[len(head):]
             if pid.isdigit() and (int(pid) == os.getpid() or not alive(int(pid))):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_dir(out: Path) -> Iterator[Path]:
+    """This process's hidden work folder beside ``out`` (same file system: its files can be renamed to
+    ``out``), for a writer of one file too (util.deploy.quantize); removed on exit, and by the next writer
+    of ``out`` on this host when a kill left it behind."""
+    remove_stale_work_dirs(out)
+    work = work_dir(out, PARTIAL)
+    work.mkdir(parents=True)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- the manifest

@@ -18,11 +18,12 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+
+from ..data.owned import scratch_dir
 
 ACTIVATIONS = ("uint8", "int8")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -98,7 +99,7 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
     metadata = {**read_metadata(fp32_path), "precision": "int8", "int8": json.dumps(info)}
     float_ops = {op for g in keep_float for op in KEEP_FLOAT_GROUPS[g]}
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_path.parent) as work, atomic_path(out_path, overwrite) as tmp:
+    with scratch_dir(out_path) as work, atomic_path(out_path, overwrite) as tmp:
         pre = Path(work) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre))  # folds BatchNorms into convolutions, infers shapes
         graph = onnx.load(str(pre)).graph
@@ -142,7 +143,7 @@ def tune_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: 
         return compare(fp32_logits, seg, held)["agreement"]
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".int8-trials.") as work:
+    with scratch_dir(out_path) as work:  # a kill leaves it: the next run for out_path removes it
         def trial(method: str, keep: Sequence[str]) -> tuple[Path, OnnxSegmenter]:
             path = Path(work) / f"trial{len(os.listdir(work))}.onnx"
             quantize_int8(fp32_path, path, calib, True, activations, method, keep)
