@@ -132,19 +132,29 @@ def comparison_table(results: dict[str, dict]) -> str:
 
 def ensure_pool(args: argparse.Namespace) -> Path:
     """The synthetic unlabeled pool of --unlabeled-frames, generated (same scene model, size and seed as the
-    synthetic data folder) when absent."""
+    synthetic data folder) when absent; one made earlier is used only when it was made for that data."""
     import json
 
     from util.data.synthetic import META_FILE, generate_unlabeled_pool
 
     pool, meta_path = unlabeled_pool(args), Path(args.data_dir) / META_FILE
-    if pool.exists():
-        print(f"      using the unlabeled pool in {pool}", flush=True)
-        return pool
     if not meta_path.is_file():
         raise ValueError(f"--unlabeled-frames {args.unlabeled_frames}: {args.data_dir} is not synthetic data "
                          f"(no {META_FILE}); give your own unlabeled frames to trainStudent.py --unlabeled DIR")
     meta = json.loads(meta_path.read_text())
+    want = {"unlabeled_frames": args.unlabeled_frames, "height": meta["height"], "width": meta["width"],
+            "seed": meta["seed"], "day_fraction": meta["day_fraction"]}
+    if pool.exists():
+        try:
+            made = json.loads((pool / META_FILE).read_text())
+        except (OSError, ValueError):
+            made = {}
+        differ = [f"{k} {made.get(k)!r} (needed {v!r})" for k, v in want.items() if made.get(k) != v]
+        if differ:
+            raise ValueError(f"--unlabeled-frames {args.unlabeled_frames}: {pool} was not made for {args.data_dir}: "
+                             f"{'; '.join(differ)}; remove it and run again to make the pool")
+        print(f"      using the unlabeled pool in {pool}", flush=True)
+        return pool
     print(f"      generating {args.unlabeled_frames} unlabeled synthetic frames in {pool}", flush=True)
     return generate_unlabeled_pool(pool, args.unlabeled_frames, meta["height"], meta["width"], meta["seed"],
                                    meta["day_fraction"])

@@ -227,6 +227,18 @@ def test_run_cekd_adds_a_label_free_row_when_asked(tmp_path, capsys):
     assert run["config"]["unlabeled"] == [str(pool)] and run["frames"]["unlabeled"] == 2
     assert run["config"]["unlabeled_per_batch"] == 1
     assert json.loads((tmp_path / "runs" / "job" / "student" / "run.json").read_text())["config"]["unlabeled"] == []
+    # the next run reuses the pool only when it was made for this data folder
+    from argparse import Namespace
+
+    from run_cekd import ensure_pool
+    from util.data.synthetic import META_FILE
+
+    args = Namespace(data_dir=str(data), unlabeled_frames=2)
+    assert ensure_pool(args) == pool
+    manifest = json.loads((pool / META_FILE).read_text())
+    (pool / META_FILE).write_text(json.dumps({**manifest, "seed": 5}))
+    with pytest.raises(ValueError, match=r"syn-unlabeled-2 was not made for .*syn: seed 5 \(needed 0\); remove it"):
+        ensure_pool(args)
 
 
 def test_torchrun_two_processes_share_the_unlabeled_frames(setup, tmp_path):
