@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from util.files import DiskFullError, atomic_write
+from util.files import DiskFullError, atomic_path, atomic_write, is_partial_write, remove_partial_writes
 
 
 def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
@@ -43,3 +43,17 @@ def test_the_new_file_replaces_the_old_with_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_temporary_files_of_a_killed_write_are_recognised_and_removed(tmp_path):
+    """What atomic_path names its temporary file is what remove_partial_writes removes, and nothing else."""
+    (tmp_path / "last.pth").write_text("a user's file")
+    (tmp_path / "notes.tmp").write_text("also theirs")
+    with atomic_path(tmp_path / "best.pth") as tmp:
+        tmp.write_text("half")
+        assert is_partial_write(tmp.name)
+        left = tmp_path / tmp.name.replace("best", "last")  # as a write killed at this moment would leave it
+        left.write_text("half")
+    assert sorted(p.name for p in remove_partial_writes(tmp_path)) == [left.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pth", "last.pth", "notes.tmp"]
+    assert not is_partial_write("last.pth") and not is_partial_write(".last.pth")

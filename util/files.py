@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+_TMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # atomic_path's temporary files: .NAME.XXXX.tmp
 
 
 class DiskFullError(OSError):
@@ -90,3 +92,18 @@ def atomic_write(path: PathLike, write_fn: Callable[[IO[Any]], Any], binary: boo
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
             write_fn(f)
     return path
+
+
+def is_partial_write(name: str) -> bool:
+    """Whether a file name is one of :func:`atomic_path`'s temporary files (left by a process killed mid-write)."""
+    return bool(_TMP_NAME.match(name))
+
+
+def remove_partial_writes(folder: PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left in `folder`; return them."""
+    removed = []
+    for p in Path(folder).iterdir() if Path(folder).is_dir() else ():
+        if p.is_file() and is_partial_write(p.name):
+            p.unlink(missing_ok=True)  # another process may have removed it first
+            removed.append(p)
+    return removed

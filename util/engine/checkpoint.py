@@ -12,7 +12,6 @@ see model/release.py) needs its configuration read off its tensors.
 from __future__ import annotations
 
 import os
-import re
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
@@ -29,7 +28,6 @@ FORMAT = "cekd-pytorch"
 VERSION = 2  # 1: BoT block layers stored by Sequential index (body.3...)
 NETWORK_ROLE = {"CENet": "teacher", "EKNet": "student"}
 TRAINER = {"CENet": "trainTeacher.py", "EKNet": "trainStudent.py"}
-_TMP_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # what atomic_write names its temporary files
 
 
 class CheckpointError(ValueError):
@@ -176,21 +174,6 @@ def read_training_checkpoint(path: str | os.PathLike, network: str, mmap: bool =
     if missing:
         raise CheckpointError(f"--resume {path}: training checkpoint lacks {', '.join(missing)}")
     return {**w.raw, "model": w.state_dict}
-
-
-def is_partial_write(name: str) -> bool:
-    """Whether a file name is one of `save_atomic`'s temporary files."""
-    return bool(_TMP_PATTERN.match(name))
-
-
-def remove_partial_writes(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that `save_atomic` calls killed mid-write left in `folder`."""
-    removed = []
-    for p in Path(folder).iterdir() if Path(folder).is_dir() else ():
-        if p.is_file() and is_partial_write(p.name):
-            p.unlink(missing_ok=True)  # another process may have removed it first
-            removed.append(p)
-    return removed
 
 
 def first_non_finite(model: nn.Module) -> str | None:

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from .checkpoint import NETWORK_ROLE, TRAINER, is_partial_write, read_training_checkpoint
+from ..files import is_partial_write
+from .checkpoint import NETWORK_ROLE, TRAINER, read_training_checkpoint
 from .config import ConfigError, TrainConfig, flag
 from .folders import CONFIG_FILE, LOCK_FILE
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..data.info import DatasetInfo
-from ..files import DiskFullError
+from ..files import DiskFullError, remove_partial_writes
 from .checkpoint import (
     FORMAT,
     TRAINER,
@@ -34,7 +34,6 @@ from .checkpoint import (
     load_state,
     model_config,
     read_training_checkpoint,
-    remove_partial_writes,
     save_atomic,
     unwrap,
 )
