@@ -22,7 +22,8 @@ import trainStudent
 import trainTeacher
 from util.data.mfnet import TEST_SPLITS
 from util.engine import StudentConfig, TeacherConfig, run_cli
-from util.engine.config import COMMON_SPECS as SPEC, ConfigError, given_options, resolve
+from util.engine.cli import resolve
+from util.engine.config import COMMON_SPECS as SPEC, ConfigError, given_options
 from util.engine.folders import new_run_dir, write_json
 from util.options import ArgumentParser, integer
 

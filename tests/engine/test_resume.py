@@ -62,5 +62,5 @@ def test_the_class_count_is_resolved_with_the_config(tmp_path):
 
 
 def test_training_data_takes_resolved_configs_only(tmp_path):
-    with Session("cpu") as session, pytest.raises(ValueError, match="cfg.n_class is not resolved"):
+    with Session("cpu") as session, pytest.raises(TypeError, match="cfg.n_class is not resolved"):
         training_data(TeacherConfig(data_dir=str(tmp_path)), session, edges=False)

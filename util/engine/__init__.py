@@ -16,8 +16,8 @@
 """
 from .build import make_optimizer, prepare_model, seed_everything
 from .checkpoint import CheckpointError, build_from_weights, export_release, load_state, save_atomic, unwrap
-from .cli import load_config, run_cli
-from .config import AMP_MODES, ConfigError, StudentConfig, TeacherConfig, TrainConfig, add_common_args, resolve
+from .cli import load_config, resolve, run_cli
+from .config import AMP_MODES, ConfigError, StudentConfig, TeacherConfig, TrainConfig, add_common_args
 from .distributed import Session
 from .loaders import Data, present_splits, split_loader, training_data
 from .loop import evaluate, train_one_epoch, train_step

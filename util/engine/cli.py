@@ -6,9 +6,10 @@ import sys
 from typing import Callable, Optional, Sequence, TypeVar
 
 from ..data import DatasetError
+from ..data.info import load_dataset_info
 from ..files import DiskFullError
 from .checkpoint import CheckpointError
-from .config import ConfigError, TrainConfig, given_options, resolve
+from .config import ConfigError, TrainConfig, given_options, with_data_classes
 from .resume import resumed_config, saved_config
 from .run import RunStopped
 
@@ -16,6 +17,13 @@ T = TypeVar("T")
 # Errors that describe a bad input in their message; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ConfigError, CheckpointError, DatasetError, ValueError, FileNotFoundError, FileExistsError,
                NotADirectoryError, IsADirectoryError, PermissionError, DiskFullError)
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` checked (ConfigError naming the first bad option), with the class count of its data folder
+    when --n-class was not given (its dataset.json, else MFNet's 9, which the synthetic data have too)."""
+    cfg.check()
+    return with_data_classes(cfg, load_dataset_info(cfg.data_dir))
 
 
 def load_config(cls: type[TrainConfig], parser: argparse.ArgumentParser,

@@ -5,8 +5,8 @@
 destinations named after the config fields, so `Config(**vars(args))` builds a config.
 Choices (ResNet depths, AMP modes, edge-loss modes, student loss terms) are defined here once.
 
-What a resumed run may change lives in resume.py. `resolve` checks a config and fills in the class
-count, when not given, from the data folder: the trainers take resolved configs only.
+What a resumed run may change lives in resume.py; the class count, when not given, is filled in from
+the data folder by cli.resolve: the trainers take resolved configs only.
 """
 from __future__ import annotations
 
@@ -14,16 +14,18 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional, Sequence
 
 import torch
 
 from model.encoder import RESNET_DEPTHS
 from model.losses import EDGE_MODES, STUDENT_TERMS
 
-from ..data.info import DatasetInfo, load_dataset_info
 from ..data.mfnet import TEST_SPLITS
 from ..options import Spec, check_option, folder_name, integer, multiple_of, number, one_of, split_name
+
+if TYPE_CHECKING:  # a type only: the config reads no data folder (cli.resolve does)
+    from ..data.info import DatasetInfo
 
 AMP_MODES = ("none", "bf16", "fp16")
 DEFAULT_DATA_DIR = "dataset/synthetic"
@@ -278,13 +280,6 @@ def given_options(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]
 def describe(cfg: TrainConfig) -> str:
     """One line listing the options, e.g. for the log of a resumed run."""
     return " ".join(f"{flag(f.name)}={getattr(cfg, f.name)}" for f in fields(cfg))
-
-
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """`cfg` checked (ConfigError naming the first bad option), with the class count of its data folder
-    when --n-class was not given (its dataset.json, else MFNet's 9, which the synthetic data have too)."""
-    cfg.check()
-    return with_data_classes(cfg, load_dataset_info(cfg.data_dir))
 
 
 def with_data_classes(cfg: TrainConfig, info: DatasetInfo) -> TrainConfig:

@@ -75,7 +75,7 @@ def training_data(cfg, session: Session, edges: str | bool) -> Data:
     """Train and val loaders; every frame of train, val and the test splits is checked first.
 
     The synthetic data are generated when the default data folder is absent. `cfg` holds its class
-    count already (config.resolve fills it in); the data folder must still agree.
+    count already (cli.resolve fills it in); the data folder must still agree.
     """
     from ..data.synthetic import ensure_synthetic
 
@@ -84,7 +84,7 @@ def training_data(cfg, session: Session, edges: str | bool) -> Data:
         ensure_synthetic(cfg.data_dir)
     barrier()
     if cfg.n_class is None:
-        raise ValueError("training_data: cfg.n_class is not resolved (pass the config through config.resolve)")
+        raise TypeError("training_data: cfg.n_class is not resolved (pass the config through cli.resolve)")
     data_info = load_dataset_info(cfg.data_dir)
     with_data_classes(cfg, data_info)  # ConfigError when the folder disagrees with cfg.n_class
     info, device = session.info, session.device

@@ -25,6 +25,8 @@ EMPTY_BATCHES = "batches_without_labels"  # the epoch's count of batches whose e
 
 
 class Task(Protocol):
+    ignore_index: Optional[int]  # the dataset's ignored label id, left out of the losses (None: none)
+
     def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> tuple[dict, Any]:
         """(loss terms with "total", network output) for a batch prepared by `to_device`."""
 
@@ -93,7 +95,7 @@ def train_one_epoch(model: nn.Module, task: Task, loader, optimizer: torch.optim
     from the labels."""
     model.train()
     in_channels = unwrap(model).in_channels
-    ignore_index = getattr(task, "ignore_index", None)
+    ignore_index = task.ignore_index
     sums: dict[str, torch.Tensor] = {}
     n_batches, n_images, n_empty, t0 = 0, 0, 0, time.perf_counter()
     show = cfg.progress and log is not None and getattr(log, "is_main", True)
