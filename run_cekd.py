@@ -25,6 +25,7 @@ from util.engine import StudentConfig, TeacherConfig, run_cli
 from util.engine.cli import resolve
 from util.engine.config import COMMON_SPECS as SPEC, ConfigError, given_options
 from util.engine.folders import new_run_dir, write_json
+from util.files import atomic_write
 from util.options import ArgumentParser, integer
 
 STAGES = (("teacher", "CENet teacher (RGB + thermal)"),
@@ -203,7 +204,7 @@ def run(args: argparse.Namespace) -> dict:
                                "splits": {s: {"miou": m["miou"], "macc": m["macc"], "images": m["images"]}
                                           for s, m in r["splits"].items()}} for k, r in results.items()}}
     write_json(summary, out / "comparison.json")
-    (out / "comparison.txt").write_text(table + "\n")
+    atomic_write(out / "comparison.txt", lambda f: f.write(table + "\n"))
     depths = {c.depth for c in configs.values()}
     print(f"\nCEKD on {data} (ResNet-{'/'.join(map(str, sorted(depths)))}, {args.height}x{args.width}, {args.epochs} epochs each, "
           f"{total / 60:.1f} min):\n{table}\n\nall outputs in {out}", flush=True)

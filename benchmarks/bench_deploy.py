@@ -474,7 +474,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
             common.write_results(path, header, {k: v for k, v in vars(args).items() if k != "trained"}, rows)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(markdown_table(header, rows))
+            from util.files import atomic_write
+
+            atomic_write(path, lambda f: f.write(markdown_table(header, rows)))
             print(f"wrote {path}")
     return rows
 

@@ -20,6 +20,7 @@ Weights are random (no download); speed does not depend on them.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import statistics
 import subprocess
@@ -213,7 +214,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
             model = common.for_mode(base, cl)
             one = common.make_input(1, model.in_channels, args, device, cl)
             (times, logits), infer_peak = measure(
-                lambda: time_inference(model, one, device, mode_amp, args.warmup, args.iters), memory)
+                functools.partial(time_inference, model, one, device, mode_amp, args.warmup, args.iters), memory)
             ms = statistics.median(times)
             row = {"network": network, "mode": mode, "amp_dtype": mode_amp, "channels_last": cl,
                    "infer_ms": ms, "fps": 1000.0 / ms, "infer_ms_each": times,
@@ -238,8 +239,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
                     task = SupervisedTask()
                 batch = common.make_input(args.batch_size, model.in_channels, args, device, cl, seed_offset=1)
                 steps, train_peak = measure(
-                    lambda: time_train_step(model, task, batch, device, mode_amp, args.train_warmup,
-                                            args.train_iters), memory)
+                    functools.partial(time_train_step, model, task, batch, device, mode_amp, args.train_warmup,
+                                      args.train_iters), memory)
                 row.update(train_img_s=args.batch_size / statistics.median(steps), train_s_each=steps,
                            train_peak_gib=train_peak / common.GIB)
                 del batch, task

@@ -236,8 +236,10 @@ def text_table(header: list[str], columns: list[str], body: list[list[str]], lef
 def write_results(path, header: list[str], settings: dict, rows: list[dict]) -> Path:
     """Write {"header", "args", "rows"} as indented JSON to path (its folder made) and say so on stdout."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"header": header, "args": settings, "rows": rows}, indent=2) + "\n")
+    from util.files import atomic_write  # standard library only, like this module
+
+    text = json.dumps({"header": header, "args": settings, "rows": rows}, indent=2) + "\n"
+    atomic_write(path, lambda f: f.write(text))
     print(f"wrote {path}")
     return path
 

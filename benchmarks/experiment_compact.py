@@ -30,6 +30,7 @@ from util.engine import StudentConfig, TeacherConfig, build_from_weights
 from util.engine.folders import write_json
 from util.engine.loaders import split_loader
 from util.engine.metrics import ConfusionMatrix
+from util.files import atomic_write
 
 STUDENTS = (("student-18", 18, 0.0), ("student-34", 34, 0.0), ("student-50", 50, 0.0), ("student-18-gt", 18, 1.0))
 
@@ -127,7 +128,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
                "teacher_test_miou": results["teacher"]["splits"]["test"]["miou"],
                "cpu": common.cpu_name(), "seconds": time.perf_counter() - t}
     write_json(summary, out / "compact.json")
-    (out / "compact.txt").write_text(text + "\n")
+    atomic_write(out / "compact.txt", lambda f: f.write(text + "\n"))
     print(text, flush=True)
     return summary
 

@@ -43,6 +43,7 @@ from util.data.layout import IMAGE_DIR, read_split
 from util.data.synthetic import META_FILE, UNLABELED_DIR, generate_dataset
 from util.engine import StudentConfig, TeacherConfig, resolve
 from util.engine.folders import write_json
+from util.files import atomic_write
 from util.options import ArgumentParser, integer, multiple_of, number
 
 ROWS = {"a": "(a) labels only", "b": "(b) CEKD, labelled frames", "c": "(c) CEKD, labelled + unlabeled",
@@ -217,7 +218,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     doc = {"settings": vars(args), "summary": summary, "runs": runs, "table": text, "cpu": common.cpu_name(),
            "minutes": minutes}
     write_json(doc, out / "unlabeled.json")
-    (out / "unlabeled.md").write_text(text)
+    atomic_write(out / "unlabeled.md", lambda f: f.write(text))
     print(text, flush=True)
     return doc
 

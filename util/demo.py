@@ -29,6 +29,7 @@ from .engine.loaders import present_splits, split_loader
 from .engine.loop import evaluate
 from .engine.metrics import format_report, write_confusion_csv
 from .engine.pictures import colorize, frame_panel, save_rgb
+from .files import atomic_write
 from .options import ArgumentParser, LowHigh, fraction, integer, number
 
 SMOOTHING = fraction()  # --temporal-smoothing ALPHA: 0 is off
@@ -130,7 +131,7 @@ def evaluate_split(model: nn.Module, loader: DataLoader, device: torch.device, o
     ev = evaluate(model, loader, device, model.n_class, amp=amp, channels_last=channels_last, show=show,
                   desc=split, timed=True, ignore_index=info.ignore_index, on_batch=save_pictures)
     mat = ev.confusion.mat.cpu().numpy()
-    np.save(out_dir / f"confusion_{split}.npy", mat)
+    atomic_write(out_dir / f"confusion_{split}.npy", lambda f: np.save(f, mat), binary=True)
     write_confusion_csv(out_dir / f"confusion_{split}.csv", mat, info.class_names)
     timed = ev.seconds[WARMUP_FRAMES:]
     ms = 1000 * float(np.mean(timed)) if timed else float("nan")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data.layout import cv2_from_rgb
+from ..data.layout import cv2_from_rgb, write_png
 from ..engine.pictures import colorize, overlay, save_rgb, thermal_to_rgb
 from .backends import Segmenter
 from .frames import Frame, iter_images, iter_video, video_info
@@ -131,9 +131,9 @@ class Records:
 
 
 def write_label(path: Path, pred: np.ndarray) -> None:
+    """One frame's class ids as a single-channel PNG (in the run's own new folder, written directly)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), pred):
-        raise OSError(f"{path}: could not write")
+    write_png(path, pred)
 
 
 def segment_images(segmenter: Segmenter, paths: Sequence[Path], out_dir: Path,

@@ -8,12 +8,15 @@ released code; the NaN-skipping means are reported beside them.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..files import atomic_write
 
 
 class ConfusionMatrix:
@@ -124,11 +127,12 @@ def write_confusion_csv(path: Union[str, os.PathLike], mat: np.ndarray, class_na
         raise ValueError(f"confusion matrix must be square, got {mat.shape}")
     names = [str(n) for n in class_names][: mat.shape[0]]
     names += [str(i) for i in range(len(names), mat.shape[0])]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["gt\\pred", *names])
-        for name, row in zip(names, mat.tolist()):
-            writer.writerow([name, *row])
+    text = io.StringIO()
+    writer = csv.writer(text)  # CRLF line ends, as the csv module writes them
+    writer.writerow(["gt\\pred", *names])
+    for name, row in zip(names, mat.tolist()):
+        writer.writerow([name, *row])
+    atomic_write(path, lambda f: f.write(text.getvalue()))
 
 
 def confusion_matrix_numpy_per_frame(
