@@ -150,7 +150,11 @@ def ensure_pool(args: argparse.Namespace) -> Path:
         try:
             made = json.loads((pool / META_FILE).read_text())
         except (OSError, ValueError):
-            made = {}
+            made = None
+        if not isinstance(made, dict):
+            raise ValueError(f"--unlabeled-frames {args.unlabeled_frames}: {pool} holds no readable {META_FILE} "
+                             f"(made by an earlier version, or not by run_cekd.py); remove it and run again to "
+                             f"make the pool")
         differ = [f"{k} {made.get(k)!r} (needed {v!r})" for k, v in want.items() if made.get(k) != v]
         if differ:
             raise ValueError(f"--unlabeled-frames {args.unlabeled_frames}: {pool} was not made for {args.data_dir}: "

@@ -239,6 +239,9 @@ def test_run_cekd_adds_a_label_free_row_when_asked(tmp_path, capsys):
     (pool / META_FILE).write_text(json.dumps({**manifest, "seed": 5}))
     with pytest.raises(ValueError, match=r"syn-unlabeled-2 was not made for .*syn: seed 5 \(needed 0\); remove it"):
         ensure_pool(args)
+    (pool / META_FILE).unlink()  # a pool of an earlier version had no manifest
+    with pytest.raises(ValueError, match=r"syn-unlabeled-2 holds no readable synthetic.json \(made by an earlier"):
+        ensure_pool(args)
 
 
 def test_torchrun_two_processes_share_the_unlabeled_frames(setup, tmp_path):

@@ -127,7 +127,7 @@ def tune_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: 
     "groups": {group: ms with it in float}, "description"}."""
     from .agreement import compare, ms_per_frame
     from .backends import OnnxSegmenter
-    from .onnxfile import check_new_file
+    from .onnxfile import atomic_path, check_new_file
 
     out_path = Path(out_path)
     check_new_file(out_path, overwrite, "--int8-out")
@@ -190,8 +190,8 @@ def tune_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib: 
             if len(helped) == 1:
                 (group, (path, seg, ms, agree)), = helped.items()
                 best_path, best_seg, best_ms, best_keep, best_agree = path, seg, ms, [group], agree
-        check_new_file(out_path, overwrite, "--int8-out")
-        os.replace(best_path, out_path)
+        with atomic_path(out_path, overwrite) as tmp:  # fsynced; out_path checked again just before
+            os.replace(best_path, tmp)
     return {"method": method, "keep_float": best_keep, "agreement": best_agree, "int8_ms": best_ms,
             "fp32_ms": fp32_ms, "methods": scores, "groups": groups, "activations": activations,
             "description": describe_int8(activations, method, best_keep)}
