@@ -24,7 +24,7 @@ from util.data.mfnet import TEST_SPLITS
 from util.engine import StudentConfig, TeacherConfig, run_cli
 from util.engine.cli import resolve
 from util.engine.config import COMMON_SPECS as SPEC, ConfigError, given_options
-from util.engine.folders import new_run_dir, write_json
+from util.engine.folders import BEST, new_run_dir, write_json
 from util.files import atomic_write
 from util.options import ArgumentParser, integer
 
@@ -86,10 +86,10 @@ def stage_configs(args: argparse.Namespace, out: Path) -> dict[str, TeacherConfi
     t_depth, s_depth = args.teacher_depth or args.depth, args.student_depth or args.depth
     stages = {"teacher": _apply(TeacherConfig(run_name="teacher", depth=t_depth, **common), extra),
               "student": _apply(StudentConfig(run_name="student", depth=s_depth,
-                                              teacher=str(out / "teacher" / "best.pth"), **common), extra)}
+                                              teacher=str(out / "teacher" / BEST), **common), extra)}
     if args.unlabeled_frames:
         stages["student-unlabeled"] = _apply(StudentConfig(run_name="student-unlabeled", depth=s_depth,
-                                                           teacher=str(out / "teacher" / "best.pth"),
+                                                           teacher=str(out / "teacher" / BEST),
                                                            unlabeled=(str(unlabeled_pool(args)),),
                                                            unlabeled_per_batch=args.unlabeled_per_batch, **common),
                                                     extra)

@@ -250,7 +250,9 @@ def run_stage(name: str, cfg, out: Path, seconds: dict[str, float]) -> dict:
     """The results.json of run `out/name`, trained first (trainTeacher.main for a TeacherConfig, else
     trainStudent.main) unless it exists, so an interrupted experiment continues; the training time goes to
     seconds[name]."""
-    done = out / name / "results.json"
+    from util.engine.folders import RESULTS
+
+    done = out / name / RESULTS
     if not done.is_file():
         import trainStudent
         import trainTeacher

@@ -27,7 +27,7 @@ from util.data.synthetic import ensure_synthetic
 from util.deploy.backends import OnnxSegmenter
 from util.deploy.export import calibration_frames, export_onnx, quantize_int8
 from util.engine import StudentConfig, TeacherConfig, build_from_weights
-from util.engine.folders import write_json
+from util.engine.folders import BEST, write_json
 from util.engine.loaders import split_loader
 from util.engine.metrics import ConfusionMatrix
 from util.files import atomic_write
@@ -56,7 +56,7 @@ def train_all(args: argparse.Namespace, out: Path) -> dict[str, dict]:
                   pretrained=False, progress=False, image_every=0)
     results, seconds = {}, {}
     stages = [("teacher", TeacherConfig(run_name="teacher", depth=50, **shared))]
-    stages += [(name, StudentConfig(run_name=name, depth=depth, gt_weight=gt, teacher=str(out / "teacher" / "best.pth"),
+    stages += [(name, StudentConfig(run_name=name, depth=depth, gt_weight=gt, teacher=str(out / "teacher" / BEST),
                                     **shared)) for name, depth, gt in STUDENTS]
     for name, cfg in stages:
         results[name] = common.run_stage(name, cfg, out, seconds)
@@ -83,7 +83,7 @@ def deploy_all(args: argparse.Namespace, out: Path, results: dict) -> dict[str, 
     for name, depth, gt in STUDENTS:
         fp32, int8 = out / name / "student.onnx", out / name / "student.int8.onnx"
         if not fp32.is_file():
-            model, model_info = build_from_weights(out / name / "best.pth", expect="EKNet")
+            model, model_info = build_from_weights(out / name / BEST, expect="EKNet")
             export_onnx(model, fp32, model_info)
         if not int8.is_file():
             quantize_int8(fp32, int8, calib)

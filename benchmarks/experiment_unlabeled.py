@@ -42,7 +42,7 @@ from util.data.info import write_unlabeled_info
 from util.data.layout import IMAGE_DIR, read_split
 from util.data.synthetic import META_FILE, UNLABELED_DIR, generate_dataset
 from util.engine import StudentConfig, TeacherConfig, resolve
-from util.engine.folders import write_json
+from util.engine.folders import BEST, write_json
 from util.files import atomic_write
 from util.options import ArgumentParser, integer, multiple_of, number
 
@@ -123,7 +123,7 @@ def stage_configs(args: argparse.Namespace, data: Path, pools: dict[int, Path], 
                   workers=args.workers, seed=seed, runs_dir=str(out), pretrained=False, progress=False,
                   image_every=0, eval_splits=("test",), depth=18, max_steps_per_epoch=args.max_steps_per_epoch)
     t_name = f"teacher-s{seed}" if args.teacher_per_seed else f"teacher-s{args.seeds[0]}"
-    teacher = str(out / t_name / "best.pth")
+    teacher = str(out / t_name / BEST)
     t_shared = {**shared, "seed": int(t_name.rsplit("-s", 1)[1])}
     runs: dict[str, TeacherConfig | StudentConfig] = {
         t_name: TeacherConfig(run_name=t_name, epochs=args.teacher_epochs, **t_shared),

@@ -29,8 +29,11 @@ def new_run_dir(runs_dir: str | os.PathLike, name: Optional[str], prefix: str, h
     return path
 
 
-LOCK_FILE = "run.lock"
-CONFIG_FILE = "run.json"  # a run folder's configuration, written when the folder is made
+# A training run's folder (util/engine/run.py): its configuration, written when the folder is made; the lock
+# of the process that owns it; the resumable checkpoint, the best epoch's weights, those weights with the
+# release's key names, and the final test's results.
+CONFIG_FILE, LOCK_FILE = "run.json", "run.lock"
+LAST, BEST, FINAL, RESULTS = "last.pth", "best.pth", "final.pth", "results.json"
 
 
 def claim_folder(folder: Path, what: str = "run folder") -> IO[str]:

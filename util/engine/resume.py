@@ -14,20 +14,20 @@ from typing import Optional
 from ..files import is_partial_write
 from .checkpoint import NETWORK_ROLE, TRAINER, read_training_checkpoint
 from .config import ConfigError, TrainConfig, flag
-from .folders import CONFIG_FILE, LOCK_FILE
+from .folders import BEST, CONFIG_FILE, LAST, LOCK_FILE
 
 # Options that may differ when a run is resumed; every other option is the run's own.
 RUNTIME_OPTIONS = ("epochs", "device", "workers", "progress", "stop_after_epochs", "max_steps_per_epoch",
                    "image_every", "eval_splits", "runs_dir", "run_name", "resume")
 # What a run folder may hold before its first checkpoint: it is then safe to start it again.
-_OWN_FILES = {CONFIG_FILE, "tb", "best.pth", LOCK_FILE}
+_OWN_FILES = {CONFIG_FILE, "tb", BEST, LOCK_FILE}
 
 
 def resume_target(resume: str | Path) -> tuple[Path, Path]:
     """(run folder, last.pth) for `--resume RUN_DIR_OR_CKPT`."""
     path = Path(resume)
     if path.is_dir():
-        return path, path / "last.pth"
+        return path, path / LAST
     if not path.exists():
         raise FileNotFoundError(f"--resume {resume}: no such run folder or checkpoint")
     return path.parent, path
@@ -35,7 +35,7 @@ def resume_target(resume: str | Path) -> tuple[Path, Path]:
 
 def restartable(folder: Path) -> bool:
     """A folder made by a trainer that holds no checkpoint to resume from (so it may start again)."""
-    if not (folder / CONFIG_FILE).is_file() or (folder / "last.pth").exists():
+    if not (folder / CONFIG_FILE).is_file() or (folder / LAST).exists():
         return False
     return {p.name for p in folder.iterdir() if not is_partial_write(p.name)} <= _OWN_FILES
 

@@ -39,7 +39,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig, describe
 from .distributed import Session, barrier, broadcast_object
-from .folders import CONFIG_FILE, claim_folder, new_run_dir, write_json
+from .folders import BEST, CONFIG_FILE, FINAL, LAST, RESULTS, claim_folder, new_run_dir, write_json
 from .loaders import Data, split_loader
 from .loop import EMPTY_BATCHES, evaluate
 from .metrics import format_report
@@ -142,8 +142,8 @@ class Run:
             if is_best:  # best first: a kill between the two writes never leaves last ahead of best
                 save_atomic({k: state[k] for k in ("format", "version", "network", "config", "model", "epoch", "args",
                                                    "dataset")},
-                            self.dir / "best.pth")
-            save_atomic(state, self.dir / "last.pth")
+                            self.dir / BEST)
+            save_atomic(state, self.dir / LAST)
             print(f"[{self.role}] epoch {epoch}/{self.cfg.epochs}  loss {losses.get('total', float('nan')):.4f}  "
                   f"val mIoU {100 * metrics['miou']:.2f}  mAcc {100 * metrics['macc']:.2f}  "
                   f"{images_per_s:.1f} img/s  {record['seconds']:.0f}s" + ("  (best)" if is_best else "")
@@ -191,13 +191,13 @@ class Run:
     def finish(self, model: nn.Module, results: dict) -> None:
         """results.json, and the best weights as final.pth with the release's key names."""
         if self.is_main:
-            export_release(model, self.dir / "final.pth")
-            write_json(results, self.dir / "results.json")
+            export_release(model, self.dir / FINAL)
+            write_json(results, self.dir / RESULTS)
             print(f"[{self.role}] results in {self.dir / 'results.json'}; "
                   f"release-format weights {self.dir / 'final.pth'}", flush=True)
 
     def _last_good(self) -> str:
-        last = self.dir / "last.pth"
+        last = self.dir / LAST
         if not last.is_file():
             return "no checkpoint was written yet"
         epoch = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"]
@@ -235,7 +235,7 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
         if ckpt_path.is_file():
             checkpoint = read_training_checkpoint(ckpt_path, network)
             done = checkpoint["epoch"]
-            finished = (folder / "results.json").is_file()
+            finished = (folder / RESULTS).is_file()
             if done > cfg.epochs or (done == cfg.epochs and finished):
                 raise ValueError(f"--resume {cfg.resume}: the run has {'finished its' if finished else 'done'} "
                                  f"{done} epochs; pass --epochs N with N > {done} to extend it")
@@ -279,7 +279,7 @@ def test_best(model: nn.Module, data: Data, run: Run) -> dict:
     """The best validation epoch's weights on every test split; the results (not yet written)."""
     cfg, session = run.cfg, run.session
     barrier()  # rank 0 has written best.pth
-    load_state(model, run.dir / "best.pth")
+    load_state(model, run.dir / BEST)
     results = {"role": run.role, "run_dir": str(run.dir), "best_epoch": run.best["epoch"],
                "best_val_miou": run.best["miou"], "config": model_config(model), "dataset": run.info.to_dict(),
                "class_names": list(run.info.class_names), "splits": {}, "history": run.history}
