@@ -269,8 +269,9 @@ def write_int8(args: argparse.Namespace, fp32: Path, out: Path, calib, held, act
     return quantize_int8(fp32, out, calib, overwrite=True, activations=activations)
 
 
-def prepare(args: argparse.Namespace, work: Path) -> tuple[dict, dict, str]:
-    """Per depth: parameters, GFLOP and the ONNX files the ONNX rows load."""
+def prepare(args: argparse.Namespace, work: Path, loaded=None) -> tuple[dict, dict, str]:
+    """Per depth: parameters, GFLOP and the ONNX files the ONNX rows load (`loaded`: the --weights student
+    and its classes, for its depth)."""
     from util.data.info import info_for_classes
     from util.deploy.export import export_onnx
 
@@ -283,13 +284,13 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[dict, dict, str]:
         calib, held, where = calibration(args, work)
     for depth in depths:
         log(f"EKNet-{depth}: counting FLOPs ...")
-        trained = args.trained if depth in args.depths and getattr(args, "trained", None) is not None else None
+        trained = loaded.model if loaded is not None and depth in args.depths else None
         model, params, gflop = count_model(depth, args, trained)
         stats[depth] = {"params_m": params, "gflop": gflop}
         if depth not in args.depths or not kinds:
             continue
         log(f"EKNet-{depth}: exporting ONNX ...")
-        info = args.info if trained is not None else info_for_classes(model.n_class)  # random weights: generic
+        info = loaded.info if trained is not None else info_for_classes(model.n_class)  # random weights: generic
         fp32 = export_onnx(model, work / f"eknet{depth}.onnx", info, overwrite=True)
         files[(depth, "fp32")] = str(fp32)
         for kind, activations in (("int8", "uint8"), ("int8-s8", "int8")):
@@ -337,13 +338,12 @@ def markdown_table(header: list[str], rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def header_lines(args: argparse.Namespace, threads: int, where: str, load_start: float,
+def header_lines(args: argparse.Namespace, threads: int, where: str, load_start: float, n_class: int,
                  eval_frames: Optional[int] = None) -> list[str]:
     import onnx
     import onnxruntime
     import torch
 
-    from util.data.mfnet import N_CLASS
     from util.deploy.cpu import cpu_info
     from util.deploy.runtimes import import_openvino
 
@@ -366,7 +366,7 @@ def header_lines(args: argparse.Namespace, threads: int, where: str, load_start:
         f"inter_op 1; OpenVINO INFERENCE_NUM_THREADS, latency hint)",
         f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, onnx {onnx.__version__}{openvino}, "
         f"python {platform.python_version()}",
-        f"input {args.height}x{args.width}, batch 1, {N_CLASS if not args.weights else args.trained.n_class} "
+        f"input {args.height}x{args.width}, batch 1, {n_class} "
         f"classes; {args.warmup} warm-up + {args.iters} timed passes per row, median ms (torch.compile: "
         f"compiled in an untimed pass)",
         weights,
@@ -388,16 +388,18 @@ def header_lines(args: argparse.Namespace, threads: int, where: str, load_start:
 
 # ----------------------------------------------------------------------------- main
 
-def use_weights(args: argparse.Namespace) -> None:
-    """--weights: the rows run that student at its own depth and size."""
+def use_weights(args: argparse.Namespace):
+    """--weights: the student and its classes (build_from_weights); the rows run it at its own depth and size
+    (--depths, --height and --width follow it)."""
     from util.engine.checkpoint import build_from_weights
 
-    args.trained, args.info = build_from_weights(args.weights, expect="EKNet")
-    args.trained.eval()
-    args.depths, args.height, args.width = [args.trained.depth], args.trained.height, args.trained.width
+    loaded = build_from_weights(args.weights, expect="EKNet")
+    model = loaded.model.eval()
+    args.depths, args.height, args.width = [model.depth], model.height, model.width
     if args.data_dir and "torch-fp32" not in args.backends:
         args.backends = ["torch-fp32", *args.backends]  # the reference of the agreement column
-    log(f"--weights {args.weights}: EKNet-{args.trained.depth} at {args.height}x{args.width}")
+    log(f"--weights {args.weights}: EKNet-{model.depth} at {args.height}x{args.width}")
+    return loaded
 
 
 def add_accuracy(rows: list[dict], labels, info, work: Path) -> None:
@@ -427,8 +429,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
         return []
     import torch
 
-    if args.weights:
-        use_weights(args)
+    from util.data.mfnet import N_CLASS
+
+    loaded = use_weights(args) if args.weights else None
     threads = args.threads or torch.get_num_threads()
     load_start = common.load_average()
     plan = [BASELINE] + [(d, b) for d in args.depths for b in args.backends if (d, b) != BASELINE]
@@ -438,7 +441,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench_deploy.") as tmp:
         work = Path(args.work_dir) if args.work_dir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        stats, files, where = prepare(args, work)
+        stats, files, where = prepare(args, work, loaded)
         eval_x, labels, info = eval_frames(args, work) if args.data_dir else (None, None, None)
         rows: list[dict] = []
         for i, (depth, backend) in enumerate(plan):
@@ -466,7 +469,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     for row in rows:
         row["speedup"] = base_ms / row["ms"] if base_ms and row.get("ms") else None
 
-    header = header_lines(args, threads, where, load_start, None if labels is None else len(labels))
+    header = header_lines(args, threads, where, load_start, loaded.model.n_class if loaded else N_CLASS,
+                          None if labels is None else len(labels))
     print(text_table(header, rows))
     for out in args.out:
         path = Path(out)
