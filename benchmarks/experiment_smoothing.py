@@ -1,6 +1,6 @@
 """What does --temporal-smoothing ALPHA buy on a moving thermal video? One measured experiment.
 
-A synthetic moving video: wide synthetic scenes (util.data.synthetic, twice the frame width) seen
+A synthetic moving video: wide synthetic scenes (util.data.scene.render, twice the frame width) seen
 through a window that pans across them (width // frames pixels per frame, at least 1), with fresh
 sensor noise on the thermal channel in every frame (Gaussian, --noise of the 0..1 range), so an
 unsmoothed student's labels flicker.

@@ -39,7 +39,8 @@ import numpy as np
 
 import common
 from util.data.info import write_unlabeled_info
-from util.data.layout import IMAGE_DIR, read_split
+from util.data.layout import IMAGE_DIR, read_split, write_split
+from util.data.owned import Owner, write_owned
 from util.data.synthetic import META_FILE, UNLABELED_DIR, generate_dataset
 from util.engine import StudentConfig, TeacherConfig, resolve
 from util.engine.folders import BEST, write_json
@@ -78,6 +79,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
+EXPERIMENT = Owner("benchmarks.experiment_unlabeled", "experiment.json")  # the folders it derives
+
+
 def prepare_data(args: argparse.Namespace, root: Path) -> tuple[Path, dict[int, Path]]:
     """(the few-label data folder, {N: unlabeled pool of N frames}); made once, reused afterwards."""
     full, few = root / "synthetic", root / f"labelled-{args.labelled}"
@@ -92,26 +96,29 @@ def prepare_data(args: argparse.Namespace, root: Path) -> tuple[Path, dict[int, 
         raise SystemExit(f"error: {full} was generated with {made}; this experiment needs {want} and a pool of "
                          f"{n_pool}: choose another --out")
     if not few.is_dir():  # the full set with train.txt cut to a seeded choice of --labelled frames
-        tmp = root / f".{few.name}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(full, tmp, ignore=shutil.ignore_patterns(UNLABELED_DIR, "synthetic.json"))
         train = read_split(full, "train")
         keep = sorted(train[i] for i in np.random.default_rng(0).permutation(len(train))[:args.labelled])
-        (tmp / "train.txt").write_text("".join(n + "\n" for n in keep))
-        tmp.rename(few)
+
+        def fill_few(work: Path) -> dict:
+            shutil.copytree(full, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns(UNLABELED_DIR, META_FILE))
+            write_split(work, "train", keep)
+            return {"from": str(full), "labelled": args.labelled}
+
+        write_owned(few, EXPERIMENT, False, fill_few)
     pools = {}
     names = read_split(full / UNLABELED_DIR, "train")
     for n in (n for n in args.unlabeled_counts if n > 0):
         pool = root / f"pool-{n}"
         if not pool.is_dir():
-            tmp = root / f".{pool.name}.partial"
-            shutil.rmtree(tmp, ignore_errors=True)
-            (tmp / IMAGE_DIR).mkdir(parents=True)
-            for name in names[:n]:  # the pools are nested: pool-100 is the first 100 frames of pool-400
-                shutil.copy2(full / UNLABELED_DIR / IMAGE_DIR / f"{name}.png", tmp / IMAGE_DIR)
-            (tmp / "train.txt").write_text("".join(name + "\n" for name in names[:n]))
-            write_unlabeled_info(tmp, f"synthetic unlabeled pool of {n}")
-            tmp.rename(pool)
+            def fill_pool(work: Path, n: int = n) -> dict:
+                (work / IMAGE_DIR).mkdir()
+                for name in names[:n]:  # the pools are nested: pool-100 is the first 100 frames of pool-400
+                    shutil.copy2(full / UNLABELED_DIR / IMAGE_DIR / f"{name}.png", work / IMAGE_DIR)
+                write_split(work, "train", names[:n])
+                write_unlabeled_info(work, f"synthetic unlabeled pool of {n}")
+                return {"from": str(full / UNLABELED_DIR), "unlabeled_frames": n}
+
+            write_owned(pool, EXPERIMENT, False, fill_pool)
         pools[n] = pool
     return few, pools
 
