@@ -1,6 +1,6 @@
-"""Issue 16 (reliability, second battery): batches of the ignored class only, one process per run
-folder, split-list names that leave the data folder, a full disk during a checkpoint write, weights
-files that are not ours. Tiny runs: ResNet-18, 64x64, CPU."""
+"""Faults and hostile inputs end in one line and lose nothing: batches of the ignored class only, one
+process per run folder, split-list names that leave the data folder, a full disk during a checkpoint write,
+weights files that are not ours. Tiny runs: ResNet-18, 64x64, CPU."""
 import os
 import shutil
 import socket

@@ -1,5 +1,5 @@
-"""Issue 9 (reliability): every bad input or fault ends in one line and an exit code, never a
-dead end, and a diverged model is never kept. Tiny runs: ResNet-18, 64x64, 2 steps per epoch, CPU."""
+"""How a training run fails, stops and resumes: every bad input or fault ends in one line and an exit
+code, never a dead end, and a diverged model is never kept. Tiny runs: ResNet-18, 64x64, 2 steps per epoch, CPU."""
 import os
 import shutil
 import socket
