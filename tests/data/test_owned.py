@@ -70,3 +70,19 @@ def test_a_failed_write_leaves_the_old_output(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write_owned(out, TOOL, True, failing)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and foreign_entries(out, TOOL) == []
+
+
+def test_a_nested_file_named_like_the_manifest_is_the_tools(tmp_path):
+    """Only the top-level manifest is left out of the list: a tool's own sub/<manifest> (an unlabeled pool with
+    its own synthetic.json inside a synthetic set) is listed, so the output stays replaceable."""
+    def fill(work):
+        _fill(work)
+        (work / "pool").mkdir()
+        (work / "pool" / "example.json").write_text("{}\n")
+        return {}
+
+    out = tmp_path / "out"
+    doc = write_owned(out, TOOL, False, fill)
+    assert sorted(doc["files"]) == ["images/a.png", "pool/example.json", "train.txt"]
+    assert foreign_entries(out, TOOL) == []
+    write_owned(out, TOOL, True, fill)

@@ -157,9 +157,10 @@ def check_destination(out: Path, owner: Owner, overwrite: bool) -> None:
 
 def write_manifest(folder: Path, owner: Owner, record: dict) -> dict:
     """Write ``folder``'s manifest: ``owner``'s name, ``record`` and the sha256 of every file now in ``folder``
-    (written atomically, as every small file of a data folder). Returns its content."""
-    files = {p.relative_to(folder).as_posix(): sha256_file(p)
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != owner.manifest}
+    but the manifest itself (a file of that name in a sub-folder is listed like any other), written atomically,
+    as every small file of a data folder. Returns its content."""
+    files = {rel: sha256_file(p) for p in sorted(folder.rglob("*"))
+             if p.is_file() and (rel := p.relative_to(folder).as_posix()) != owner.manifest}
     doc = {"tool": owner.tool, **record, "files": files}
     atomic_write(folder / owner.manifest, lambda f: f.write(json.dumps(doc, indent=1) + "\n"))
     return doc
