@@ -86,3 +86,27 @@ def test_a_nested_file_named_like_the_manifest_is_the_tools(tmp_path):
     assert sorted(doc["files"]) == ["images/a.png", "pool/example.json", "train.txt"]
     assert foreign_entries(out, TOOL) == []
     write_owned(out, TOOL, True, fill)
+
+
+def test_the_refusal_counts_the_foreign_entries(tmp_path):
+    out = tmp_path / "out"
+    write_owned(out, TOOL, False, _fill)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DestinationError, match=r"notes\.txt: not written by util\.data\.example \(1 such entry in "):
+        check_destination(out, TOOL, overwrite=True)
+    (out / "more.txt").write_text("mine")
+    with pytest.raises(DestinationError, match=r"more\.txt: not written by util\.data\.example \(2 such entries in "):
+        check_destination(out, TOOL, overwrite=True)
+
+
+def test_a_writer_without_overwrite_does_not_offer_it(tmp_path):
+    """generate_unlabeled_pool never replaces a folder: its refusal does not say "add --overwrite"."""
+    from util.data.synthetic import generate_unlabeled_pool
+
+    pool = generate_unlabeled_pool(tmp_path / "pool", 1, 32, 32)
+    with pytest.raises(DestinationError) as exc:
+        generate_unlabeled_pool(pool, 1, 32, 32)
+    assert "holds an earlier output of util.data.synthetic" in str(exc.value)
+    assert "--overwrite" not in str(exc.value) and "choose another output folder" in str(exc.value)
+    with pytest.raises(DestinationError, match="holds an earlier output of util.data.synthetic; add --overwrite"):
+        write_owned(pool, Owner("util.data.synthetic", "synthetic.json"), False, _fill)  # the writers that offer it

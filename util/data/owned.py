@@ -46,6 +46,9 @@ class Owner:
     manifest: str
 
 
+OVERWRITE_HINT = "add --overwrite to replace it"  # what a refusal of an earlier output tells the user by default
+
+
 # ----------------------------------------------------------------------------- work folders
 
 def work_dir(out: Path, kind: str, pid: Optional[int] = None) -> Path:
@@ -137,9 +140,11 @@ def foreign_entries(folder: Path, owner: Owner) -> Optional[list[tuple[Path, str
     return foreign
 
 
-def check_destination(out: Path, owner: Owner, overwrite: bool) -> None:
+def check_destination(out: Path, owner: Owner, overwrite: bool, hint: Optional[str] = OVERWRITE_HINT) -> None:
     """Raise :class:`DestinationError` (one line naming the entry) unless ``out`` is absent, an empty folder,
-    or, with ``overwrite``, holds nothing but an earlier output of ``owner``."""
+    or, with ``overwrite``, holds nothing but an earlier output of ``owner``. ``hint``: what the refusal of an
+    earlier output (without ``overwrite``) tells the user to do, for a caller that offers no overwrite
+    another (or None)."""
     if out.exists() and not out.is_dir():
         raise DestinationError(f"{out}: exists and is not a folder")
     if not out.is_dir() or not any(out.iterdir()):
@@ -150,9 +155,10 @@ def check_destination(out: Path, owner: Owner, overwrite: bool) -> None:
                                f"choose another output folder")
     if foreign:
         path, why = foreign[0]
-        raise DestinationError(f"{path}: {why} ({len(foreign)} such entries in {out}); refusing to replace {out}")
+        such = "1 such entry" if len(foreign) == 1 else f"{len(foreign)} such entries"
+        raise DestinationError(f"{path}: {why} ({such} in {out}); refusing to replace {out}")
     if not overwrite:
-        raise DestinationError(f"{out}: holds an earlier output of {owner.tool}; add --overwrite to replace it")
+        raise DestinationError(f"{out}: holds an earlier output of {owner.tool}" + (f"; {hint}" if hint else ""))
 
 
 def write_manifest(folder: Path, owner: Owner, record: dict) -> dict:
@@ -186,20 +192,22 @@ def swap_in(work: Path, out: Path) -> None:
                                f"copy") from None
 
 
-def write_owned(out: Path, owner: Owner, overwrite: bool, fill: Callable[[Path], dict]) -> dict:
+def write_owned(out: Path, owner: Owner, overwrite: bool, fill: Callable[[Path], dict],
+                hint: Optional[str] = OVERWRITE_HINT) -> dict:
     """Write the output folder ``out`` of ``owner``: ``fill(work)`` writes every file into a new work folder
     and returns the writer's record; the manifest is added and the folder swapped in. ``out`` is checked
     (:func:`check_destination`) before and again just before the swap (it may have changed meanwhile).
-    Whatever goes wrong, the work folder is removed and ``out`` left as it was. Returns the manifest."""
+    Whatever goes wrong, the work folder is removed and ``out`` left as it was. ``hint``: as in
+    :func:`check_destination`. Returns the manifest."""
     out = Path(os.path.abspath(out))  # its parent and name also for "." or ".."
-    check_destination(out, owner, overwrite)
+    check_destination(out, owner, overwrite, hint)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_work_dirs(out)
     work = work_dir(out, PARTIAL)
     try:
         work.mkdir()
         doc = write_manifest(work, owner, fill(work))
-        check_destination(out, owner, overwrite)
+        check_destination(out, owner, overwrite, hint)
         swap_in(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

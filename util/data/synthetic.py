@@ -113,7 +113,7 @@ def generate_unlabeled_pool(out_dir: Union[str, os.PathLike], n_frames: int, hei
         return {"unlabeled_frames": n_frames, "height": height, "width": width, "seed": seed,
                 "day_fraction": day_fraction}
 
-    write_owned(Path(out_dir), SYNTHETIC, False, fill)
+    write_owned(Path(out_dir), SYNTHETIC, False, fill, hint="choose another output folder")  # no overwrite here
     return Path(out_dir)
 
 
