@@ -77,3 +77,30 @@ def test_a_malformed_record_names_the_file(tmp_path, text):
 def test_writers_of_whole_folders_record_their_radius(tmp_path):
     from util.data.synthetic import generate_dataset
     assert read_edge_radius(generate_dataset(tmp_path / "s", n_frames=8, height=32, width=32, radius=3)) == 3
+
+
+def test_edges_written_into_a_tools_folder_are_recorded_in_its_manifest(tmp_path, capsys):
+    """util.edges on a folder of util.synthetic (or util.convert) lists what it wrote in that folder's manifest,
+    so a later --overwrite of the tool still finds nothing but its own files there."""
+    from util.data import synthetic
+    from util.data.owned import foreign_entries
+    from util.data.synthetic import SYNTHETIC
+
+    out = str(tmp_path / "s")
+    args = ["--out", out, "--frames", "8", "--height", "32", "--width", "32"]
+    assert synthetic.main(args) == 0
+    assert main(["--data-dir", out, "--radius", "3", "--overwrite"]) == 0
+    assert read_edge_radius(out) == 3 and foreign_entries(tmp_path / "s", SYNTHETIC) == []
+    assert main(["--data-dir", out, "--radius", "3"]) == 0  # nothing to write; the record rewritten and listed
+    (tmp_path / "s" / "edge_4x" / "mine.png").write_bytes(b"mine")  # a user's file stays foreign
+    assert [p.name for p, _ in foreign_entries(tmp_path / "s", SYNTHETIC)] == ["mine.png"]
+    (tmp_path / "s" / "edge_4x" / "mine.png").unlink()
+    capsys.readouterr()
+    assert synthetic.main([*args, "--overwrite"]) == 0, capsys.readouterr().err
+    assert read_edge_radius(out) == 2
+
+
+def test_edges_written_into_a_users_folder_make_no_manifest(tmp_path):
+    folder = _folder(tmp_path)
+    generate_edges(folder, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["edge_4x", "images", "labels", "train.txt"]

@@ -110,3 +110,25 @@ def test_a_writer_without_overwrite_does_not_offer_it(tmp_path):
     assert "--overwrite" not in str(exc.value) and "choose another output folder" in str(exc.value)
     with pytest.raises(DestinationError, match="holds an earlier output of util.data.synthetic; add --overwrite"):
         write_owned(pool, Owner("util.data.synthetic", "synthetic.json"), False, _fill)  # the writers that offer it
+
+
+def test_files_added_later_are_recorded_in_the_folders_manifest(tmp_path):
+    from util.data.owned import CONVERTER, record_files, sha256_file
+
+    out = tmp_path / "out"
+    write_owned(out, CONVERTER, False, _fill)
+    (out / "edge_4x").mkdir()
+    (out / "edge_4x" / "a.png").write_bytes(b"edges")
+    assert [p.name for p, _ in foreign_entries(out, CONVERTER)] == ["edge_4x", "a.png"]
+    assert record_files(out, ["edge_4x/a.png"]) == CONVERTER
+    doc = json.loads((out / "convert.json").read_text())
+    assert doc["tool"] == CONVERTER.tool and doc["files"]["edge_4x/a.png"] == sha256_file(out / "edge_4x" / "a.png")
+    assert foreign_entries(out, CONVERTER) == []
+    with pytest.raises(ValueError, match="convert.json"):
+        record_files(out, ["convert.json"])
+    (out / "convert.json").write_text(json.dumps({"tool": CONVERTER.tool, "files": ["images/a.png", "train.txt"]}))
+    record_files(out, ["edge_4x/a.png"])  # an earlier version's list stays a list
+    assert json.loads((out / "convert.json").read_text())["files"] == ["images/a.png", "train.txt", "edge_4x/a.png"]
+    mine = tmp_path / "mine"
+    _fill(mine.mkdir() or mine)
+    assert record_files(mine, ["train.txt"]) is None and sorted(p.name for p in mine.iterdir()) == ["images", "train.txt"]

@@ -14,6 +14,8 @@ Every writer of a data folder (util.data.convert, util.deploy.bag_dataset, util.
   Manifests of earlier versions (a ``files`` list without checksums, or ``"generator"`` instead of
   ``"tool"``) are still read, so their folders stay replaceable.
 - The old output is renamed aside, the new one renamed in, then the old one removed (:func:`swap_in`).
+- A tool that adds files to such a folder later (util.edges: ``edge_4x/``) lists them in the folder's manifest
+  (:func:`record_files`), so the folder stays its tool's output and replaceable with ``overwrite``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from util.files import atomic_write
 
@@ -46,6 +48,9 @@ class Owner:
     manifest: str
 
 
+CONVERTER = Owner("util.data.convert", "convert.json")  # util.data.convert's and util.deploy.bag_dataset's sets
+SYNTHETIC = Owner("util.data.synthetic", "synthetic.json")  # util.data.synthetic's sets and unlabeled pools
+OWNERS = (CONVERTER, SYNTHETIC)  # every writer of whole data folders, whose manifests record_files updates
 OVERWRITE_HINT = "add --overwrite to replace it"  # what a refusal of an earlier output tells the user by default
 
 
@@ -170,6 +175,30 @@ def write_manifest(folder: Path, owner: Owner, record: dict) -> dict:
     doc = {"tool": owner.tool, **record, "files": files}
     atomic_write(folder / owner.manifest, lambda f: f.write(json.dumps(doc, indent=1) + "\n"))
     return doc
+
+
+def record_files(folder: Path, relpaths: Iterable[str], owners: Sequence[Owner] = OWNERS) -> Optional[Owner]:
+    """List the files ``relpaths`` (relative to ``folder``), written there after its tool, with their sha256 in
+    ``folder``'s manifest: the first valid one of ``owners`` (rewritten atomically, everything else in it kept;
+    an earlier version's list without checksums gets the names). A folder without one is not a tool's output
+    and is left alone. Returns the owner whose manifest was updated, or None."""
+    folder = Path(folder)
+    for owner in owners:
+        if listed_files(folder, owner) is None:
+            continue
+        rels = [Path(rel).as_posix() for rel in relpaths]
+        bad = [rel for rel in rels if rel == owner.manifest or Path(rel).is_absolute() or ".." in Path(rel).parts]
+        if bad:
+            raise ValueError(f"record_files: {bad[0]!r} is not a file of {folder} other than its manifest")
+        path = folder / owner.manifest
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(doc["files"], list):
+            doc["files"] = doc["files"] + [rel for rel in rels if rel not in doc["files"]]
+        else:
+            doc["files"] = {**doc["files"], **{rel: sha256_file(folder / rel) for rel in rels}}
+        atomic_write(path, lambda f: f.write(json.dumps(doc, indent=1) + "\n"))
+        return owner
+    return None
 
 
 # ----------------------------------------------------------------------------- writing

@@ -35,13 +35,12 @@ from util.data.layout import (
     write_split,
 )
 from util.data.mfnet import EDGE_RADIUS, N_CLASS, STANDARD_SPLITS
-from util.data.owned import Owner, write_owned
+from util.data.owned import SYNTHETIC, write_owned
 from util.data.scene import render
 from util.options import ArgumentParser, integer, multiple_of
 
 DEFAULT_FRAMES, DEFAULT_HEIGHT, DEFAULT_WIDTH = 240, 96, 128
 DAY_FRACTION = 820 / 1569  # as in MFNet
-SYNTHETIC = Owner("util.data.synthetic", "synthetic.json")
 META_FILE = SYNTHETIC.manifest
 UNLABELED_DIR = "unlabeled"  # the optional unlabeled pool (--unlabeled-frames), an unlabeled set of its own
 PNG = (cv2.IMWRITE_PNG_COMPRESSION, 3)
