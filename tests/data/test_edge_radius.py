@@ -70,8 +70,22 @@ def test_a_malformed_record_names_the_file(tmp_path, text):
     generate_edges(folder, progress=False)
     (folder / "edge_4x" / "edges.json").write_text(text)
     with pytest.raises(DatasetError, match="edge_4x/edges.json: ") as exc:
-        MFDataset(folder, "train", SIZE, SIZE, n_class=2, edges=True, check=False)
+        MFDataset(folder, "train", SIZE, SIZE, n_class=2, ignore_index=0, edges=True, check=False)
     assert len(str(exc.value).splitlines()) == 1
+    with pytest.raises(DatasetError, match="1 problem") as exc:  # the check lists it with the others
+        MFDataset(folder, "train", SIZE, SIZE, n_class=2, ignore_index=0, edges=True, check=True)
+    assert str(exc.value).splitlines()[1].startswith(f"{folder}/edge_4x/edges.json: ")
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_the_radius_is_read_only_for_an_ignored_class(tmp_path, check):
+    """Without an ignored class (MFNet) the radius is not used: a broken record does not stop the loader."""
+    folder = _folder(tmp_path)
+    generate_edges(folder, progress=False)
+    (folder / "edge_4x" / "edges.json").write_text("{")
+    ds = MFDataset(folder, "train", SIZE, SIZE, n_class=2, edges=True, check=check)
+    assert ds.has_edges and "edge" in ds[0] and "edge_valid" not in ds[0]
+    MFDataset(folder, "train", SIZE, SIZE, n_class=2, ignore_index=0, edges=False, check=check)  # no edges used
 
 
 def test_writers_of_whole_folders_record_their_radius(tmp_path):

@@ -222,7 +222,7 @@ def _split_frames(data_dir: Path, splits: Sequence[str], problems: list[str]) ->
 
 def check_dataset(data_dir: PathLike, splits: Optional[Sequence[str]], n_class: int,
                   need_edges: bool = False, decode_images: bool = True, workers: Optional[int] = None,
-                  progress: bool = True, use_cache: bool = True) -> list[str]:
+                  progress: bool = True, use_cache: bool = True, edge_record: bool = False) -> list[str]:
     """Every problem of ``data_dir`` at once (empty list when the folder is usable), each naming the file.
 
     ``splits``: None for the five standard splits; each frame is checked once. Images must be
@@ -232,12 +232,20 @@ def check_dataset(data_dir: PathLike, splits: Optional[Sequence[str]], n_class: 
     decoded; ``decode_images=False`` reads only image and edge headers (labels are still decoded).
     ``progress`` shows a progress bar on stderr. ``use_cache``: files that passed a decoding check
     before and have not changed since (same size and mtime) are not decoded again (see :func:`cache_path`).
+    ``edge_record``: also read ``edge_4x/edges.json`` when the folder has ``edge_4x/`` (the radius of its edge
+    maps, which a loader with an ignored class needs: layout.read_edge_radius); a malformed one is one problem.
+    The command does; MFDataset asks for it only when it uses the radius.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         return [f"{data_dir}: data folder not found"]
     problems: list[str] = []
     names = _split_frames(data_dir, STANDARD_SPLITS if splits is None else splits, problems)
+    if edge_record and (data_dir / EDGE_DIR).is_dir():
+        try:
+            layout.read_edge_radius(data_dir)
+        except DatasetError as exc:
+            problems.append(str(exc))
     for sub in (IMAGE_DIR, LABEL_DIR):
         if names and not (data_dir / sub).is_dir():
             problems.append(f"{data_dir / sub}: folder not found")
@@ -259,10 +267,10 @@ def check_dataset(data_dir: PathLike, splits: Optional[Sequence[str]], n_class: 
 
 def verify_dataset(data_dir: PathLike, splits: Optional[Sequence[str]], n_class: int,
                    need_edges: bool = False, decode_images: bool = True, progress: bool = True,
-                   use_cache: bool = True) -> None:
+                   use_cache: bool = True, edge_record: bool = False) -> None:
     """Raise DatasetError listing every problem found by :func:`check_dataset`; return None when all is well."""
     problems = check_dataset(data_dir, splits, n_class, need_edges, decode_images, progress=progress,
-                             use_cache=use_cache)
+                             use_cache=use_cache, edge_record=edge_record)
     if problems:
         raise DatasetError(f"dataset check failed for {data_dir}: {len(problems)} problem(s)\n"
                            + "\n".join(problems))
@@ -361,7 +369,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         args.splits = ["train", "val"] + [s for s in STANDARD_SPLITS[2:] if (Path(args.data_dir) / f"{s}.txt").is_file()]
 
     problems = check_dataset(args.data_dir, args.splits, args.n_class, args.need_edges, not args.quick,
-                             progress=not args.no_progress, use_cache=not args.no_cache)
+                             progress=not args.no_progress, use_cache=not args.no_cache, edge_record=True)
     if problems:
         print(f"dataset check failed for {args.data_dir}: {len(problems)} problem(s)")
         print("\n".join(problems))
