@@ -132,3 +132,46 @@ def test_files_added_later_are_recorded_in_the_folders_manifest(tmp_path):
     mine = tmp_path / "mine"
     _fill(mine.mkdir() or mine)
     assert record_files(mine, ["train.txt"]) is None and sorted(p.name for p in mine.iterdir()) == ["images", "train.txt"]
+
+
+def test_work_folders_of_dead_processes_are_removed(tmp_path):
+    """Work folders (today's .partial-/.old-, and the converter's earlier .converting-) of processes gone from
+    this host are removed; a live process's, another host's and the output itself are kept."""
+    import os
+    import subprocess
+    import sys
+
+    from util.data.owned import remove_stale_work_dirs, work_dir
+
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    out = tmp_path / "out"
+    out.mkdir()
+    gone = [work_dir(out, kind, dead.pid) for kind in ("partial", "old", "converting")]
+    live = [work_dir(out, kind, os.getppid()) for kind in ("partial", "old", "converting")]
+    other_host = tmp_path / f".out.converting-elsewhere.example-{dead.pid}"
+    for path in gone + live + [other_host]:
+        path.mkdir()
+        (path / "a.png").write_bytes(b"pixels")
+    remove_stale_work_dirs(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in [out, *live, other_host])
+
+
+def test_an_output_filled_meanwhile_is_kept(tmp_path, monkeypatch):
+    """Another process fills the (empty) output between the last check and the rename: its folder is kept,
+    this copy discarded, and the line says so."""
+    import os
+
+    out = tmp_path / "out"
+    rename = os.rename
+
+    def other_process_first(src, dst):
+        if os.fspath(dst) == os.fspath(out):
+            out.mkdir(exist_ok=True)
+            (out / "theirs.txt").write_text("theirs")
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", other_process_first)
+    with pytest.raises(DestinationError, match=r"out: filled by another process meanwhile; kept it"):
+        write_owned(out, TOOL, False, _fill)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "theirs.txt").read_text() == "theirs"
