@@ -36,6 +36,7 @@ from util.data.layout import (
     describe_mode,
     edge_size,
     read_split,
+    split_path,
 )
 from util.data.mfnet import EDGE_STRIDE, STANDARD_SPLITS
 from util.files import atomic_write, cache_dir
@@ -210,11 +211,11 @@ def _split_frames(data_dir: Path, splits: Sequence[str], problems: list[str]) ->
             problems.append(str(exc))
             continue
         if not split_names:
-            problems.append(f"{data_dir / (split + '.txt')}: split file lists no frames")
+            problems.append(f"{split_path(data_dir, split)}: split file lists no frames")
         seen: set[str] = set()
         for name in split_names:
             if name in seen:
-                problems.append(f"{data_dir / (split + '.txt')}: frame {name} listed more than once")
+                problems.append(f"{split_path(data_dir, split)}: frame {name} listed more than once")
             seen.add(name)
             names[name] = None
     return list(names)
@@ -289,7 +290,7 @@ def check_unlabeled(data_dir: PathLike, sizes: Optional[set[tuple[int, int]]] = 
     layout = "an unlabeled set holds images/NAME.png (4-channel R, G, B, thermal) and train.txt listing the NAMEs"
     if not data_dir.is_dir():
         return [f"{data_dir}: folder not found ({layout})"]
-    has_images, has_list = (data_dir / IMAGE_DIR).is_dir(), (data_dir / "train.txt").is_file()
+    has_images, has_list = (data_dir / IMAGE_DIR).is_dir(), split_path(data_dir, "train").is_file()
     if not has_images and not has_list:
         return [f"{data_dir}: holds no frames ({layout})"]
     if not has_images:
@@ -297,7 +298,7 @@ def check_unlabeled(data_dir: PathLike, sizes: Optional[set[tuple[int, int]]] = 
     problems: list[str] = []
     names = _split_frames(data_dir, ["train"], problems)
     if problems or not names:
-        return problems or [f"{data_dir / 'train.txt'}: split file lists no frames"]
+        return problems or [f"{split_path(data_dir, 'train')}: split file lists no frames"]
     cache = _CheckCache(data_dir, use_cache)
     other: dict[tuple[int, int], list[str]] = {}
 
@@ -366,7 +367,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
             print(f"dataset check failed for {args.data_dir}: 1 problem(s)\n{exc}")
             return 1
     if args.splits is None and Path(args.data_dir).is_dir():  # as the trainers: train, val and the tests present
-        args.splits = ["train", "val"] + [s for s in STANDARD_SPLITS[2:] if (Path(args.data_dir) / f"{s}.txt").is_file()]
+        args.splits = ["train", "val"] + [s for s in STANDARD_SPLITS[2:] if split_path(args.data_dir, s).is_file()]
 
     problems = check_dataset(args.data_dir, args.splits, args.n_class, args.need_edges, not args.quick,
                              progress=not args.no_progress, use_cache=not args.no_cache, edge_record=True)

@@ -29,6 +29,7 @@ from util.data.layout import (
     IMAGE_DIR,
     LABEL_DIR,
     DatasetError,
+    split_path,
     write_edge_record,
     write_image_file,
     write_png,
@@ -164,9 +165,9 @@ def ensure_synthetic(out_dir: Union[str, os.PathLike] = "dataset/synthetic", **k
         except FileExistsError:
             if not (out.is_dir() and any(out.iterdir())):
                 raise
-    missing = [s for s in STANDARD_SPLITS if not (out / f"{s}.txt").is_file()]
+    missing = [split_path(out, s) for s in STANDARD_SPLITS if not split_path(out, s).is_file()]
     if missing:
-        raise DatasetError(f"{out}: exists but lacks {', '.join(m + '.txt' for m in missing)}; "
+        raise DatasetError(f"{out}: exists but lacks {', '.join(m.name for m in missing)}; "
                            f"regenerate with: python -m util.synthetic --out {out} --overwrite")
     meta_path = out / META_FILE
     if kw and meta_path.is_file():
