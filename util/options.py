@@ -26,6 +26,8 @@ API:
     check_option(name, value, spec)         ValueError "NAME VALUE: requirement" unless `spec` accepts `value`
     LowHigh                                 argparse action: two values LOW HIGH (each checked by type=),
                                             LOW < HIGH, stored as a (low, high) tuple (--raw-range, --thermal-range)
+    check_low_high(name, low, high)         the same rule for a range given in code: ValueError
+                                            "NAME: must be LOW < HIGH, got L H" unless finite and low < high
     ArgumentParser                          argparse.ArgumentParser whose errors are ONE line on stderr
                                             ("error: argument --x: ..."; exit code 2); sub-parsers inherit it
 
@@ -183,6 +185,15 @@ def check_option(name: str, value: Any, spec: Spec) -> None:
         spec.check(value)
     except ValueError:
         raise ValueError(f"{name} {value}: {spec.requirement}") from None
+
+
+def check_low_high(name: str, low: float, high: float) -> tuple[float, float]:
+    """(low, high) unchanged; ValueError in :class:`LowHigh`'s words, "NAME: must be LOW < HIGH, got L H"
+    (" (finite numbers)" added for inf or nan), unless both are finite and low < high (a range given in code)."""
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        finite = "" if math.isfinite(low) and math.isfinite(high) else " (finite numbers)"
+        raise ValueError(f"{name}: must be LOW < HIGH{finite}, got {low:g} {high:g}")
+    return low, high
 
 
 class LowHigh(argparse.Action):

@@ -260,3 +260,16 @@ def test_the_command_reads_the_class_count_from_dataset_json(folder, capsys):
     assert main(["--data-dir", str(folder), "--no-progress"]) == 1  # the synthetic labels use ids up to 8
     assert "outside 0..4" in capsys.readouterr().out
     assert main(["--data-dir", str(folder), "--no-progress", "--n-class", "9"]) == 0
+
+
+@pytest.mark.parametrize("text", ["{", '{"radius": "2", "stride": 4}', '{"radius": 2, "stride": 8}'])
+def test_a_malformed_edge_record_is_one_problem_of_the_command(folder, capsys, text):
+    """edge_4x/edges.json holds the radius a loader with an ignored class needs: the command reads it."""
+    (folder / "edge_4x" / "edges.json").write_text(text)
+    assert main(["--data-dir", str(folder), "--no-progress"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith(": 1 problem(s)") and len(out) == 2 and out[1].startswith(f"{folder}/edge_4x/edges.json: ")
+    only(check_dataset(folder, ["val"], N_CLASS, edge_record=True), "edge_4x/edges.json")
+    assert check_dataset(folder, ["val"], N_CLASS, need_edges=True) == []  # a caller that does not need the radius
+    shutil.rmtree(folder / "edge_4x")
+    assert check_dataset(folder, ["val"], N_CLASS, edge_record=True) == []  # no edge maps: no radius needed

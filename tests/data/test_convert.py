@@ -578,3 +578,15 @@ def test_a_conversion_removes_the_leftovers_of_killed_ones_beside_dst(tmp_path, 
                         "--palette", "0,0,0; 255,0,0; 0,0,255"], capsys)
     assert code == 0, err
     assert outputs_beside(tmp_path) == sorted([alive.name, other.name, "out", "src"])
+
+
+def test_a_raw_range_given_in_code_is_worded_as_on_the_command_line():
+    """scale_raw_thermal's LOW < HIGH rule says what --raw-range LOW HIGH says (options.check_low_high)."""
+    from util.data.thermal import scale_raw_thermal
+
+    for low, high in ((9, 3), (7, 7)):
+        with pytest.raises(ValueError, match=rf"^--raw-range: must be LOW < HIGH, got {low} {high}$"):
+            scale_raw_thermal(np.zeros((2, 2), np.uint16), low, high)
+    with pytest.raises(ValueError, match=r"^--raw-range: must be LOW < HIGH \(finite numbers\), got 0 inf$"):
+        scale_raw_thermal(np.zeros((2, 2), np.uint16), 0, math.inf)
+    assert scale_raw_thermal(np.array([[3, 9]], np.uint16), 3, 9).tolist() == [[0, 255]]

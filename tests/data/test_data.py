@@ -118,3 +118,19 @@ def test_constructor_errors(copy, tmp_path):
     with pytest.raises(DatasetError, match=f"dataset check failed.*\n.*{name}.png.*outside 0..8"):
         MFDataset(copy, "train", n_class=N_CLASS)
     assert len(MFDataset(copy, "train", check=False, n_class=N_CLASS)) > 0
+
+
+def test_the_split_file_is_named_in_one_place(tmp_path):
+    """layout.split_path names a split's file; util/data builds no split-file path by hand."""
+    import re
+    from pathlib import Path
+
+    from util.data import layout
+
+    assert layout.split_path(tmp_path, "test_day") == tmp_path / "test_day.txt"
+    assert layout.write_split(tmp_path, "val", ["a"]) == layout.split_path(tmp_path, "val")
+    by_hand = re.compile(r"""/\s*\(?\s*(f?["'][^"'\n]*\.txt["']|\w+\s*\+\s*["']\.txt["'])""")
+    root = Path(layout.__file__).parent
+    found = [f"{path.name}:{i}: {line.strip()}" for path in sorted(root.glob("*.py")) if path.name != "layout.py"
+             for i, line in enumerate(path.read_text().splitlines(), 1) if by_hand.search(line)]
+    assert found == []

@@ -70,10 +70,51 @@ def test_a_malformed_record_names_the_file(tmp_path, text):
     generate_edges(folder, progress=False)
     (folder / "edge_4x" / "edges.json").write_text(text)
     with pytest.raises(DatasetError, match="edge_4x/edges.json: ") as exc:
-        MFDataset(folder, "train", SIZE, SIZE, n_class=2, edges=True, check=False)
+        MFDataset(folder, "train", SIZE, SIZE, n_class=2, ignore_index=0, edges=True, check=False)
     assert len(str(exc.value).splitlines()) == 1
+    with pytest.raises(DatasetError, match="1 problem") as exc:  # the check lists it with the others
+        MFDataset(folder, "train", SIZE, SIZE, n_class=2, ignore_index=0, edges=True, check=True)
+    assert str(exc.value).splitlines()[1].startswith(f"{folder}/edge_4x/edges.json: ")
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_the_radius_is_read_only_for_an_ignored_class(tmp_path, check):
+    """Without an ignored class (MFNet) the radius is not used: a broken record does not stop the loader."""
+    folder = _folder(tmp_path)
+    generate_edges(folder, progress=False)
+    (folder / "edge_4x" / "edges.json").write_text("{")
+    ds = MFDataset(folder, "train", SIZE, SIZE, n_class=2, edges=True, check=check)
+    assert ds.has_edges and "edge" in ds[0] and "edge_valid" not in ds[0]
+    MFDataset(folder, "train", SIZE, SIZE, n_class=2, ignore_index=0, edges=False, check=check)  # no edges used
 
 
 def test_writers_of_whole_folders_record_their_radius(tmp_path):
     from util.data.synthetic import generate_dataset
     assert read_edge_radius(generate_dataset(tmp_path / "s", n_frames=8, height=32, width=32, radius=3)) == 3
+
+
+def test_edges_written_into_a_tools_folder_are_recorded_in_its_manifest(tmp_path, capsys):
+    """util.edges on a folder of util.synthetic (or util.convert) lists what it wrote in that folder's manifest,
+    so a later --overwrite of the tool still finds nothing but its own files there."""
+    from util.data import synthetic
+    from util.data.owned import foreign_entries
+    from util.data.synthetic import SYNTHETIC
+
+    out = str(tmp_path / "s")
+    args = ["--out", out, "--frames", "8", "--height", "32", "--width", "32"]
+    assert synthetic.main(args) == 0
+    assert main(["--data-dir", out, "--radius", "3", "--overwrite"]) == 0
+    assert read_edge_radius(out) == 3 and foreign_entries(tmp_path / "s", SYNTHETIC) == []
+    assert main(["--data-dir", out, "--radius", "3"]) == 0  # nothing to write; the record rewritten and listed
+    (tmp_path / "s" / "edge_4x" / "mine.png").write_bytes(b"mine")  # a user's file stays foreign
+    assert [p.name for p, _ in foreign_entries(tmp_path / "s", SYNTHETIC)] == ["mine.png"]
+    (tmp_path / "s" / "edge_4x" / "mine.png").unlink()
+    capsys.readouterr()
+    assert synthetic.main([*args, "--overwrite"]) == 0, capsys.readouterr().err
+    assert read_edge_radius(out) == 2
+
+
+def test_edges_written_into_a_users_folder_make_no_manifest(tmp_path):
+    folder = _folder(tmp_path)
+    generate_edges(folder, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["edge_4x", "images", "labels", "train.txt"]

@@ -36,6 +36,7 @@ from util.data.layout import (
     describe_mode,
     edge_size,
     read_split,
+    split_path,
 )
 from util.data.mfnet import EDGE_STRIDE, STANDARD_SPLITS
 from util.files import atomic_write, cache_dir
@@ -210,11 +211,11 @@ def _split_frames(data_dir: Path, splits: Sequence[str], problems: list[str]) ->
             problems.append(str(exc))
             continue
         if not split_names:
-            problems.append(f"{data_dir / (split + '.txt')}: split file lists no frames")
+            problems.append(f"{split_path(data_dir, split)}: split file lists no frames")
         seen: set[str] = set()
         for name in split_names:
             if name in seen:
-                problems.append(f"{data_dir / (split + '.txt')}: frame {name} listed more than once")
+                problems.append(f"{split_path(data_dir, split)}: frame {name} listed more than once")
             seen.add(name)
             names[name] = None
     return list(names)
@@ -222,7 +223,7 @@ def _split_frames(data_dir: Path, splits: Sequence[str], problems: list[str]) ->
 
 def check_dataset(data_dir: PathLike, splits: Optional[Sequence[str]], n_class: int,
                   need_edges: bool = False, decode_images: bool = True, workers: Optional[int] = None,
-                  progress: bool = True, use_cache: bool = True) -> list[str]:
+                  progress: bool = True, use_cache: bool = True, edge_record: bool = False) -> list[str]:
     """Every problem of ``data_dir`` at once (empty list when the folder is usable), each naming the file.
 
     ``splits``: None for the five standard splits; each frame is checked once. Images must be
@@ -232,12 +233,20 @@ def check_dataset(data_dir: PathLike, splits: Optional[Sequence[str]], n_class: 
     decoded; ``decode_images=False`` reads only image and edge headers (labels are still decoded).
     ``progress`` shows a progress bar on stderr. ``use_cache``: files that passed a decoding check
     before and have not changed since (same size and mtime) are not decoded again (see :func:`cache_path`).
+    ``edge_record``: also read ``edge_4x/edges.json`` when the folder has ``edge_4x/`` (the radius of its edge
+    maps, which a loader with an ignored class needs: layout.read_edge_radius); a malformed one is one problem.
+    The command does; MFDataset asks for it only when it uses the radius.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         return [f"{data_dir}: data folder not found"]
     problems: list[str] = []
     names = _split_frames(data_dir, STANDARD_SPLITS if splits is None else splits, problems)
+    if edge_record and (data_dir / EDGE_DIR).is_dir():
+        try:
+            layout.read_edge_radius(data_dir)
+        except DatasetError as exc:
+            problems.append(str(exc))
     for sub in (IMAGE_DIR, LABEL_DIR):
         if names and not (data_dir / sub).is_dir():
             problems.append(f"{data_dir / sub}: folder not found")
@@ -259,10 +268,10 @@ def check_dataset(data_dir: PathLike, splits: Optional[Sequence[str]], n_class: 
 
 def verify_dataset(data_dir: PathLike, splits: Optional[Sequence[str]], n_class: int,
                    need_edges: bool = False, decode_images: bool = True, progress: bool = True,
-                   use_cache: bool = True) -> None:
+                   use_cache: bool = True, edge_record: bool = False) -> None:
     """Raise DatasetError listing every problem found by :func:`check_dataset`; return None when all is well."""
     problems = check_dataset(data_dir, splits, n_class, need_edges, decode_images, progress=progress,
-                             use_cache=use_cache)
+                             use_cache=use_cache, edge_record=edge_record)
     if problems:
         raise DatasetError(f"dataset check failed for {data_dir}: {len(problems)} problem(s)\n"
                            + "\n".join(problems))
@@ -281,7 +290,7 @@ def check_unlabeled(data_dir: PathLike, sizes: Optional[set[tuple[int, int]]] = 
     layout = "an unlabeled set holds images/NAME.png (4-channel R, G, B, thermal) and train.txt listing the NAMEs"
     if not data_dir.is_dir():
         return [f"{data_dir}: folder not found ({layout})"]
-    has_images, has_list = (data_dir / IMAGE_DIR).is_dir(), (data_dir / "train.txt").is_file()
+    has_images, has_list = (data_dir / IMAGE_DIR).is_dir(), split_path(data_dir, "train").is_file()
     if not has_images and not has_list:
         return [f"{data_dir}: holds no frames ({layout})"]
     if not has_images:
@@ -289,7 +298,7 @@ def check_unlabeled(data_dir: PathLike, sizes: Optional[set[tuple[int, int]]] = 
     problems: list[str] = []
     names = _split_frames(data_dir, ["train"], problems)
     if problems or not names:
-        return problems or [f"{data_dir / 'train.txt'}: split file lists no frames"]
+        return problems or [f"{split_path(data_dir, 'train')}: split file lists no frames"]
     cache = _CheckCache(data_dir, use_cache)
     other: dict[tuple[int, int], list[str]] = {}
 
@@ -358,10 +367,10 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
             print(f"dataset check failed for {args.data_dir}: 1 problem(s)\n{exc}")
             return 1
     if args.splits is None and Path(args.data_dir).is_dir():  # as the trainers: train, val and the tests present
-        args.splits = ["train", "val"] + [s for s in STANDARD_SPLITS[2:] if (Path(args.data_dir) / f"{s}.txt").is_file()]
+        args.splits = ["train", "val"] + [s for s in STANDARD_SPLITS[2:] if split_path(args.data_dir, s).is_file()]
 
     problems = check_dataset(args.data_dir, args.splits, args.n_class, args.need_edges, not args.quick,
-                             progress=not args.no_progress, use_cache=not args.no_cache)
+                             progress=not args.no_progress, use_cache=not args.no_cache, edge_record=True)
     if problems:
         print(f"dataset check failed for {args.data_dir}: {len(problems)} problem(s)")
         print("\n".join(problems))

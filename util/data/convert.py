@@ -48,7 +48,7 @@ from util.data.edges import edge_label, write_edge_file
 from util.data.info import INFO_FILE, DatasetInfo, default_palette, write_dataset_info, write_unlabeled_info
 from util.data.layout import EDGE_DIR, IMAGE_DIR, LABEL_DIR, write_edge_record, write_image_file, write_png, write_split
 from util.data.mfnet import EDGE_RADIUS
-from util.data.owned import DestinationError, Owner, check_destination as check_owned, write_owned
+from util.data.owned import CONVERTER, DestinationError, check_destination as check_owned, write_owned
 from util.data.sources import (
     MODALITIES,
     Frame,
@@ -67,7 +67,6 @@ from util.options import ArgumentParser
 
 PathLike = Union[str, os.PathLike]
 
-CONVERTER = Owner("util.data.convert", "convert.json")  # also the owner of util.deploy.bag_dataset's sets
 
 
 class ConvertError(ValueError):

@@ -71,9 +71,10 @@ class MFDataset(Dataset):
     Augmentation draws from ``np.random.default_rng([seed, epoch, index])``, so it is reproducible
     and independent of DataLoader workers; call :meth:`set_epoch` each epoch (the epoch lives in
     shared memory, so persistent workers see it too).
-    ``ignore_index``: a label id left out of the losses; items then carry ``edge_valid`` (0 on the
-    1/4-size cells within the edge radius of an ignored pixel, the radius the edge maps were made with:
-    ``edge_4x/edges.json``, see util.data.layout.read_edge_radius). ``native_label``: keep the label
+    ``ignore_index``: a label id left out of the losses; items with edges then carry ``edge_valid`` (0 on
+    the 1/4-size cells within the edge radius of an ignored pixel, the radius the edge maps were made with:
+    ``edge_4x/edges.json``, see util.data.layout.read_edge_radius; read only then, so a broken record does
+    not stop a loader without an ignored class or without edges). ``native_label``: keep the label
     at the frame's own size (evaluation at native resolution) while the image is resized.
     ``n_class``: the number of classes (label ids must lie below it; the folder's dataset.json says it).
     ``check``: verify the split's files first (label ids decoded, image headers read) and raise
@@ -113,7 +114,7 @@ class MFDataset(Dataset):
             warnings.warn(f"{edge_dir}: no edge map for {len(missing)} frame(s) of {split}, e.g. {missing[0]}.png; "
                           f"loading {split} without edges ({hint})")
         self._edges = edges is True or (edges == "auto" and missing == [])
-        self._ignore_kernel = disc_kernel(read_edge_radius(self.data_dir)) if self._edges else None
+        uses_radius = self._edges and ignore_index is not None  # only the edge_valid mask needs it
 
         if augment is True:
             augment = JointAugment()
@@ -121,7 +122,8 @@ class MFDataset(Dataset):
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         if check:
             verify_dataset(self.data_dir, [split], n_class, need_edges=self._edges, decode_images=False,
-                           progress=False)
+                           progress=False, edge_record=uses_radius)
+        self._ignore_kernel = disc_kernel(read_edge_radius(self.data_dir)) if uses_radius else None
 
     @property
     def has_edges(self) -> bool:

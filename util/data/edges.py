@@ -11,7 +11,9 @@ values 0/1 (1 = edge), at 1/4 of the label size (ceil(H/4) x ceil(W/4)),
 downsampled with a 4x4 max-pool so thin edges survive. 0/1 is what the released
 loader feeds straight into its BCE loss; the files look black in image viewers.
 The radius is recorded in ``edge_4x/edges.json`` (util.data.layout.write_edge_record),
-where the loader reads it back.
+where the loader reads it back. In a folder written by util.convert or util.synthetic, the files
+written here are listed in its manifest (util.data.owned.record_files), so that tool can still
+replace the folder with --overwrite.
 
     python -m util.edges --data-dir dataset/synthetic [--radius 2] [--overwrite] [--splits train val]
 """
@@ -41,6 +43,7 @@ from util.data.layout import (
     write_png,
 )
 from util.data.mfnet import EDGE_RADIUS, EDGE_STRIDE
+from util.data.owned import record_files
 from util.options import ArgumentParser, integer, number, split_name
 
 
@@ -98,7 +101,9 @@ def generate_edges(data_dir: os.PathLike | str, radius: float = EDGE_RADIUS, ove
 
     Existing edge files are kept unless ``overwrite``. Returns (written, skipped). The radius is recorded
     in ``edge_4x/edges.json``; kept files made with another radius (that record's, or the release's when
-    there is none) are refused with DatasetError, since one folder has one radius.
+    there is none) are refused with DatasetError, since one folder has one radius. When ``data_dir`` is the
+    output of one of our writers (a valid convert.json or synthetic.json), the files written are listed in
+    that manifest once all are written (util.data.owned.record_files); run again after a failure.
     """
     data_dir = Path(data_dir)
     label_dir, edge_dir = data_dir / LABEL_DIR, data_dir / EDGE_DIR
@@ -131,6 +136,7 @@ def generate_edges(data_dir: os.PathLike | str, radius: float = EDGE_RADIUS, ove
         for _ in tqdm(pool.map(work, todo), total=len(todo), desc="edge_4x", unit="frame", disable=not progress):
             pass
     write_edge_record(data_dir, radius)
+    record_files(data_dir, [f"{EDGE_DIR}/{n}.png" for n in todo] + [f"{EDGE_DIR}/{EDGE_RECORD}"])
     return len(todo), len(names) - len(todo)
 
 

@@ -119,10 +119,15 @@ def edge_size(label_hw: tuple[int, int]) -> tuple[int, int]:
     return (-(-label_hw[0] // EDGE_STRIDE), -(-label_hw[1] // EDGE_STRIDE))
 
 
+def split_path(data_dir: PathLike, split: str) -> Path:
+    """The split file of ``split`` in ``data_dir``: ``data_dir/<split>.txt`` (the one place that names it)."""
+    return Path(data_dir) / f"{split}.txt"
+
+
 def read_split(data_dir: PathLike, split: str) -> list[str]:
     """Frame names listed in ``data_dir/<split>.txt`` (blank lines ignored); DatasetError if the file is missing
     or lists a name that leaves the data folder (see :func:`outside_names`)."""
-    path = Path(data_dir) / f"{split}.txt"
+    path = split_path(data_dir, split)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError:
@@ -136,7 +141,7 @@ def read_split(data_dir: PathLike, split: str) -> list[str]:
 
 def write_split(data_dir: PathLike, split: str, names: Sequence[str]) -> Path:
     """Write ``data_dir/<split>.txt`` listing ``names``, one a line, atomically; returns its path."""
-    return atomic_write(Path(data_dir) / f"{split}.txt", lambda f: f.write("".join(f"{n}\n" for n in names)))
+    return atomic_write(split_path(data_dir, split), lambda f: f.write("".join(f"{n}\n" for n in names)))
 
 
 def write_edge_record(data_dir: PathLike, radius: float) -> Path:

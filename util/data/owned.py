@@ -14,6 +14,8 @@ Every writer of a data folder (util.data.convert, util.deploy.bag_dataset, util.
   Manifests of earlier versions (a ``files`` list without checksums, or ``"generator"`` instead of
   ``"tool"``) are still read, so their folders stay replaceable.
 - The old output is renamed aside, the new one renamed in, then the old one removed (:func:`swap_in`).
+- A tool that adds files to such a folder later (util.edges: ``edge_4x/``) lists them in the folder's manifest
+  (:func:`record_files`), so the folder stays its tool's output and replaceable with ``overwrite``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from util.files import atomic_write
 
@@ -44,6 +46,12 @@ class Owner:
 
     tool: str
     manifest: str
+
+
+CONVERTER = Owner("util.data.convert", "convert.json")  # util.data.convert's and util.deploy.bag_dataset's sets
+SYNTHETIC = Owner("util.data.synthetic", "synthetic.json")  # util.data.synthetic's sets and unlabeled pools
+OWNERS = (CONVERTER, SYNTHETIC)  # every writer of whole data folders, whose manifests record_files updates
+OVERWRITE_HINT = "add --overwrite to replace it"  # what a refusal of an earlier output tells the user by default
 
 
 # ----------------------------------------------------------------------------- work folders
@@ -137,9 +145,11 @@ def foreign_entries(folder: Path, owner: Owner) -> Optional[list[tuple[Path, str
     return foreign
 
 
-def check_destination(out: Path, owner: Owner, overwrite: bool) -> None:
+def check_destination(out: Path, owner: Owner, overwrite: bool, hint: Optional[str] = OVERWRITE_HINT) -> None:
     """Raise :class:`DestinationError` (one line naming the entry) unless ``out`` is absent, an empty folder,
-    or, with ``overwrite``, holds nothing but an earlier output of ``owner``."""
+    or, with ``overwrite``, holds nothing but an earlier output of ``owner``. ``hint``: what the refusal of an
+    earlier output (without ``overwrite``) tells the user to do, for a caller that offers no overwrite
+    another (or None)."""
     if out.exists() and not out.is_dir():
         raise DestinationError(f"{out}: exists and is not a folder")
     if not out.is_dir() or not any(out.iterdir()):
@@ -150,19 +160,45 @@ def check_destination(out: Path, owner: Owner, overwrite: bool) -> None:
                                f"choose another output folder")
     if foreign:
         path, why = foreign[0]
-        raise DestinationError(f"{path}: {why} ({len(foreign)} such entries in {out}); refusing to replace {out}")
+        such = "1 such entry" if len(foreign) == 1 else f"{len(foreign)} such entries"
+        raise DestinationError(f"{path}: {why} ({such} in {out}); refusing to replace {out}")
     if not overwrite:
-        raise DestinationError(f"{out}: holds an earlier output of {owner.tool}; add --overwrite to replace it")
+        raise DestinationError(f"{out}: holds an earlier output of {owner.tool}" + (f"; {hint}" if hint else ""))
 
 
 def write_manifest(folder: Path, owner: Owner, record: dict) -> dict:
     """Write ``folder``'s manifest: ``owner``'s name, ``record`` and the sha256 of every file now in ``folder``
-    (written atomically, as every small file of a data folder). Returns its content."""
-    files = {p.relative_to(folder).as_posix(): sha256_file(p)
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != owner.manifest}
+    but the manifest itself (a file of that name in a sub-folder is listed like any other), written atomically,
+    as every small file of a data folder. Returns its content."""
+    files = {rel: sha256_file(p) for p in sorted(folder.rglob("*"))
+             if p.is_file() and (rel := p.relative_to(folder).as_posix()) != owner.manifest}
     doc = {"tool": owner.tool, **record, "files": files}
     atomic_write(folder / owner.manifest, lambda f: f.write(json.dumps(doc, indent=1) + "\n"))
     return doc
+
+
+def record_files(folder: Path, relpaths: Iterable[str], owners: Sequence[Owner] = OWNERS) -> Optional[Owner]:
+    """List the files ``relpaths`` (relative to ``folder``), written there after its tool, with their sha256 in
+    ``folder``'s manifest: the first valid one of ``owners`` (rewritten atomically, everything else in it kept;
+    an earlier version's list without checksums gets the names). A folder without one is not a tool's output
+    and is left alone. Returns the owner whose manifest was updated, or None."""
+    folder = Path(folder)
+    for owner in owners:
+        if listed_files(folder, owner) is None:
+            continue
+        rels = [Path(rel).as_posix() for rel in relpaths]
+        bad = [rel for rel in rels if rel == owner.manifest or Path(rel).is_absolute() or ".." in Path(rel).parts]
+        if bad:
+            raise ValueError(f"record_files: {bad[0]!r} is not a file of {folder} other than its manifest")
+        path = folder / owner.manifest
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(doc["files"], list):
+            doc["files"] = doc["files"] + [rel for rel in rels if rel not in doc["files"]]
+        else:
+            doc["files"] = {**doc["files"], **{rel: sha256_file(folder / rel) for rel in rels}}
+        atomic_write(path, lambda f: f.write(json.dumps(doc, indent=1) + "\n"))
+        return owner
+    return None
 
 
 # ----------------------------------------------------------------------------- writing
@@ -185,20 +221,22 @@ def swap_in(work: Path, out: Path) -> None:
                                f"copy") from None
 
 
-def write_owned(out: Path, owner: Owner, overwrite: bool, fill: Callable[[Path], dict]) -> dict:
+def write_owned(out: Path, owner: Owner, overwrite: bool, fill: Callable[[Path], dict],
+                hint: Optional[str] = OVERWRITE_HINT) -> dict:
     """Write the output folder ``out`` of ``owner``: ``fill(work)`` writes every file into a new work folder
     and returns the writer's record; the manifest is added and the folder swapped in. ``out`` is checked
     (:func:`check_destination`) before and again just before the swap (it may have changed meanwhile).
-    Whatever goes wrong, the work folder is removed and ``out`` left as it was. Returns the manifest."""
+    Whatever goes wrong, the work folder is removed and ``out`` left as it was. ``hint``: as in
+    :func:`check_destination`. Returns the manifest."""
     out = Path(os.path.abspath(out))  # its parent and name also for "." or ".."
-    check_destination(out, owner, overwrite)
+    check_destination(out, owner, overwrite, hint)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_work_dirs(out)
     work = work_dir(out, PARTIAL)
     try:
         work.mkdir()
         doc = write_manifest(work, owner, fill(work))
-        check_destination(out, owner, overwrite)
+        check_destination(out, owner, overwrite, hint)
         swap_in(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

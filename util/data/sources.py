@@ -51,7 +51,7 @@ import numpy as np
 from PIL import Image
 
 from util.data.info import FMB, PST900, DatasetInfo
-from util.data.layout import luma_from_cv2, outside_names, rgb_from_cv2
+from util.data.layout import luma_from_cv2, outside_names, rgb_from_cv2, split_path
 
 PathLike = Union[str, os.PathLike]
 
@@ -339,23 +339,23 @@ def read_split_lists(src: Path, problems: list[str]) -> dict[str, list[str]]:
 def _splits_from_lists(src: Path, lists: dict[str, list[str]], frames: Mapping, stems: set[str],
                        val_fraction: float, seed: int, plan: Plan) -> dict[str, list[str]]:
     if "train" not in lists:
-        plan.problems.append(f"{src / 'train.txt'}: not found (split lists {', '.join(lists)} given without train)")
+        plan.problems.append(f"{split_path(src, 'train')}: not found (split lists {', '.join(lists)} given without train)")
         return {}
     for split, names in lists.items():
         for name in names:
             if name not in stems:
-                plan.problems.append(f"{src / (split + '.txt')}: frame {name}: no rgb/thermal/labels file with this name")
+                plan.problems.append(f"{split_path(src, split)}: frame {name}: no rgb/thermal/labels file with this name")
         if split != "train":
             for name in sorted(set(names) & set(lists["train"])):
-                plan.problems.append(f"{src / (split + '.txt')}: frame {name} is also in train.txt")
+                plan.problems.append(f"{split_path(src, split)}: frame {name} is also in train.txt")
     splits = {s: [n for n in names if n in frames] for s, names in lists.items()}
     for split_name in (s for s, names in lists.items() if not names):
-        plan.problems.append(f"{src / (split_name + '.txt')}: lists no frames")
+        plan.problems.append(f"{split_path(src, split_name)}: lists no frames")
     if "val" not in lists and splits["train"]:
         try:
             drawn = seeded_split(splits["train"], val_fraction, 0.0, seed)
         except ValueError as exc:
-            plan.problems.append(f"{src / 'train.txt'}: {exc}")
+            plan.problems.append(f"{split_path(src, 'train')}: {exc}")
             return splits
         splits["train"], splits["val"] = drawn["train"], drawn["val"]
         plan.notes.append(f"val: {len(drawn['val'])} frames of train.txt drawn by the seeded rule "

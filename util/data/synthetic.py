@@ -29,19 +29,19 @@ from util.data.layout import (
     IMAGE_DIR,
     LABEL_DIR,
     DatasetError,
+    split_path,
     write_edge_record,
     write_image_file,
     write_png,
     write_split,
 )
 from util.data.mfnet import EDGE_RADIUS, N_CLASS, STANDARD_SPLITS
-from util.data.owned import Owner, write_owned
+from util.data.owned import SYNTHETIC, write_owned
 from util.data.scene import render
 from util.options import ArgumentParser, integer, multiple_of
 
 DEFAULT_FRAMES, DEFAULT_HEIGHT, DEFAULT_WIDTH = 240, 96, 128
 DAY_FRACTION = 820 / 1569  # as in MFNet
-SYNTHETIC = Owner("util.data.synthetic", "synthetic.json")
 META_FILE = SYNTHETIC.manifest
 UNLABELED_DIR = "unlabeled"  # the optional unlabeled pool (--unlabeled-frames), an unlabeled set of its own
 PNG = (cv2.IMWRITE_PNG_COMPRESSION, 3)
@@ -113,7 +113,7 @@ def generate_unlabeled_pool(out_dir: Union[str, os.PathLike], n_frames: int, hei
         return {"unlabeled_frames": n_frames, "height": height, "width": width, "seed": seed,
                 "day_fraction": day_fraction}
 
-    write_owned(Path(out_dir), SYNTHETIC, False, fill)
+    write_owned(Path(out_dir), SYNTHETIC, False, fill, hint="choose another output folder")  # no overwrite here
     return Path(out_dir)
 
 
@@ -165,9 +165,9 @@ def ensure_synthetic(out_dir: Union[str, os.PathLike] = "dataset/synthetic", **k
         except FileExistsError:
             if not (out.is_dir() and any(out.iterdir())):
                 raise
-    missing = [s for s in STANDARD_SPLITS if not (out / f"{s}.txt").is_file()]
+    missing = [split_path(out, s) for s in STANDARD_SPLITS if not split_path(out, s).is_file()]
     if missing:
-        raise DatasetError(f"{out}: exists but lacks {', '.join(m + '.txt' for m in missing)}; "
+        raise DatasetError(f"{out}: exists but lacks {', '.join(m.name for m in missing)}; "
                            f"regenerate with: python -m util.synthetic --out {out} --overwrite")
     meta_path = out / META_FILE
     if kw and meta_path.is_file():

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from util.options import check_low_high
+
 PERCENTILES = (1.0, 99.0)
 
 
 def scale_raw_thermal(raw: np.ndarray, low: float, high: float) -> np.ndarray:
     """uint8 ``clip(floor((raw - low) * 255 / (high - low) + 0.5), 0, 255)`` of 16-bit thermal values."""
-    if not high > low:
-        raise ValueError(f"raw range: expected LOW < HIGH, got [{low}, {high}]")
+    check_low_high("--raw-range", low, high)
     scaled = np.floor((raw.astype(np.float64) - low) * (255.0 / (high - low)) + 0.5)
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
