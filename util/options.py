@@ -205,10 +205,10 @@ class LowHigh(argparse.Action):
         super().__init__(option_strings, dest, nargs=2, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        low, high = values
-        if not low < high:
-            parser.error(f"argument {option_string}: must be LOW < HIGH, got {low:g} {high:g}")
-        setattr(namespace, self.dest, (low, high))
+        try:
+            setattr(namespace, self.dest, check_low_high(f"argument {option_string}", *values))
+        except ValueError as exc:
+            parser.error(str(exc))
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -159,3 +159,16 @@ def test_run_cekd_extra_may_not_set_what_makes_each_training(tmp_path, monkeypat
         "error: --extra --no-distill --unlabeled-only: run_cekd.py sets this for each training itself (the "
         "unlabeled row: --unlabeled-frames N [--unlabeled-per-batch K]); run trainStudent.py for other students\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_low_high_rule_for_ranges_given_in_code_and_on_the_command_line():
+    """util.deploy.frames.check_thermal_range (a range given in code) words it as --thermal-range LOW HIGH does."""
+    from util.deploy.frames import check_thermal_range
+
+    assert check_thermal_range((1, 2.5)) == (1.0, 2.5) and check_thermal_range(None) is None
+    with pytest.raises(ValueError, match=r"^--thermal-range: must be LOW < HIGH, got 2 1$"):
+        check_thermal_range((2, 1))
+    with pytest.raises(ValueError, match=r"^--thermal-range: must be LOW < HIGH \(finite numbers\), got 0 inf$"):
+        check_thermal_range((0, float("inf")))
+    with pytest.raises(argparse.ArgumentTypeError):  # inf never reaches the pair check on the command line
+        options.number()("inf")

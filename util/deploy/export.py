@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..data.info import DatasetInfo
+from ..data.layout import split_path
 from ..options import ArgumentParser, LowHigh, integer, number, one_of
 from .agreement import agreement_percent, compare, format_comparison, random_thermal
 from .cpu import cpu_info
@@ -144,12 +145,12 @@ def calibration_frames(data: str | os.PathLike, height: int, width: int, n_calib
     data = Path(data)
     if not data.exists():
         raise FileNotFoundError(f"--calib-data {data}: no such file or folder")
-    held_split = next((s for s in ("val", "test") if (data / f"{s}.txt").is_file()), None)
-    if (data / "train.txt").is_file() and held_split:
+    held_split = next((s for s in ("val", "test") if split_path(data, s).is_file()), None)
+    if split_path(data, "train").is_file() and held_split:
         calib, held = _mfnet_thermal(data, "train", n_calib), _mfnet_thermal(data, held_split, n_held)
         where = f"{len(calib)} train / {len(held)} {held_split} frames of {data}"
     else:
-        if (data / "train.txt").is_file():  # an unlabeled set (a robot's recording), or a train split alone
+        if split_path(data, "train").is_file():  # an unlabeled set (a robot's recording), or a train split alone
             frames, what = _mfnet_thermal(data, "train", n_calib + n_held), "train frames"
         else:
             frames, what = _own_thermal(data, n_calib + n_held, thermal_range), "frames"

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from ..data.layout import THERMAL, luma_from_cv2
+from ..options import check_low_high
 
 FRAME_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
@@ -60,13 +61,11 @@ def list_frames(path: str | os.PathLike) -> list[Path]:
 
 
 def check_thermal_range(thermal_range: Optional[Sequence[float]]) -> Optional[tuple[float, float]]:
-    """(low, high) as floats, or None; ValueError unless both are finite and low < high."""
+    """(low, high) as floats, or None; ValueError unless both are finite and low < high (options.check_low_high)."""
     if thermal_range is None:
         return None
     low, high = map(float, thermal_range)
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"--thermal-range LOW HIGH: expected finite values with LOW < HIGH, got {low:g} {high:g}")
-    return low, high
+    return check_low_high("--thermal-range", low, high)
 
 
 def single_channel(raw: np.ndarray, source: str, lossy: bool = False) -> np.ndarray:

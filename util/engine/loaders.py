@@ -15,7 +15,7 @@ from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Samp
 from ..data import MFDataset, verify_dataset
 from ..data.check import verify_unlabeled
 from ..data.info import DatasetInfo, load_dataset_info, unlabeled_thermal_range
-from ..data.layout import frame_sizes
+from ..data.layout import frame_sizes, split_path
 from ..data.unlabeled import Labelled, UnlabeledDataset
 from .config import DEFAULT_DATA_DIR, with_data_classes
 from .distributed import Session, barrier
@@ -37,7 +37,7 @@ class ShardSampler(Sampler):
 
 def present_splits(data_dir: str | Path, splits: Sequence[str]) -> list[str]:
     """The splits of `splits` that have a split file in `data_dir`."""
-    return [s for s in splits if (Path(data_dir) / f"{s}.txt").is_file()]
+    return [s for s in splits if split_path(data_dir, s).is_file()]
 
 
 def split_loader(data_dir: str | Path, split: str, height: int, width: int, n_class: int, *,
