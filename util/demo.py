@@ -70,7 +70,9 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
                             "4-channel MFNet PNGs, a ROS 1 .bag or ROS 2 bag folder, a camera index or a "
                             "stream URL; --weights may then also be an .onnx file (python -m util.export)")
         p.add_argument("--thermal-range", type=number(), action=LowHigh, default=None,
-                       help="fixed raw-value range mapped to [0, 1] for 16-bit frames (default: per-frame min-max)")
+                       help="fixed raw-value range mapped to [0, 1] (every frame); default: the training data's "
+                            "thermal_range for 16-bit and float frames when the weights carry one, else per-frame "
+                            "min-max")
         p.add_argument("--batch-size", type=integer(1), default=1, help="frames per forward pass with --input")
         p.add_argument("--save-labels", action="store_true",
                        help="with a video, bag or live --input, also write each frame's class ids as "
@@ -184,10 +186,23 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
     return results
 
 
+def _describe_range(thermal_range) -> Optional[dict]:
+    """summary.json's record of how 16-bit frames were scaled (None: per-frame min-max)."""
+    from .deploy.frames import TrainedRange
+
+    if thermal_range is None:
+        return None
+    if isinstance(thermal_range, TrainedRange):
+        return {"low": thermal_range.low, "high": thermal_range.high, "from": "the weights' training data",
+                "applies_to": "16-bit and float frames"}
+    return {"low": thermal_range[0], "high": thermal_range[1], "from": "--thermal-range",
+            "applies_to": "every frame"}
+
+
 def run_own_frames(args: argparse.Namespace) -> dict:
     """Segment a video, image or folder (--input) with PyTorch or ONNX weights; write outputs and summary.json."""
     from .deploy.choose import TIMED_FRAMES, open_segmenter, sample_frames
-    from .deploy.frames import is_video, iter_images, iter_video, list_frames, video_info
+    from .deploy.frames import TrainedRange, is_video, iter_images, iter_video, list_frames, video_info
     from .deploy.inference import report_lines, segment_images, segment_video
     from .deploy.recording import open_recording, segment_recording
     from .deploy.smoothing import ProbabilityPredictor
@@ -209,6 +224,11 @@ def run_own_frames(args: argparse.Namespace) -> dict:
                                     args.channels_last, log=lambda line: print(f"[EKNet] {line}", flush=True))
     if args.n_class is not None and seg.n_class != args.n_class:
         raise ValueError(f"{args.weights} holds a {seg.n_class}-class EKNet, but --n-class {args.n_class} was given")
+    if thermal_range is None and seg.info.thermal_range is not None:
+        thermal_range = TrainedRange(*seg.info.thermal_range)
+        print(f"[EKNet] 16-bit and float frames scaled as the training data were: raw range "
+              f"[{thermal_range.low:g}, {thermal_range.high:g}] ({seg.info.name}'s thermal_range, carried by the "
+              f"weights; --thermal-range LOW HIGH overrides it)", flush=True)
     out_dir = new_run_dir(args.runs_dir, args.run_name, "segment")
     what = (recording.describe() if recording else f"a video of {count or 'unknown'} frames" if video
             else f"{count} frame(s)")
@@ -218,7 +238,8 @@ def run_own_frames(args: argparse.Namespace) -> dict:
     summary = (segment_recording(seg, recording, out_dir, args, thermal_range, show) if recording
                else segment_video(seg, path, out_dir, thermal_range, args.batch_size, args.save_labels, show, smooth)
                if video else segment_images(seg, paths, out_dir, thermal_range, args.batch_size, show, smooth))
-    summary.update({"weights": str(args.weights), "input": str(args.input), "thermal_range": thermal_range,
+    summary.update({"weights": str(args.weights), "input": str(args.input),
+                    "thermal_range": _describe_range(thermal_range),
                     "inference": {**inference, "path": seg.name,
                                   "ms_per_frame": 1000 / summary["model_frames_per_second"]}})
     write_json(summary, out_dir / "summary.json")

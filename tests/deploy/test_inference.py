@@ -164,3 +164,42 @@ def test_onnx_weights_give_the_same_labels(weights, tmp_path, capsys):
     for i in range(3):
         a, b = (cv2.imread(str(tmp_path / d / "r" / f"f{i}_label.png"), cv2.IMREAD_UNCHANGED) for d in ("pth", "onnx"))
         assert a.shape == (72, 90) and (a == b).mean() >= 0.99
+
+
+def test_16bit_frames_are_scaled_with_the_training_datas_range_when_the_weights_carry_it(weights, tmp_path, capsys):
+    """A student trained on frames converted with a raw range reads its camera's 16-bit frames with that range
+    (not per-frame min-max), unless --thermal-range says otherwise; 8-bit frames stay value / 255."""
+    from util.data.info import MFNET
+    from util.deploy.frames import TrainedRange
+
+    trained = save_atomic({**torch.load(weights, weights_only=True),
+                           "dataset": {**MFNET.to_dict(), "thermal_range": [1000, 3000]}}, tmp_path / "trained.pth")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    raw = np.random.default_rng(0).integers(1000, 3000, (48, 64)).astype(np.uint16)
+    raw[0, :2] = (0, 60000)  # outliers: per-frame min-max would squeeze the scene into a few grey levels
+    cv2.imwrite(str(frames / "raw16.png"), raw)
+    cv2.imwrite(str(frames / "grey8.png"), (raw // 256).astype(np.uint8))
+
+    wide, grey = read_frame_file(frames / "raw16.png", TrainedRange(1000, 3000)), frames / "grey8.png"
+    assert np.array_equal(wide[0], read_frame_file(frames / "raw16.png", (1000, 3000))[0])
+    assert not np.allclose(wide[0], read_frame_file(frames / "raw16.png")[0])
+    assert np.array_equal(read_frame_file(grey, TrainedRange(1000, 3000))[0], read_frame_file(grey)[0])
+
+    summary = _run(trained, frames, tmp_path / "a")
+    assert "scaled as the training data were: raw range [1000, 3000]" in capsys.readouterr().out
+    assert summary["thermal_range"] == {"low": 1000.0, "high": 3000.0, "from": "the weights' training data",
+                                        "applies_to": "16-bit and float frames"}
+    given = _run(trained, frames, tmp_path / "b", "--thermal-range", "1000", "3000")
+    assert given["thermal_range"]["from"] == "--thermal-range"
+    assert _run(weights, frames, tmp_path / "c")["thermal_range"] is None  # weights without a range: min-max
+    from util.deploy.export import calibration_frames  # util.export --int8 calibrates on them the same way
+
+    calib = calibration_frames(frames / "raw16.png", 64, 64, 1, 1, TrainedRange(1000, 3000))[0]
+    assert np.array_equal(calib, calibration_frames(frames / "raw16.png", 64, 64, 1, 1, (1000, 3000))[0])
+
+    def label(run, name):
+        return cv2.imread(str(tmp_path / run / "r" / f"{name}_label.png"), cv2.IMREAD_UNCHANGED)
+
+    assert np.array_equal(label("a", "raw16"), label("b", "raw16"))  # 16-bit: as with the explicit range
+    assert np.array_equal(label("a", "grey8"), label("c", "grey8"))  # 8-bit: value / 255, as without a range

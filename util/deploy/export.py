@@ -193,7 +193,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help=f"with --keep-float auto, a node group is left in float only if the argmax agreement "
                         f"with fp32 stays at least this (default {100 * INT8_MIN_AGREEMENT:g})")
     p.add_argument("--thermal-range", type=number(), action=LowHigh, default=None,
-                   help="fixed raw-value range for 16-bit calibration frames (default: per-frame min-max)")
+                   help="fixed raw-value range for 16-bit calibration frames (default: the training data's thermal_range "
+                        "when the weights carry one, else per-frame min-max)")
     return p.parse_args(argv)
 
 
@@ -222,6 +223,7 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Optional[Path]]:
 def run(args: argparse.Namespace) -> dict:
     from ..engine.checkpoint import build_from_weights
     from .backends import OnnxSegmenter, TorchSegmenter
+    from .frames import TrainedRange
 
     out, int8_out = check_args(args)
     model, info = build_from_weights(args.weights, expect="EKNet")
@@ -229,8 +231,10 @@ def run(args: argparse.Namespace) -> dict:
     print(f"[export] EKNet-{cfg['depth']} {cfg['height']}x{cfg['width']}, {cfg['n_class']} classes, "
           f"from {args.weights}", flush=True)
     if int8_out is not None:  # every input is read before any output is written
+        # own 16-bit frames are scaled as the demo will scale them: --thermal-range, else the training data's range
+        scaling = args.thermal_range or (TrainedRange(*info.thermal_range) if info.thermal_range else None)
         calib, held, where = calibration_frames(args.calib_data, model.height, model.width, args.calib_frames,
-                                                args.heldout_frames, args.thermal_range)
+                                                args.heldout_frames, scaling)
     export_onnx(model, out, info, args.opset, args.overwrite)
     print(f"[export] wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {args.opset})", flush=True)
     torch_seg, fp32 = TorchSegmenter(model, info, "cpu", channels_last=False), OnnxSegmenter(out)

@@ -11,7 +11,9 @@ Scaling to [0, 1]:
 - 8-bit: value / 255, as MFNet's thermal channel.
 - 16-bit and float: per-frame min-max (the coldest pixel -> 0, the hottest -> 1) by default, or a
   fixed range `thermal_range=(low, high)` (values clipped), which keeps a fixed
-  temperature-to-intensity mapping across frames of a radiometric camera.
+  temperature-to-intensity mapping across frames of a radiometric camera; `TrainedRange`: the range
+  the student's training data were converted with, for these frames only (the demo's default when the
+  weights carry one).
 - NaN and infinite pixels of a float frame are left out of the min-max scaling and set to 0
   (with a fixed range too); their count is returned with the frame and reported in the summary.
 """
@@ -85,8 +87,24 @@ def single_channel(raw: np.ndarray, source: str, lossy: bool = False) -> np.ndar
                      f"got {raw.shape[2]} channels")
 
 
-def scale_thermal(raw: np.ndarray, thermal_range: Optional[Sequence[float]] = None) -> tuple[np.ndarray, int]:
+@dataclass(frozen=True)
+class TrainedRange:
+    """The raw range the student's training frames were converted with (`thermal_range` of their dataset.json,
+    which the weights carry), used when no --thermal-range is given: 16-bit and float frames of the same
+    radiometric camera are then scaled as the training frames were, not per frame; 8-bit frames are taken as
+    scaled already (value / 255)."""
+    low: float
+    high: float
+
+    def for_frame(self, raw: np.ndarray) -> Optional[tuple[float, float]]:
+        return None if raw.dtype == np.uint8 else (self.low, self.high)
+
+
+def scale_thermal(raw: np.ndarray, thermal_range: Optional[Sequence[float] | TrainedRange] = None
+                  ) -> tuple[np.ndarray, int]:
     """(float32 (H, W) in [0, 1], number of non-finite pixels set to 0) for a single-channel frame."""
+    if isinstance(thermal_range, TrainedRange):
+        thermal_range = thermal_range.for_frame(raw)
     bad = ~np.isfinite(raw) if np.issubdtype(raw.dtype, np.floating) else None
     n_bad = int(bad.sum()) if bad is not None else 0
     if thermal_range is not None:
