@@ -195,8 +195,13 @@ def test_16bit_frames_are_scaled_with_the_training_datas_range_when_the_weights_
     assert _run(weights, frames, tmp_path / "c")["thermal_range"] is None  # weights without a range: min-max
     from util.deploy.export import calibration_frames  # util.export --int8 calibrates on them the same way
 
-    calib = calibration_frames(frames / "raw16.png", 64, 64, 1, 1, TrainedRange(1000, 3000))[0]
-    assert np.array_equal(calib, calibration_frames(frames / "raw16.png", 64, 64, 1, 1, (1000, 3000))[0])
+    calib16 = tmp_path / "calib16"
+    calib16.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(calib16 / f"f{i}.png"), np.roll(raw, i, axis=1))
+    calib = calibration_frames(calib16, 64, 64, 1, 1, TrainedRange(1000, 3000))[0]
+    assert np.array_equal(calib, calibration_frames(calib16, 64, 64, 1, 1, (1000, 3000))[0])
+    assert not np.array_equal(calib, calibration_frames(calib16, 64, 64, 1, 1)[0])
 
     def label(run, name):
         return cv2.imread(str(tmp_path / run / "r" / f"{name}_label.png"), cv2.IMREAD_UNCHANGED)
