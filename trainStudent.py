@@ -29,6 +29,7 @@ from torch import nn
 from model import EKNet
 from model.hint_adapter import HintAdapter, hint_width
 from model.losses import STUDENT_TERMS, student_loss, supervised_student_loss
+from util.data.info import DatasetInfo
 from util.engine import (
     ConfigError,
     Session,
@@ -46,6 +47,7 @@ from util.engine import (
     train_one_epoch,
     training_data,
 )
+from util.engine.checkpoint import read_weights
 from util.engine.config import STUDENT_SPECS
 from util.engine.distributed import all_reduce_sum
 from util.options import ArgumentParser, integer
@@ -91,18 +93,23 @@ class SupervisedTask:
         return supervised_student_loss(out, batch["label"], self.ignore_index), out
 
 
-def load_teacher(cfg: StudentConfig, device: torch.device) -> nn.Module:
-    """The frozen CENet from our checkpoint or a released final.pth, checked against the student."""
+def load_teacher(cfg: StudentConfig, device: torch.device, data_info: Optional[DatasetInfo] = None) -> nn.Module:
+    """The frozen CENet from our checkpoint or a released final.pth, checked against the student (and, when the
+    file names its classes, against `data_info`: a teacher of other classes would teach the wrong ids)."""
     if not Path(cfg.teacher).is_file():
         raise FileNotFoundError(
             f"--teacher {cfg.teacher}: file not found; train one with trainTeacher.py or put the released "
             f"Teacher_model/final.pth there (or use --no-distill for a student without teacher)")
-    teacher = build_from_weights(cfg.teacher, expect="CENet").model
+    teacher, teacher_info = build_from_weights(cfg.teacher, expect="CENet")
     problems = []
     if (teacher.height, teacher.width) != (cfg.height, cfg.width):
         problems.append(f"input size {teacher.height}x{teacher.width} vs {cfg.height}x{cfg.width}")
+    names_its_classes = read_weights(cfg.teacher, mmap=True).raw.get("dataset") is not None  # not a release file
     if teacher.n_class != cfg.n_class:
         problems.append(f"{teacher.n_class} classes vs {cfg.n_class}")
+    elif data_info is not None and names_its_classes and teacher_info.class_names != data_info.class_names:
+        problems.append(f"the classes of {teacher_info.name} ({', '.join(teacher_info.class_names)}) vs those of "
+                        f"{data_info.name} ({', '.join(data_info.class_names)})")
     if problems:
         raise ConfigError(f"--teacher {cfg.teacher} does not fit this student: " + "; ".join(problems))
     return teacher.to(device).eval().requires_grad_(False)
@@ -138,7 +145,7 @@ def main(cfg: StudentConfig) -> dict:
     with Session(cfg.device) as session:
         # data and teacher are checked before the run folder exists: a bad input leaves nothing behind
         data = training_data(cfg, session, edges=False)
-        teacher = load_teacher(cfg, session.device) if cfg.distill else None
+        teacher = load_teacher(cfg, session.device, data.info) if cfg.distill else None
         with open_run(cfg, session, "EKNet", role=role, info=data.info, frames=data.frames) as run:
             if data.frames:
                 run.log(f"training frames: {data.frames['labelled']} labelled + {data.frames['unlabeled']} unlabeled "

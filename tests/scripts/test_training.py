@@ -107,6 +107,29 @@ def test_student_refuses_a_student_checkpoint_as_teacher(data, runs, capsys):
     assert not (runs / "bad").exists()
 
 
+def test_student_refuses_a_teacher_of_other_classes(data, runs, teacher_run, tmp_path, capsys):
+    """Nine classes of other names (other ids) are not the teacher's nine: refused when the teacher file names
+    its classes (our checkpoints); a release-format final.pth names none and is taken on trust."""
+    import shutil
+
+    from util.data.info import DatasetInfo, default_palette, write_dataset_info
+
+    other = tmp_path / "other"
+    shutil.copytree(data, other, ignore=shutil.ignore_patterns("*.json"))
+    names = tuple(f"thing{i}" for i in range(9))
+    write_dataset_info(DatasetInfo("things", names, default_palette(9)), other)
+    with pytest.raises(SystemExit):
+        trainStudent.cli(["--data-dir", str(other), "--runs-dir", str(runs), "--run-name", "bad-classes",
+                           "--epochs", "1", "--teacher", str(teacher_run / "best.pth"), *SMALL])
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --teacher {teacher_run / 'best.pth'} does not fit this student: the classes of "
+                          f"synthetic MFNet (unlabeled, car, ") and "vs those of things (thing0, thing1," in err
+    assert not (runs / "bad-classes").exists()
+    cfg = SimpleNamespace(height=64, width=96, n_class=9, teacher=teacher_run / "final.pth")
+    things = DatasetInfo("things", names, default_palette(9))
+    assert trainStudent.load_teacher(cfg, "cpu", things).n_class == 9  # release format: no names to compare
+
+
 def test_a_broken_test_split_fails_before_training(data, runs, tmp_path, capsys):
     import shutil
 
