@@ -1,4 +1,4 @@
-"""util/engine/resume.py and the class count resolved with the config (config.resolve, cli.load_config)."""
+"""util/engine/resume.py and the class count resolved with the config (cli.resolve, cli.load_config)."""
 import json
 
 import pytest
