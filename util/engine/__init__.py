@@ -8,11 +8,11 @@
     build.py        seeds, the network on its device (channels-last, DDP), SGD + ExponentialLR
     loop.py         train_step, train_one_epoch, evaluate (the one evaluation loop)
     run.py          Run: the run folder, checkpoints each epoch, resume, logs, final test
-    checkpoint.py   atomic writes; our checkpoints and the release's state dicts
+    checkpoint.py   our checkpoints and the release's state dicts; build_from_weights -> (model, its classes)
     metrics.py      the on-device confusion matrix, IoU / recall / precision, reports
     pictures.py     colour pictures of labels, thermal frames and edge maps; panels
-    folders.py      new output folders and strict JSON files
-    cli.py          a trainer's command line: its checked config; one-line errors
+    folders.py      new output folders, a run folder's file names, the run lock, strict JSON files
+    cli.py          a trainer's command line: its checked config (class count resolved); one-line errors
 """
 from .build import make_optimizer, prepare_model, seed_everything
 from .checkpoint import CheckpointError, build_from_weights, export_release, load_state, save_atomic, unwrap
@@ -25,6 +25,6 @@ from .run import Run, RunStopped, open_run, test_best
 
 __all__ = ["AMP_MODES", "CheckpointError", "ConfigError", "Data", "Run", "RunStopped", "Session", "StudentConfig",
            "TeacherConfig", "TrainConfig", "add_common_args", "build_from_weights", "evaluate", "export_release",
-           "load_config", "load_state", "make_optimizer", "open_run", "present_splits", "prepare_model", "resolve", "run_cli",
-           "save_atomic", "seed_everything", "split_loader", "test_best", "train_one_epoch", "train_step",
+           "load_config", "load_state", "make_optimizer", "open_run", "present_splits", "prepare_model", "resolve",
+           "run_cli", "save_atomic", "seed_everything", "split_loader", "test_best", "train_one_epoch", "train_step",
            "training_data", "unwrap"]
