@@ -48,8 +48,9 @@ def project_graph() -> dict[str, set[str]]:
 def floor(name: str) -> int:
     if name in SHARED:
         return -1
-    if "." not in name and name not in ("model", "util"):
-        return FLOORS.index("")  # a script at the top of the tree
+    if ("." not in name and name not in ("model", "util")) or (name.count(".") == 1 and name.startswith("util.")
+                                                                and name not in FLOORS):
+        return FLOORS.index("")  # a script at the top of the tree, or a command of util/ (util.demo, util.export)
     return max((i for i, f in enumerate(FLOORS) if f and (name == f or name.startswith(f + "."))), default=-1)
 
 
