@@ -35,7 +35,6 @@ from util.engine import (
     Session,
     StudentConfig,
     add_common_args,
-    build_from_weights,
     evaluate,
     load_config,
     make_optimizer,
@@ -47,7 +46,7 @@ from util.engine import (
     train_one_epoch,
     training_data,
 )
-from util.engine.checkpoint import read_weights
+from util.engine.checkpoint import build_network, read_weights
 from util.engine.config import STUDENT_SPECS
 from util.engine.distributed import all_reduce_sum
 from util.options import ArgumentParser, integer
@@ -100,14 +99,14 @@ def load_teacher(cfg: StudentConfig, device: torch.device, data_info: Optional[D
         raise FileNotFoundError(
             f"--teacher {cfg.teacher}: file not found; train one with trainTeacher.py or put the released "
             f"Teacher_model/final.pth there (or use --no-distill for a student without teacher)")
-    teacher, teacher_info = build_from_weights(cfg.teacher, expect="CENet")
+    weights = read_weights(cfg.teacher)
+    teacher, teacher_info = build_network(weights, cfg.teacher, expect="CENet")
     problems = []
     if (teacher.height, teacher.width) != (cfg.height, cfg.width):
         problems.append(f"input size {teacher.height}x{teacher.width} vs {cfg.height}x{cfg.width}")
-    names_its_classes = read_weights(cfg.teacher, mmap=True).raw.get("dataset") is not None  # not a release file
     if teacher.n_class != cfg.n_class:
         problems.append(f"{teacher.n_class} classes vs {cfg.n_class}")
-    elif data_info is not None and names_its_classes and teacher_info.class_names != data_info.class_names:
+    elif data_info is not None and weights.dataset and teacher_info.class_names != data_info.class_names:
         problems.append(f"the classes of {teacher_info.name} ({', '.join(teacher_info.class_names)}) vs those of "
                         f"{data_info.name} ({', '.join(data_info.class_names)})")
     if problems:

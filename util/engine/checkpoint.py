@@ -65,6 +65,12 @@ class Weights(NamedTuple):
     kind: str
     raw: dict
 
+    @property
+    def dataset(self) -> dict | None:
+        """The description of the classes our checkpoints carry; None for a release-format file (or an early
+        checkpoint of ours), which names none."""
+        return self.raw.get("dataset") if self.kind != "release" else None
+
 
 def read_weights(path: str | os.PathLike, mmap: bool = False) -> Weights:
     """Read any CEKD weights file on the CPU; CheckpointError (one line naming the file) otherwise.
@@ -144,14 +150,19 @@ def build_from_weights(path: str | os.PathLike, expect: str | None = None, **ove
     """Build the network a weights file holds (from its stored config, or its tensors), load it, and
     say what its classes are: the description our checkpoints carry, else (a release-format file)
     MFNet's for 9 classes or generic names (`info_for_classes`)."""
+    return build_network(read_weights(path), path, expect, **overrides)
+
+
+def build_network(w: Weights, path: str | os.PathLike, expect: str | None = None, **overrides: Any) -> Loaded:
+    """`build_from_weights` of weights already read (`read_weights(path)`), for a caller that also needs
+    the file's other contents (e.g. whether it names its classes: `w.dataset`)."""
     from model import CENet, EKNet
 
-    w = read_weights(path)
     if expect is not None:
         _refuse_other_network(path, w.network, expect)
     model = {"CENet": CENet, "EKNet": EKNet}[w.network](**{**w.config, **overrides})
     model.load_state_dict(w.state_dict, strict=True)
-    return Loaded(model, info_for_classes(model.n_class, w.raw.get("dataset") if w.kind != "release" else None))
+    return Loaded(model, info_for_classes(model.n_class, w.dataset))
 
 
 def read_training_checkpoint(path: str | os.PathLike, network: str, mmap: bool = False) -> dict:
