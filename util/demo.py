@@ -202,7 +202,7 @@ def _describe_range(thermal_range) -> Optional[dict]:
 def run_own_frames(args: argparse.Namespace) -> dict:
     """Segment a video, image or folder (--input) with PyTorch or ONNX weights; write outputs and summary.json."""
     from .deploy.choose import TIMED_FRAMES, open_segmenter, sample_frames
-    from .deploy.frames import TrainedRange, is_video, iter_images, iter_video, list_frames, video_info
+    from .deploy.frames import TrainedRange, frame_scaling, is_video, iter_images, iter_video, list_frames, video_info
     from .deploy.inference import report_lines, segment_images, segment_video
     from .deploy.recording import open_recording, segment_recording
     from .deploy.smoothing import ProbabilityPredictor
@@ -224,8 +224,8 @@ def run_own_frames(args: argparse.Namespace) -> dict:
                                     args.channels_last, log=lambda line: print(f"[EKNet] {line}", flush=True))
     if args.n_class is not None and seg.n_class != args.n_class:
         raise ValueError(f"{args.weights} holds a {seg.n_class}-class EKNet, but --n-class {args.n_class} was given")
-    if thermal_range is None and seg.info.thermal_range is not None:
-        thermal_range = TrainedRange(*seg.info.thermal_range)
+    thermal_range = frame_scaling(thermal_range, seg.info.thermal_range)
+    if isinstance(thermal_range, TrainedRange):
         print(f"[EKNet] 16-bit and float frames scaled as the training data were: raw range "
               f"[{thermal_range.low:g}, {thermal_range.high:g}] ({seg.info.name}'s thermal_range, carried by the "
               f"weights; --thermal-range LOW HIGH overrides it)", flush=True)

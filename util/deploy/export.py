@@ -223,7 +223,7 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Optional[Path]]:
 def run(args: argparse.Namespace) -> dict:
     from ..engine.checkpoint import build_from_weights
     from .backends import OnnxSegmenter, TorchSegmenter
-    from .frames import TrainedRange
+    from .frames import frame_scaling
 
     out, int8_out = check_args(args)
     model, info = build_from_weights(args.weights, expect="EKNet")
@@ -232,9 +232,9 @@ def run(args: argparse.Namespace) -> dict:
           f"from {args.weights}", flush=True)
     if int8_out is not None:  # every input is read before any output is written
         # own 16-bit frames are scaled as the demo will scale them: --thermal-range, else the training data's range
-        scaling = args.thermal_range or (TrainedRange(*info.thermal_range) if info.thermal_range else None)
         calib, held, where = calibration_frames(args.calib_data, model.height, model.width, args.calib_frames,
-                                                args.heldout_frames, scaling)
+                                                args.heldout_frames, frame_scaling(args.thermal_range,
+                                                                                   info.thermal_range))
     export_onnx(model, out, info, args.opset, args.overwrite)
     print(f"[export] wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {args.opset})", flush=True)
     torch_seg, fp32 = TorchSegmenter(model, info, "cpu", channels_last=False), OnnxSegmenter(out)

@@ -100,6 +100,15 @@ class TrainedRange:
         return None if raw.dtype == np.uint8 else (self.low, self.high)
 
 
+def frame_scaling(given: Optional[Sequence[float]], trained: Optional[Sequence[float]]
+                  ) -> Optional[Sequence[float] | TrainedRange]:
+    """How own frames are scaled: the range given (--thermal-range), else the training data's (`trained`,
+    the weights' DatasetInfo.thermal_range) as a TrainedRange, else None (per-frame min-max)."""
+    if given is not None:
+        return given
+    return TrainedRange(*trained) if trained is not None else None
+
+
 def scale_thermal(raw: np.ndarray, thermal_range: Optional[Sequence[float] | TrainedRange] = None
                   ) -> tuple[np.ndarray, int]:
     """(float32 (H, W) in [0, 1], number of non-finite pixels set to 0) for a single-channel frame."""
