@@ -54,9 +54,18 @@ class Row:
     cudnn_benchmark: bool = True
     compile: bool = False
     baseline: bool = False  # the release-equivalent row of its (phase, network) group
+    graphs: bool = False    # inference replayed as CUDA graphs (util.deploy.cudagraph, as --backend cudagraph)
+    depth: Optional[int] = None  # another ResNet depth than --depth (the compact student's rows)
+    fused_sgd: bool = False
+    epoch: bool = False     # one real trainer epoch, loader included (trainTeacher.py on synthetic frames)
 
 
-def plan(networks: list[str], train: bool, compile_rows: bool) -> list[Row]:
+GRAPH_ROWS = [("CUDA graphs fp32 + channels-last", "none"), ("CUDA graphs bf16 + channels-last", "bf16"),
+              ("CUDA graphs fp16 + channels-last", "fp16")]
+
+
+def plan(networks: list[str], train: bool, compile_rows: bool, small_depth: int = 18, epoch: bool = True
+         ) -> list[Row]:
     infer = [("fp32, release-equivalent", "none", False, False, True), ("fp32", "none", False, True, False),
              ("bf16 autocast", "bf16", False, True, False), ("channels-last", "none", True, True, False),
              ("bf16 + channels-last", "bf16", True, True, False)]
@@ -66,8 +75,21 @@ def plan(networks: list[str], train: bool, compile_rows: bool) -> list[Row]:
     rows = []
     for net in networks:
         rows += [Row("infer", net, s, a, cl, b, baseline=base) for s, a, cl, b, base in infer]
+        rows += [Row("infer", net, s, a, True, False, graphs=True) for s, a in GRAPH_ROWS]
+        if net == "student" and small_depth:
+            rows += [Row("infer", net, f"ResNet-{small_depth}: {s}", a, True, False, graphs=True, depth=small_depth)
+                     for s, a in GRAPH_ROWS[1:]]
         if train:
             rows += [Row("train", net, s, a, cl, b, baseline=base) for s, a, cl, b, base in steps]
+            rows.append(Row("train", net, "bf16 + channels-last + fused SGD", "bf16", True, True, fused_sgd=True))
+    if train and compile_rows:
+        for net in networks:
+            rows.append(Row("train", net, "compile + bf16 + channels-last + fused SGD (--fast)", "bf16", True, True,
+                            compile=True, fused_sgd=True))
+    if train and epoch and "teacher" in networks:
+        rows += [Row("train", "teacher", "real epoch, fp32 (trainTeacher.py, loader included)", epoch=True),
+                 Row("train", "teacher", "real epoch, --fast (trainTeacher.py, loader included)", "bf16", True,
+                     compile=compile_rows, fused_sgd=True, epoch=True)]
     if compile_rows:
         for net in networks:
             rows += [Row("infer", net, "compile fp32", compile=True),
@@ -92,6 +114,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                          "gt: trainStudent.SupervisedTask (CE on labels)")
     ap.add_argument("--no-train", action="store_true", help="inference rows only")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    ap.add_argument("--small-depth", type=int, default=18, choices=(0, *RESNET_DEPTHS),
+                    help="also the CUDA-graph rows of a student of this depth (0: none)")
+    ap.add_argument("--no-epoch", action="store_true", help="skip the real trainer epoch rows")
+    ap.add_argument("--epoch-steps", type=int, default=30, help="training steps of a real epoch row")
     ap.add_argument("--budget-s", type=float, default=400,
                     help="no row starts after this many seconds (counted from the CUDA check; skipped rows are listed)")
     ap.add_argument("--compile-reserve-s", type=float, default=180,
@@ -129,10 +155,12 @@ def row_model(base: nn.Module, row: Row, device: torch.device) -> nn.Module:
     return common.for_mode(base, row.channels_last).to(device)
 
 
-def run_infer(row: Row, bases: dict, args, device: torch.device, refs: dict) -> dict:
+def run_infer(row: Row, bases: dict, args, device: torch.device, refs: dict, memory) -> dict:
+    from util.data.info import MFNET
+    from util.deploy.backends import TorchSegmenter
     from util.engine.loop import autocast
 
-    model = row_model(bases[row.network], row, device).eval()
+    model = row_model(bases[(row.network, row.depth or args.depth)], row, device).eval()
     x = common.make_input(1, model.in_channels, args, device, row.channels_last)["inputs"]
     note = ""
     if row.compile:
@@ -140,17 +168,31 @@ def run_infer(row: Row, bases: dict, args, device: torch.device, refs: dict) -> 
         model = torch.compile(model)
 
     out = {}
+    if row.graphs:  # what run_demo_student.py --backend cudagraph runs
+        precision = {"none": "fp32", "bf16": "bf16", "fp16": "fp16" if device.type == "cuda" else "bf16"}[row.amp]
+        seg = TorchSegmenter(model, MFNET, device, True, precision, graphs=device.type == "cuda")
+        run = seg.graphs or seg._forward
 
-    def forward():
-        out["logits"] = model(x).logits
+        def forward():
+            out["logits"] = run(x)
+    else:
+        def forward():
+            out["logits"] = model(x).logits
 
-    with torch.inference_mode(), autocast(device, row.amp):
+    with torch.inference_mode(), (autocast(device, "none") if row.graphs else autocast(device, row.amp)):
         if row.compile:  # the first call compiles
             note = f"compiled in {timed_ms(forward, device) / 1000:.0f} s"
-        times = common.time_calls(forward, args.warmup, args.iters, lambda fn: timed_ms(fn, device))
+        common.time_calls(forward, args.warmup, 0)
+        warm_peak = memory.peak_bytes() / common.GIB
+        memory.start()
+        times = common.time_calls(forward, 0, args.iters, lambda fn: timed_ms(fn, device))
+    if row.graphs and device.type == "cuda" and seg.graphs.fallback:
+        note = f"graph capture failed, eager: {seg.graphs.fallback}"
     logits = out["logits"].float().cpu()
-    result = {"ms_each": times, "note": note}
-    if row.baseline:
+    result = {"ms_each": times, "note": note, "warm_peak_gib": warm_peak}
+    if row.depth and row.depth != args.depth:
+        pass  # another network: no logits to compare with
+    elif row.baseline:
         refs[row.network] = logits
     elif row.network in refs:
         ref = refs[row.network]
@@ -159,33 +201,74 @@ def run_infer(row: Row, bases: dict, args, device: torch.device, refs: dict) -> 
     return result
 
 
-def run_train(row: Row, bases: dict, args, device: torch.device) -> dict:
+def run_train(row: Row, bases: dict, args, device: torch.device, memory) -> dict:
     from trainStudent import DistillTask, SupervisedTask
     from trainTeacher import TeacherTask
     from util.engine.loop import train_step
 
-    model = row_model(bases[row.network], row, device).train()
+    if row.epoch:
+        return run_epoch(row, args, device)
+    model = row_model(bases[(row.network, args.depth)], row, device).train()
+    note = ""
+    if row.compile:
+        torch._dynamo.reset()
+        model = torch.compile(model)
     if row.network == "teacher":
         task = TeacherTask("release")
     elif args.student_loss == "distill":  # as trainStudent.py: frozen CENet, default layout, fed image_full
-        task = DistillTask(copy.deepcopy(bases["teacher"]).to(device))
+        task = DistillTask(copy.deepcopy(bases[("teacher", args.depth)]).to(device))
     else:
         task = SupervisedTask()
-    batch = common.make_input(args.batch_size, model.in_channels, args, device, row.channels_last, seed_offset=1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    batch = common.make_input(args.batch_size, 4 if row.network == "teacher" else 1, args, device,
+                              row.channels_last, seed_offset=1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4,
+                                **({"fused": True} if row.fused_sgd else {}))
     scaler = torch.amp.GradScaler(device.type) if row.amp == "fp16" else None
 
-    def step():
-        train_step(model, task, batch, optimizer, device, row.amp, scaler, where="benchmark step")
+    def step():  # as train_one_epoch with --sync-every > 1: no finite check (no host sync) inside the step
+        train_step(model, task, batch, optimizer, device, row.amp, scaler, where="benchmark step",
+                   check=not (row.compile or row.fused_sgd))
 
-    times = common.time_calls(step, args.train_warmup, args.train_iters, lambda fn: timed_ms(fn, device))
-    return {"ms_each": times, "note": ""}
+    if row.compile:
+        note = f"compiled in {timed_ms(step, device) / 1000:.0f} s"
+    common.time_calls(step, args.train_warmup, 0)
+    warm_peak = memory.peak_bytes() / common.GIB
+    memory.start()
+    times = common.time_calls(step, 0, args.train_iters, lambda fn: timed_ms(fn, device))
+    return {"ms_each": times, "note": note, "warm_peak_gib": warm_peak}
+
+
+def run_epoch(row: Row, args, device: torch.device) -> dict:
+    """Two epochs of trainTeacher.py (--epoch-steps steps each) on synthetic frames at the benchmark's size; the
+    second epoch's images/s as the trainer reports it (loader, copies and logging included; the first epoch
+    compiles and warms up). Reported as ms per step of --batch-size."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import trainTeacher
+    from util.data.synthetic import generate_dataset
+
+    root = Path(tempfile.mkdtemp(prefix="bench-gpu-epoch-"))
+    frames = 2 * args.batch_size * args.epoch_steps + 8
+    data = generate_dataset(root / "data", n_frames=frames, height=args.height, width=args.width, seed=args.seed)
+    extra = (["--amp", "bf16", "--channels-last", "--fused-sgd", "--sync-every", "50"]  # --fast's options
+             + (["--compile"] if row.compile else [])) if row.fused_sgd else []
+    trainTeacher.cli(["--data-dir", str(data), "--runs-dir", str(root / "runs"), "--run-name", "r", "--epochs", "2",
+                      "--depth", str(args.depth), "--height", str(args.height), "--width", str(args.width),
+                      "--batch-size", str(args.batch_size), "--no-pretrained", "--workers", "4", "--no-progress",
+                      "--device", str(device), "--max-steps-per-epoch", str(args.epoch_steps), "--eval-splits",
+                      "test", "--image-every", "0", *extra])
+    history = json.loads((root / "runs" / "r" / "results.json").read_text())["history"]
+    per_s = history[-1]["images_per_s"]
+    return {"ms_each": [1000.0 * args.batch_size / per_s], "note": f"{frames} frames, {args.epoch_steps} steps/epoch",
+            "warm_peak_gib": None}
 
 
 # ----------------------------------------------------------------------------- output
 
-COLUMNS = ["phase", "network", "setting", "ms", "frames|img/s", "speed-up", "peak GiB", "max |Δlogits|",
-           "argmax agree %", "note"]
+COLUMNS = ["phase", "network", "setting", "ms", "frames|img/s", "speed-up", "warm-up peak GiB", "steady peak GiB",
+           "max |Δlogits|", "argmax agree %", "note"]
 
 
 def cells(r: dict) -> list[str]:
@@ -195,12 +278,13 @@ def cells(r: dict) -> list[str]:
     diff = "(ref)" if r["baseline"] and r["phase"] == "infer" else num(r.get("max_abs_dlogits"), ".2e")
     agree = "(ref)" if r["baseline"] and r["phase"] == "infer" else num(r.get("argmax_agree_pct"), ".2f")
     return [phase, r["network"], r["setting"], num(r.get("ms"), ".2f"), num(r.get("per_s"), ".1f"),
-            "-" if r.get("speedup") is None else f"{r['speedup']:.2f}x", num(r.get("peak_gib"), ".2f"),
+            "-" if r.get("speedup") is None else f"{r['speedup']:.2f}x", num(r.get("warm_peak_gib"), ".2f"),
+            num(r.get("peak_gib"), ".2f"),
             diff, agree, r.get("note", "")]
 
 
 def print_table(header: list[str], rows: list[dict]) -> None:
-    print(common.text_table(header, COLUMNS, [cells(r) for r in rows], left=(0, 1, 2, 9)))
+    print(common.text_table(header, COLUMNS, [cells(r) for r in rows], left=(0, 1, 2, 10)))
 
 
 def tf32_flags() -> str:
@@ -238,7 +322,10 @@ def header_lines(args, device: torch.device, memory, n_skipped: int, seconds: fl
         f"release-equivalent rows: fp32, eager, contiguous, cudnn.benchmark off; torch defaults {tf32_flags()} "
         f"(fp32 convolutions may use TF32); other rows cudnn.benchmark on",
         "speed-up: over the release-equivalent row of the same phase and network",
-        f"peak GiB: {memory.describe()}, reset before each row (weights, optimiser state, activations)",
+        f"peak GiB: {memory.describe()}; warm-up: from the row's start through its warm-up passes (cuDNN's "
+        f"algorithm trials, graph capture, compilation); steady: the timed passes only",
+        "CUDA graphs rows: util.deploy.backends.TorchSegmenter(graphs=True) as --backend cudagraph runs it, "
+        "cudnn.benchmark off; real epoch rows: ms per step from the 2nd epoch's images/s (trainTeacher.py)",
         "max |Δlogits|, argmax agree: vs the release-equivalent fp32 logits (same weights, same input)",
         f"time budget {args.budget_s:.0f} s (compile rows need {args.compile_reserve_s:.0f} s of it left); "
         f"{n_skipped} row(s) skipped; total {seconds:.0f} s",
@@ -255,11 +342,12 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     t0 = time.perf_counter()  # the time budget counts from here
     device = torch.device("cpu") if args.cpu_dry_run else torch.device("cuda", torch.cuda.current_device())
     memory = common.PeakMemory(device)
-    rows_plan = plan(args.networks, not args.no_train, not args.no_compile)
+    rows_plan = plan(args.networks, not args.no_train, not args.no_compile, args.small_depth, not args.no_epoch)
     needed = set(args.networks) | ({"teacher"} if "student" in args.networks and not args.no_train
                                    and args.student_loss == "distill" else set())
-    bases = {net: common.random_model(net, args.depth, args.height, args.width, args.seed)
-             for net in sorted(needed)}  # on the CPU, copied to the device per row
+    bases = {(net, depth): common.random_model(net, depth, args.height, args.width, args.seed)
+             for net in sorted(needed) for depth in {args.depth, *([args.small_depth] if net == "student"
+                                                                    and args.small_depth else [])}}
     refs: dict = {}
     rows: list[dict] = []
     skipped = 0
@@ -277,8 +365,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
             torch.backends.cudnn.benchmark = row.cudnn_benchmark
         memory.start()
         try:
-            result = (run_infer(row, bases, args, device, refs) if row.phase == "infer"
-                      else run_train(row, bases, args, device))
+            result = (run_infer(row, bases, args, device, refs, memory) if row.phase == "infer"
+                      else run_train(row, bases, args, device, memory))
             ms = statistics.median(result["ms_each"])
             entry.update(result, ms=ms, per_s=1000.0 * entry["batch"] / ms, peak_gib=memory.peak_bytes() / common.GIB)
         except Exception as exc:  # noqa: BLE001 - one row's failure is a result, shown in the table

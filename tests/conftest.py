@@ -17,6 +17,17 @@ FIXTURES = ROOT / "tests" / "fixtures"
 MANIFEST = FIXTURES / "official_state_dict.json"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked cuda run where a CUDA device is (`pytest -m cuda` on a GPU machine); elsewhere they are
+    skipped with the reason."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (run pytest -m cuda on a GPU machine)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     """Each test starts from seed 0 and leaves torch's thread count as it found it (the pinned bitwise

@@ -199,6 +199,15 @@ def _describe_range(thermal_range) -> Optional[dict]:
             "applies_to": "every frame"}
 
 
+def _gpu_peak_since_reset(device: torch.device) -> Optional[float]:
+    """GiB torch allocated at most on a CUDA device since the last call (None elsewhere); starts a new count."""
+    if device.type != "cuda":
+        return None
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    torch.cuda.reset_peak_memory_stats(device)
+    return peak
+
+
 def run_own_frames(args: argparse.Namespace) -> dict:
     """Segment a video, image or folder (--input) with PyTorch or ONNX weights; write outputs and summary.json."""
     from .deploy.choose import TIMED_FRAMES, open_segmenter, sample_frames
@@ -230,6 +239,7 @@ def run_own_frames(args: argparse.Namespace) -> dict:
               f"[{thermal_range.low:g}, {thermal_range.high:g}] ({seg.info.name}'s thermal_range, carried by the "
               f"weights; --thermal-range LOW HIGH overrides it)", flush=True)
     out_dir = new_run_dir(args.runs_dir, args.run_name, "segment")
+    choosing_peak = _gpu_peak_since_reset(device)  # loading, timing the paths, capturing graphs
     what = (recording.describe() if recording else f"a video of {count or 'unknown'} frames" if video
             else f"{count} frame(s)")
     print(f"[EKNet] {what} from {args.input} -> {out_dir}  ({seg.name}, batch {args.batch_size})", flush=True)
@@ -242,6 +252,11 @@ def run_own_frames(args: argparse.Namespace) -> dict:
                     "thermal_range": _describe_range(thermal_range),
                     "inference": {**inference, "path": seg.name,
                                   "ms_per_frame": 1000 / summary["model_frames_per_second"]}})
+    if device.type == "cuda":
+        summary["inference"]["gpu_memory_gib"] = {"choosing_peak": choosing_peak,
+                                                  "segmenting_peak": _gpu_peak_since_reset(device)}
+    if getattr(seg, "graphs", None) is not None:
+        summary["inference"]["cuda_graphs"] = seg.graphs.describe()
     write_json(summary, out_dir / "summary.json")
     print("\n".join(f"[EKNet] {line}" for line in report_lines(summary, out_dir)), flush=True)
     if not summary["segmented"]:

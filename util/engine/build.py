@@ -10,6 +10,8 @@ from torch import nn
 
 from .distributed import Session
 
+COMPILE_BACKEND = "inductor"  # --compile's; the CPU tests use "aot_eager" (same tracing, no C++ build)
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -29,15 +31,19 @@ def prepare_model(model: nn.Module, cfg, session: Session) -> nn.Module:
             session.log("note: --sync-bn needs CUDA (torch's SyncBatchNorm is GPU-only); ignored on the CPU")
         ids = [session.device.index] if session.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.compile:  # after DDP, as torch recommends; checkpoints hold the bare network (checkpoint.unwrap)
+        model = torch.compile(model, backend=COMPILE_BACKEND)
     return model
 
 
 def make_optimizer(model: nn.Module, cfg, extra_params=()) -> tuple[torch.optim.Optimizer,
                                                                     torch.optim.lr_scheduler.LRScheduler,
                                                                     torch.amp.GradScaler | None]:
-    """SGD with momentum and weight decay, ExponentialLR per epoch, and a gradient scaler for fp16."""
+    """SGD with momentum and weight decay (--fused-sgd: one fused kernel), ExponentialLR per epoch, and a
+    gradient scaler for fp16."""
     params = list(model.parameters()) + list(extra_params)
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                **({"fused": True} if cfg.fused_sgd else {}))
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
     return optimizer, scheduler, scaler

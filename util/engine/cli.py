@@ -9,7 +9,7 @@ from ..data import DatasetError
 from ..data.info import load_dataset_info
 from ..files import DiskFullError
 from .checkpoint import CheckpointError
-from .config import ConfigError, TrainConfig, given_options, with_data_classes
+from .config import ConfigError, TrainConfig, fast_preset, given_options, parse_device, with_data_classes
 from .resume import resumed_config, saved_config
 from .run import RunStopped
 
@@ -20,9 +20,11 @@ USER_ERRORS = (ConfigError, CheckpointError, DatasetError, ValueError, FileNotFo
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """`cfg` checked (ConfigError naming the first bad option), with the class count of its data folder
-    when --n-class was not given (its dataset.json, else MFNet's 9, which the synthetic data have too)."""
+    """`cfg` checked (ConfigError naming the first bad option), --fast's options filled in, with the class
+    count of its data folder when --n-class was not given (its dataset.json, else MFNet's 9, which the
+    synthetic data have too)."""
     cfg.check()
+    cfg = fast_preset(cfg, parse_device(cfg.device))
     return with_data_classes(cfg, load_dataset_info(cfg.data_dir))
 
 

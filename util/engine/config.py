@@ -40,7 +40,7 @@ COMMON_SPECS: dict[str, Spec] = {
     "epochs": integer(1), "batch_size": integer(1), "seed": integer(0, 2**32 - 1), "workers": integer(0),
     "image_every": integer(0), "stop_after_epochs": integer(0), "max_steps_per_epoch": integer(0),
     "lr": number(above=0), "lr_gamma": number(above=0), "momentum": number(low=0), "weight_decay": number(low=0),
-    "amp": one_of(AMP_MODES), "eval_splits": split_name(), "run_name": folder_name(),
+    "amp": one_of(AMP_MODES), "eval_splits": split_name(), "run_name": folder_name(), "sync_every": integer(1),
 }
 TEACHER_SPECS: dict[str, Spec] = {"edge_loss": one_of(EDGE_MODES)}
 STUDENT_SPECS: dict[str, Spec] = {"tau": number(above=0), "gt_weight": number(low=0), "loss_weights": number(low=0)}
@@ -85,6 +85,13 @@ class TrainConfig:
     stop_after_epochs: int = 0
     max_steps_per_epoch: int = 0
     progress: bool = True
+    # The GPU's pace (off by default: the release's loop). compile: torch.compile the network (forward
+    # and backward); fused_sgd: one fused kernel for the SGD update; sync_every: the host waits for
+    # the device (finite-loss check, logged losses) every N steps instead of every step.
+    compile: bool = False
+    fused_sgd: bool = False
+    sync_every: int = 1
+    fast: bool = False  # the preset: see fast_preset
 
     def __post_init__(self) -> None:
         self.eval_splits = tuple(self.eval_splits)
@@ -258,7 +265,31 @@ def add_common_args(p: argparse.ArgumentParser, defaults: TrainConfig) -> argpar
     p.add_argument("--max-steps-per-epoch", type=COMMON_SPECS["max_steps_per_epoch"], default=d.max_steps_per_epoch,
                    help="cap on training steps per epoch (0: all)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (the first steps compile)")
+    p.add_argument("--fused-sgd", action="store_true", help="SGD's update as one fused kernel per step")
+    p.add_argument("--sync-every", type=COMMON_SPECS["sync_every"], default=d.sync_every,
+                   help="check the loss and log it every N steps (1: every step, as the release)")
+    p.add_argument("--fast", action="store_true",
+                   help="the GPU preset: " + FAST_HELP + " (options given explicitly keep their value)")
     return p
+
+
+FAST_SYNC_EVERY = 50
+FAST_HELP = (f"--amp bf16 (fp16 where the GPU has no bf16) --channels-last --compile --fused-sgd "
+             f"--sync-every {FAST_SYNC_EVERY} on CUDA; on the CPU --fused-sgd --sync-every {FAST_SYNC_EVERY}")
+
+
+def fast_preset(cfg: TrainConfig, device: torch.device) -> TrainConfig:
+    """`cfg` with --fast's options where they are still at their defaults (the same losses, batch and
+    schedule: only how the device runs them changes)."""
+    if not cfg.fast:
+        return cfg
+    default = type(cfg)()
+    preset: dict[str, Any] = {"fused_sgd": True, "sync_every": FAST_SYNC_EVERY}
+    if device.type == "cuda":
+        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        preset.update(amp=amp, channels_last=True, compile=True)
+    return dataclasses.replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) == getattr(default, k)})
 
 
 def given_options(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], known_only: bool = False) -> set[str]:

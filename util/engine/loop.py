@@ -55,16 +55,18 @@ def to_device(batch: Mapping[str, Any], device: torch.device, in_channels: int,
 
 def train_step(model: nn.Module, task: Task, batch: Mapping[str, Any], optimizer: torch.optim.Optimizer,
                device: torch.device, amp: str = "none", scaler: Optional[torch.amp.GradScaler] = None,
-               where: str = "") -> tuple[dict, Any]:
+               where: str = "", check: bool = True) -> tuple[dict, Any]:
     """Forward, loss, backward and one optimiser step.
 
     The loss is checked for NaN/inf before any update, and every process agrees on the
     verdict first, so that all of them stop together (FloatingPointError) rather than
-    some waiting forever in the gradient all-reduce.
+    some waiting forever in the gradient all-reduce. `check=False` leaves the check to the
+    caller (DeferredCheck: the host then does not wait for the device at every step).
     """
     with autocast(device, amp):
         losses, out = task.loss(model, batch)
-    check_finite(losses, where, agree=lambda ok: all_agree(ok, device))
+    if check:
+        check_finite(losses, where, agree=lambda ok: all_agree(ok, device))
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(losses["total"]).backward()
@@ -74,6 +76,38 @@ def train_step(model: nn.Module, task: Task, batch: Mapping[str, Any], optimizer
         losses["total"].backward()
         optimizer.step()
     return losses, out
+
+
+class DeferredCheck:
+    """The finite-loss check of `every` steps at once (--sync-every): non-finite terms are counted on the
+    device and read every `every` steps and at the end of the epoch, before any checkpoint. A step past
+    a NaN has already updated the weights, so the run stops there with its last checkpoint intact (which
+    end_epoch's finite-weights check guards too); the error names the steps the NaN came from."""
+
+    def __init__(self, every: int, device: torch.device):
+        self.every, self.device = every, device
+        self.bad: dict[str, torch.Tensor] = {}
+        self.first_step: Optional[int] = None
+
+    def add(self, losses: Mapping[str, torch.Tensor], step: int) -> None:
+        if self.first_step is None:
+            self.first_step = step
+        for k, v in losses.items():
+            nonfinite = (~torch.isfinite(v.detach())).sum()
+            self.bad[k] = self.bad[k] + nonfinite if k in self.bad else nonfinite
+
+    def due(self, step: int) -> bool:
+        return self.every == 1 or (step + 1) % self.every == 0
+
+    def check(self, last_step: int, epoch: int) -> None:
+        if self.first_step is None:
+            return
+        counts = {k: int(v.item()) for k, v in self.bad.items()}
+        bad = [k for k, n in counts.items() if n]
+        where = (f"epoch {epoch} step {self.first_step}" if last_step == self.first_step
+                 else f"epoch {epoch}, one of steps {self.first_step}..{last_step} (--sync-every {self.every})")
+        check_finite({k: float("nan") for k in bad}, where, agree=lambda ok: all_agree(ok, self.device))
+        self.bad, self.first_step = {}, None
 
 
 class StepLog(Protocol):
@@ -99,22 +133,30 @@ def train_one_epoch(model: nn.Module, task: Task, loader, optimizer: torch.optim
     sums: dict[str, torch.Tensor] = {}
     n_batches, n_images, n_empty, t0 = 0, 0, 0, time.perf_counter()
     show = cfg.progress and log is not None and getattr(log, "is_main", True)
+    deferred = DeferredCheck(cfg.sync_every, device) if cfg.sync_every > 1 else None
     bar = tqdm(loader, desc=f"epoch {epoch} train", disable=not show, leave=False, dynamic_ncols=True)
     for i, batch in enumerate(bar):
         if cfg.max_steps_per_epoch and i >= cfg.max_steps_per_epoch:
             break
         batch = to_device(batch, device, in_channels, cfg.channels_last)
         n_empty += not has_valid_pixel(batch["label"], ignore_index)
+        step = log.step
         losses, out = train_step(model, task, batch, optimizer, device, cfg.amp, scaler,
-                                 where=f"epoch {epoch} step {log.step}")
+                                 where=f"epoch {epoch} step {step}", check=deferred is None)
+        if deferred is not None:
+            deferred.add(losses, step)
+            if deferred.due(step):
+                deferred.check(step, epoch)
         log.step += 1
         n_batches += 1
         n_images += batch["image"].shape[0]
         for k, v in losses.items():
             sums[k] = sums.get(k, 0) + v.detach().float()
-        if show:
+        if show and (deferred is None or deferred.due(step)):
             bar.set_postfix(loss=f"{losses['total'].item():.4f}", img_s=f"{n_images / (time.perf_counter() - t0):.1f}")
         log.after_step(losses, optimizer.param_groups[0]["lr"], batch, out)
+    if deferred is not None:
+        deferred.check(log.step - 1, epoch)
     count = torch.tensor(float(max(n_batches, 1)), device=device)
     means = {k: (all_reduce_sum(v.clone()) / all_reduce_sum(count.clone())).item() for k, v in sums.items()}
     if ignore_index is not None:

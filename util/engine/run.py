@@ -106,9 +106,10 @@ class Run:
     def after_step(self, losses: Mapping[str, torch.Tensor], lr: float, batch: Mapping[str, Any], out: Any) -> None:
         if self.writer is None:
             return
-        for k, v in losses.items():
-            self.writer.add_scalar(f"train/{k}", v.item(), self.step)
-        self.writer.add_scalar("train/lr", lr, self.step)
+        if (self.step - 1) % self.cfg.sync_every == 0:  # reading a loss waits for the device: every N steps
+            for k, v in losses.items():
+                self.writer.add_scalar(f"train/{k}", v.item(), self.step)
+            self.writer.add_scalar("train/lr", lr, self.step)
         every = self.cfg.image_every
         if every and self.step % every == 0:
             edge = getattr(out, "edge", None)  # the teacher's edge map, shown with its target
