@@ -22,8 +22,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from util.data.media import quiet_media_logs
 from util.data.mfnet import EDGE_RADIUS, EDGE_STRIDE
 from util.files import atomic_write, write_if_changed
+
+quiet_media_logs()  # OpenCV's own warnings off: our errors name the file (media.py)
 
 PathLike = Union[str, os.PathLike]
 
