@@ -188,3 +188,33 @@ def test_an_unlabeled_set_calibrates(tmp_path):
     calib, held, where = calibration_frames(pool, 32, 32, n_calib=16, n_held=4)
     assert calib.shape == (6, 1, 32, 32) and held.shape == (2, 1, 32, 32)
     assert where == f"6 calibration / 2 held-out train frames of {pool}"
+
+
+@pytest.mark.parametrize("key, value, graph", [("n_class", "4", "output channel count (classes) is 9"),
+                                               ("n_class", "12", "output channel count (classes) is 9"),
+                                               ("height", "96", "input height is 64")])
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_metadata_that_disagrees_with_the_graph_is_refused_at_load(fitted, tmp_path, capsys, key, value, graph,
+                                                                   backend):
+    """Metadata claiming 4 or 12 classes for a graph of 9 output channels (or another size): one line naming
+    the file, before any output folder is made."""
+    import cv2
+
+    import run_demo_student
+    from util.deploy.onnxfile import write_metadata
+
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    path = export_onnx(fitted[0], tmp_path / "student.onnx", MFNET)
+    write_metadata(path, {**read_metadata(path), key: value})
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "f.png"), np.full((SIZE, SIZE), 120, np.uint8))
+    with pytest.raises(SystemExit) as stop:
+        run_demo_student.main(["--weights", str(path), "--input", str(frames), "--runs-dir", str(tmp_path / "runs"),
+                               "--no-progress", "--device", "cpu", "--backend", backend, "--precision", "fp32"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and err == [f"error: {path}: its metadata says {key} {value} but its graph's {graph}; "
+                                            f"the metadata does not describe this model (not as python -m "
+                                            f"util.export wrote it): export it again"], err
+    assert not (tmp_path / "runs").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from .. import files
 
@@ -39,3 +39,23 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     import onnx
 
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def declared_size(meta: dict[str, str], key: str, dim: object, path: Path, what: str) -> int:
+    """A size an exported file states twice, in its metadata (``meta[key]``) and in its graph (`dim`, `what`
+    it is there; a name or None when the graph leaves it open): the one metadata check at load. ValueError
+    naming the file when the two disagree or neither is a whole number, before anything is written."""
+    stated: Optional[str] = meta.get(key)
+    fixed = dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None
+    if stated is None:
+        if fixed is None:
+            raise ValueError(f"{path}: the {what} is neither in the metadata nor a fixed dimension ({dim!r})")
+        return fixed
+    try:
+        value = int(stated)
+    except ValueError:
+        raise ValueError(f"{path}: its metadata says {key} {stated!r}, not a whole number") from None
+    if value <= 0 or (fixed is not None and value != fixed):
+        raise ValueError(f"{path}: its metadata says {key} {stated} but its graph's {what} is {dim}; the metadata "
+                         f"does not describe this model (not as python -m util.export wrote it): export it again")
+    return value
