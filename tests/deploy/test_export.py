@@ -218,3 +218,44 @@ def test_metadata_that_disagrees_with_the_graph_is_refused_at_load(fitted, tmp_p
                                             f"the metadata does not describe this model (not as python -m "
                                             f"util.export wrote it): export it again"], err
     assert not (tmp_path / "runs").exists()
+
+
+def _with_external_data(model_path, folder, location):
+    """A copy of `model_path` in `folder` whose weights live in one external file, named `location` there."""
+    import os
+
+    import onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "ext.onnx"
+    onnx.save(onnx.load(str(model_path)), str(out), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.bin", size_threshold=0)
+    target = (folder / location)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(folder / "ext.bin", target)
+    proto = onnx.load(str(out), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_openvino_refuses_external_data_outside_the_folder_in_our_words(fitted, tmp_path):
+    """Same rule as onnxruntime's (data files only in the model's folder), said in one line naming the file and
+    why (OpenVINO alone says only "Exception from src/inference/src/cpp/core.cpp:84:"); data beside it load."""
+    pytest.importorskip("openvino")
+    from util.deploy.backends import OpenVinoSegmenter
+
+    path = export_onnx(fitted[0], tmp_path / "student.onnx", MFNET)
+    inside = _with_external_data(path, tmp_path / "in", "data/ext.bin")
+    assert OpenVinoSegmenter(inside).n_class == 9
+    outside = _with_external_data(path, tmp_path / "m", "../elsewhere.bin")
+    with pytest.raises(ValueError) as exc:
+        OpenVinoSegmenter(outside)
+    assert str(exc.value).startswith(f"{outside}: tensor ") and "'../elsewhere.bin', outside the model's folder " \
+        f"{tmp_path / 'm'}; refused" in str(exc.value)
+    (tmp_path / "in" / "data" / "ext.bin").unlink()
+    with pytest.raises(ValueError, match=r"keeps its data in 'data/ext.bin', which is not in .*in; copy it beside"):
+        OpenVinoSegmenter(inside)

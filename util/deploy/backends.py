@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data.info import DatasetInfo, info_for_classes
 from ..engine.config import parse_device
-from .onnxfile import declared_size
+from .onnxfile import check_external_data, declared_size
 from .runtimes import keep_signal_stack
 
 ONNX_SUFFIXES = (".onnx",)
@@ -156,6 +156,7 @@ class OpenVinoSegmenter:
         except ImportError:
             raise ValueError("--backend openvino: the openvino package is not installed "
                              "(pip install openvino)") from None
+        check_external_data(path)  # OpenVINO's own refusal names no reason
         self.core = ov.Core()
         try:
             self.model = self.core.read_model(str(path))
