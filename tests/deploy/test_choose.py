@@ -17,7 +17,7 @@ from util.data.info import MFNET
 from util.deploy.agreement import compare, random_thermal
 from util.deploy.backends import OnnxSegmenter, OpenVinoSegmenter, TorchSegmenter
 from util.deploy.choose import Route, pick, routes
-from util.deploy.cpu import CpuInfo, parse_cpuinfo
+from util.deploy.cpu import CpuInfo, _mkldnn_bf16, parse_cpuinfo
 from util.deploy.export import export_onnx
 from util.deploy.quantize import quantize_int8
 from util.engine.checkpoint import save_atomic
@@ -50,7 +50,8 @@ def test_cpu_facts_from_cpuinfo():
     model, flags = parse_cpuinfo(SAPPHIRE)
     spr = CpuInfo(model, flags, 2)
     assert (spr.model, spr.vnni, spr.amx) == ("Intel(R) Xeon(R) Platinum 8488C", True, True)
-    assert spr.native_bf16 == torch.backends.mkldnn.is_available()  # flags, then torch's oneDNN must agree
+    # the flags, then torch's oneDNN on this host must agree (it says no on a host without AVX512-BF16 or AMX)
+    assert spr.native_bf16 == _mkldnn_bf16()
     assert spr.describe() == "Intel(R) Xeon(R) Platinum 8488C, 2 cores; avx512f avx512_bf16 avx512_vnni amx_bf16 amx_int8 amx_tile"
     old = CpuInfo(*parse_cpuinfo(OLD_XEON), 4)
     assert (old.native_bf16, old.vnni, old.amx) == (False, False, False)
@@ -77,6 +78,30 @@ def test_routes_offered(student, monkeypatch):
              ((onnx_path, torch.device("cuda"), "openvino"), "--backend openvino: runs on the CPU here")]
     for args, message in cases:
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            routes(*args)
+
+
+def test_routes_on_cuda(student, monkeypatch):
+    """On a CUDA device, auto also offers the network replayed as CUDA graphs in fp32, bf16 and fp16; the
+    routes are worked out without a GPU (nothing is built)."""
+    _, pth, onnx_path, _ = student
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(choose, "native_bf16", lambda device: True)
+    assert [(r.backend, r.precision) for r in routes(pth, cuda)] == [
+        ("torch", "fp32"), ("torch", "bf16"), ("cudagraph", "fp32"), ("cudagraph", "bf16"), ("cudagraph", "fp16")]
+    assert routes(pth, cuda, "cudagraph") == [Route("cudagraph", "bf16", str(pth))]
+    assert routes(pth, cuda, "cudagraph", "fp16") == [Route("cudagraph", "fp16", str(pth))]
+    assert routes(pth, cuda, "torch", "fp16") == [Route("torch", "fp16", str(pth))]
+    monkeypatch.setattr(choose, "native_bf16", lambda device: False)
+    assert [(r.backend, r.precision) for r in routes(pth, cuda)] == [
+        ("torch", "fp32"), ("cudagraph", "fp32"), ("cudagraph", "fp16")]
+    assert Route("cudagraph", "fp16", "w.pth").label() == "PyTorch CUDA graphs, fp16"
+    for args, message in [((onnx_path, cuda, "cudagraph"), "--backend cudagraph: .* is an ONNX file"),
+                          ((onnx_path, cuda, "auto", "fp16"), "--precision fp16: runs PyTorch weights on a CUDA"),
+                          ((pth, CPU, "cudagraph"), "--backend cudagraph: CUDA graphs need a CUDA device"),
+                          ((pth, CPU, "tensorrt"), "--backend tensorrt: expected one of auto, torch, cudagraph"),
+                          ((pth, CPU, "auto", "fp64"), "--precision fp64: expected one of auto, fp32, bf16, fp16")]:
+        with pytest.raises(ValueError, match=message):
             routes(*args)
 
 
@@ -149,7 +174,9 @@ def test_explicit_paths_and_refusals(student, tmp_path, capsys):
         ov, ort = (cv2.imread(str(tmp_path / run / f"f{i}_label.png"), cv2.IMREAD_UNCHANGED) for run in ("v", "o"))
         assert ov.shape == (48, 80) and (ov == ort).mean() >= 0.999
     for args, message in [(["--backend", "openvino"], "holds PyTorch weights; export them first"),
-                          (["--precision", "fp16"], "argument --precision: must be one of auto, fp32, bf16, got 'fp16'"),
+                          (["--precision", "fp64"], "argument --precision: must be one of auto, fp32, bf16, fp16, got 'fp64'"),
+                          (["--precision", "fp16"], "--precision fp16: runs PyTorch weights on a CUDA device only"),
+                          (["--backend", "cudagraph"], "--backend cudagraph: CUDA graphs need a CUDA device"),
                           (["--min-agreement", "0"], "must be a finite number greater than 0 and at most 100, got '0'")]:
         with pytest.raises(SystemExit):
             _run(pth, frames, tmp_path, "x", *args)
@@ -197,3 +224,72 @@ def test_openvino_leaves_the_signal_stack_as_it_was(student):
     gc.collect()
     after = _sigaltstack(None)
     assert (after.ss_sp, after.ss_size, after.ss_flags) == (before.ss_sp, before.ss_size, before.ss_flags)
+
+
+def _tamper(cache_dir: Path, **chosen) -> Path:
+    [cache] = list(cache_dir.iterdir())
+    doc = json.loads(cache.read_text())
+    doc["chosen"].update(chosen)
+    cache.write_text(json.dumps(doc))
+    return cache
+
+
+@pytest.mark.parametrize("case", ["unknown backend", "torch for onnx", "fp64", "other student", "text file",
+                                  "fails to load"])
+def test_cached_choice_is_a_hint_not_an_order(student, tmp_path, capsys, monkeypatch, case):
+    """A cache entry that names no path these weights offer now (or one that does not load) is ignored and
+    replaced after timing again; the run never segments with what the entry names."""
+    _, _, onnx_path, frames = student
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("CEKD_CACHE_DIR", str(cache_dir))
+    first = _run(onnx_path, frames, tmp_path, "a")["inference"]
+    other = tmp_path / "other.onnx"  # another student, the same size and classes
+    torch.manual_seed(1)
+    export_onnx(EKNet(9, 18, SIZE, SIZE, pretrained=False).eval(), other, MFNET)
+    text = tmp_path / "notes.onnx"
+    text.write_text("not a model")
+    chosen = {"unknown backend": {"backend": "tensorrt"}, "torch for onnx": {"backend": "torch"},
+              "fp64": {"backend": "openvino", "precision": "fp64"}, "other student": {"weights": str(other)},
+              "text file": {"weights": str(text)}, "fails to load": {}}[case]
+    cache = _tamper(cache_dir, **chosen)
+    if case == "fails to load":  # a valid entry whose path cannot be built here: dropped, timed again
+        real, failed = choose.build, []
+
+        def build(route, *a, **k):  # the cached route fails once, when the cached entry is tried
+            if not failed and route == Route(first["backend"], first["precision"], first["weights"], first["int8"]):
+                failed.append(route)
+                raise RuntimeError("device lost")
+            return real(route, *a, **k)
+        monkeypatch.setattr(choose, "build", build)
+    capsys.readouterr()
+    second = _run(onnx_path, frames, tmp_path, "b")
+    printed = capsys.readouterr().out
+    inf = second["inference"]
+    assert "auto: timing" in printed and "cached" not in inf
+    if case == "fails to load":
+        assert "does not load here (device lost); timing again" in printed
+    offered = {(r.backend, r.precision, r.weights, r.int8) for r in routes(onnx_path, CPU)}
+    assert (inf["backend"], inf["precision"], inf["weights"], inf["int8"]) in offered
+    assert inf["weights"] != str(other) and second["backend"] == inf["path"]
+    if case != "fails to load":  # replaced by the new measurement: the next run takes it
+        assert json.loads(cache.read_text())["chosen"]["backend"] in ("onnxruntime", "openvino")
+        third = _run(onnx_path, frames, tmp_path, "c")["inference"]
+        assert third["cached"] == str(cache)
+
+
+def test_cache_keyed_by_content(student, tmp_path, monkeypatch):
+    """Weights of the same name, size and modification time but other content: another cache entry."""
+    _, _, onnx_path, _ = student
+    monkeypatch.setenv("CEKD_CACHE_DIR", str(tmp_path / "cache"))
+    copy = tmp_path / "s.onnx"
+    copy.write_bytes(onnx_path.read_bytes())
+    key = choose.cache_key(copy, CPU, "auto", "auto", None)
+    stat = copy.stat()
+    data = bytearray(copy.read_bytes())
+    data[-1] ^= 1
+    copy.write_bytes(bytes(data))
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert copy.stat().st_size == stat.st_size and copy.stat().st_mtime_ns == stat.st_mtime_ns
+    other = choose.cache_key(copy, CPU, "auto", "auto", None)
+    assert other != key and choose.cache_file(other) != choose.cache_file(key)
+    assert key["files"][0][1] == choose.file_sha256(onnx_path)

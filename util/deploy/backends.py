@@ -18,12 +18,14 @@ from torch import nn
 
 from ..data.info import DatasetInfo, info_for_classes
 from ..engine.config import parse_device
+from .cudagraph import GraphRunner
 from .onnxfile import check_external_data, declared_size
 from .runtimes import keep_signal_stack
 
 ONNX_SUFFIXES = (".onnx",)
 TORCH_SUFFIXES = (".pth", ".pt")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16")  # what every backend runs
+TORCH_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp16: CUDA only
 
 
 class Segmenter(Protocol):
@@ -47,30 +49,43 @@ class TorchSegmenter:
     """An EKNet (nn.Module) on a torch device, in inference mode, optionally channels-last.
 
     `precision` "bf16": bfloat16 autocast (always with channels-last), the fast path of CPUs with
-    native bf16 (see cpu.py) and of recent GPUs; the logits come back as float32."""
+    native bf16 (see cpu.py) and of recent GPUs; "fp16": float16 autocast (CUDA only). The logits
+    come back as float32. `graphs` (CUDA only) replays each batch size as a captured CUDA graph
+    (cudagraph.py): the same kernels without the launch overhead that dominates at batch 1."""
 
     def __init__(self, model: nn.Module, info: DatasetInfo, device: torch.device | str = "cpu",
-                 channels_last: bool = True, precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise ValueError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+                 channels_last: bool = True, precision: str = "fp32", graphs: bool = False):
         self.device = torch.device(device)
+        allowed = tuple(TORCH_PRECISIONS) if self.device.type == "cuda" else PRECISIONS
+        if precision not in allowed:
+            raise ValueError(f"--precision {precision}: expected one of {', '.join(allowed)} on {self.device}")
+        if graphs and self.device.type != "cuda":
+            raise ValueError(f"--backend cudagraph: CUDA graphs need a CUDA device (not {self.device})")
         self.model = model.to(self.device).eval()
         self.precision = precision
-        self.channels_last = channels_last or precision == "bf16"
+        self.channels_last = channels_last or precision != "fp32"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.height, self.width, self.n_class = model.height, model.width, model.n_class
         self.info = info  # the classes' names and colours (build_from_weights returns them with the model)
-        self.name = (f"PyTorch {self.device}, " + ("bf16 autocast" if precision == "bf16" else "fp32")
+        self.graphs = GraphRunner(self._forward) if graphs else None
+        kind = {"fp32": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[precision]
+        self.name = (f"PyTorch {self.device}{', CUDA graphs' if graphs else ''}, {kind}"
                      + (", channels-last" if self.channels_last else ""))
+
+    def _forward(self, t: torch.Tensor) -> torch.Tensor:
+        dtype = TORCH_PRECISIONS[self.precision]
+        # no autocast weight cache under graphs: a cached cast made during capture would be freed after it
+        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None,
+                            cache_enabled=self.graphs is None):
+            return self.model(t).logits
 
     @torch.inference_mode()
     def _logits(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(_check_batch(x, self.height, self.width)).to(self.device)
         if self.channels_last:
             t = t.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            return self.model(t).logits
+        return (self.graphs or self._forward)(t)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self._logits(x).float().cpu().numpy()

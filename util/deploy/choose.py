@@ -1,17 +1,22 @@
-"""Which inference path runs the student: `--backend auto|torch|onnxruntime|openvino` and
-`--precision auto|fp32|bf16` of `run_demo_student.py --input`.
+"""Which inference path runs the student: `--backend auto|torch|cudagraph|onnxruntime|openvino` and
+`--precision auto|fp32|bf16|fp16` of `run_demo_student.py --input`.
 
 The paths a weights file offers (a *route*: backend, precision, file):
 - PyTorch weights (.pth/.pt): PyTorch fp32, and PyTorch bf16 autocast + channels-last where the
-  device has native bf16 (CPU: cpu.py; CUDA: torch.cuda.is_bf16_supported()).
+  device has native bf16 (CPU: cpu.py; CUDA: torch.cuda.is_bf16_supported()). On a CUDA device
+  also the same network replayed as CUDA graphs (`cudagraph`, cudagraph.py) in fp32, bf16 and fp16
+  autocast: at batch 1 a GPU mostly waits for kernel launches, which the graphs remove.
 - an .onnx file: onnxruntime (the file as it is, fp32 or int8) and, on the CPU, OpenVINO with an
   fp32 hint and, with native bf16, a bf16 hint; the int8 copy written beside it by
   `python -m util.export --int8` (NAME.int8.onnx) is offered too.
 `--backend auto` times every path on a few frames of the input (batch 1, interleaved) and takes
 the fastest whose argmax agreement with the fp32 model is at least `--min-agreement` (default 99%,
-97% for int8 files). The choice is cached per (weights files, machine, options) in the project's
-cache folder (util.files.cache_dir), so the next start skips the timing. An explicit backend
-takes `--precision auto` as bf16 where native, else fp32, without timing.
+97% for int8 files). The choice is cached per (weights files' content, machine, options) in the project's
+cache folder (util.files.cache_dir), so the next start skips the timing. A cached choice is a hint,
+never an order: it is taken only when it names one of the paths these weights and options offer
+now (the same file, by content and place) and that path loads; otherwise it is ignored and the
+paths are timed again. An explicit backend takes `--precision auto` as bf16 where native, else
+fp32, without timing.
 """
 from __future__ import annotations
 
@@ -34,20 +39,22 @@ from .backends import ONNX_SUFFIXES, TORCH_SUFFIXES, OnnxSegmenter, OpenVinoSegm
 from .cpu import cpu_info
 from .frames import Frame
 
-BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
-PRECISION_CHOICES = ("auto", "fp32", "bf16")
+BACKEND_CHOICES = ("auto", "torch", "cudagraph", "onnxruntime", "openvino")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 MIN_AGREEMENT = 0.99
 INT8_MIN_AGREEMENT = 0.97
 TIMED_FRAMES = 3  # frames of the input used to choose
 TIMED_PASSES = 5  # per path (cycling through the frames), after one untimed pass; the median counts
-CACHE_VERSION = 1
-LABELS = {"torch": "PyTorch", "onnxruntime": "onnxruntime", "openvino": "OpenVINO"}
+CACHE_VERSION = 2  # 2: keyed by the files' content, the key stored in the entry
+LABELS = {"torch": "PyTorch", "cudagraph": "PyTorch CUDA graphs", "onnxruntime": "onnxruntime",
+          "openvino": "OpenVINO"}
+TORCH_BACKENDS = ("torch", "cudagraph")
 
 
 @dataclass(frozen=True)
 class Route:
-    backend: str  # torch, onnxruntime or openvino
-    precision: str  # fp32 or bf16: what runs in floating point (an int8 file's float parts)
+    backend: str  # torch, cudagraph, onnxruntime or openvino
+    precision: str  # fp32, bf16 or fp16 (CUDA): what runs in floating point (an int8 file's float parts)
     weights: str
     int8: bool = False
 
@@ -95,22 +102,33 @@ def routes(weights: str | os.PathLike, device: torch.device, backend: str = "aut
     from .runtimes import openvino_available
 
     path = Path(weights)
-    suffix, bf16 = path.suffix.lower(), native_bf16(device)
+    suffix, bf16, cuda = path.suffix.lower(), native_bf16(device), device.type == "cuda"
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"--backend {backend}: expected one of {', '.join(BACKEND_CHOICES)}")
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"--precision {precision}: expected one of {', '.join(PRECISION_CHOICES)}")
+    if backend == "cudagraph" and not cuda:
+        raise ValueError(f"--backend cudagraph: CUDA graphs need a CUDA device; pass --device cuda (not {device})")
+    if precision == "fp16" and not (cuda and suffix in TORCH_SUFFIXES):
+        raise ValueError("--precision fp16: runs PyTorch weights on a CUDA device only; use fp32 or bf16 here")
 
-    def precisions(measured: bool) -> list[str]:
+    def precisions(measured: bool, graphs: bool = False) -> list[str]:
         if precision != "auto":
             return [precision]
-        return (["fp32", "bf16"] if bf16 else ["fp32"]) if measured else ["bf16" if bf16 else "fp32"]
+        if not measured:
+            return ["bf16" if bf16 else "fp32"]
+        return ["fp32"] + (["bf16"] if bf16 else []) + (["fp16"] if graphs else [])
 
     if suffix in TORCH_SUFFIXES:
-        if backend not in ("auto", "torch"):
+        if backend not in ("auto", *TORCH_BACKENDS):
             raise ValueError(f"--backend {backend}: {path} holds PyTorch weights; export them first "
                              f"(python -m util.export --weights {path} --out student.onnx) and pass the .onnx file")
-        return [Route("torch", p, str(path)) for p in precisions(backend == "auto")]
+        names = [backend] if backend != "auto" else ["torch", "cudagraph"] if cuda else ["torch"]
+        return [Route(b, p, str(path)) for b in names for p in precisions(backend == "auto", b == "cudagraph")]
     if suffix not in ONNX_SUFFIXES:
         raise ValueError(f"--weights {path}: expected an .onnx, .pth or .pt file")
-    if backend == "torch":
-        raise ValueError(f"--backend torch: {path} is an ONNX file; use --backend onnxruntime or openvino, "
+    if backend in TORCH_BACKENDS:
+        raise ValueError(f"--backend {backend}: {path} is an ONNX file; use --backend onnxruntime or openvino, "
                          f"or pass PyTorch weights")
     if backend == "onnxruntime" and precision == "bf16":
         raise ValueError("--precision bf16: onnxruntime runs the file as it is (fp32 or int8); "
@@ -147,12 +165,12 @@ def build(route: Route, device: torch.device, load_torch: Callable[[], Loaded],
     """The segmenter of a route (`cache` shares one loaded PyTorch model between routes)."""
     from .backends import onnx_providers
 
-    if route.backend == "torch":
+    if route.backend in TORCH_BACKENDS:
         cache = {} if cache is None else cache
         if "model" not in cache:
             cache["model"] = load_torch()
         model, info = cache["model"]
-        return TorchSegmenter(model, info, device, channels_last, route.precision)
+        return TorchSegmenter(model, info, device, channels_last, route.precision, graphs=route.backend == "cudagraph")
     if route.backend == "openvino":
         return OpenVinoSegmenter(route.weights, route.precision, threads)
     return OnnxSegmenter(route.weights, onnx_providers(str(device)), threads)
@@ -196,16 +214,29 @@ def format_table(rows: list[dict], chosen: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------- the cached choice
 
-def cache_file(weights: str | os.PathLike, device: torch.device, backend: str, precision: str,
-               min_agreement: Optional[float]) -> Path:
-    """Where the choice for these weights files (path, size, mtime), this machine and these options lives."""
+def cache_key(weights: str | os.PathLike, device: torch.device, backend: str, precision: str,
+              min_agreement: Optional[float]) -> dict:
+    """What a choice depends on: the weights files' content (and place), this machine and these options."""
     path = Path(weights).resolve()
     files = [p for p in (path, int8_sibling(path), fp32_sibling(path)) if p is not None and p.is_file()]
-    key = {"files": [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files], "machine": cpu_info().key(),
-           "device": str(device), "threads": torch.get_num_threads(), "versions": _versions(),
-           "backend": backend, "precision": precision, "min_agreement": min_agreement}
+    return {"files": [[str(p), file_sha256(p)] for p in files], "machine": cpu_info().key(),
+            "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "threads": torch.get_num_threads(), "versions": _versions(),
+            "backend": backend, "precision": precision, "min_agreement": min_agreement}
+
+
+def cache_file(key: dict) -> Path:
+    """Where the choice for `key` (cache_key) lives."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return cache_dir() / f"deploy-{digest}.json"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _versions() -> dict[str, str]:
@@ -220,24 +251,28 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def read_cached(path: Path) -> Optional[dict]:
-    """The cached {"chosen": row, "table": rows}, or None (absent, unreadable or stale)."""
+def read_cached(path: Path, key: dict, candidates: list[Route]) -> Optional[tuple[Route, dict]]:
+    """The cached choice as one of `candidates` (the paths this run offers) and its entry, or None:
+    absent, unreadable, of another version or key, or naming a path that is not a candidate (another
+    file, a backend or precision these weights cannot take, one that does not exist)."""
     try:
         doc = json.loads(path.read_text())
-        chosen = doc["chosen"]
-        Route(chosen["backend"], chosen["precision"], chosen["weights"], chosen["int8"])
-        if doc["version"] == CACHE_VERSION and Path(chosen["weights"]).is_file():
-            return doc
+        if doc.get("version") != CACHE_VERSION or doc.get("key") != json.loads(json.dumps(key)):
+            return None
+        c = doc["chosen"]
+        wanted = (c["backend"], c["precision"], bool(c["int8"]), Path(c["weights"]).resolve())
+        route = next((r for r in candidates
+                      if (r.backend, r.precision, r.int8, Path(r.weights).resolve()) == wanted), None)
+        return (route, doc) if route is not None else None
     except Exception:  # absent or malformed: measure again
-        pass
-    return None
+        return None
 
 
-def write_cached(path: Path, chosen: dict, table: list[dict]) -> None:
+def write_cached(path: Path, key: dict, chosen: dict, table: list[dict]) -> None:
     """Atomically; a cache folder that cannot be written is not an error (the next start measures again)."""
     try:
-        atomic_write(path, lambda f: json.dump({"version": CACHE_VERSION, "chosen": chosen, "table": table}, f,
-                                               indent=1))
+        atomic_write(path, lambda f: json.dump({"version": CACHE_VERSION, "key": key, "chosen": chosen,
+                                                "table": table}, f, indent=1))
     except OSError:
         pass
 
@@ -271,15 +306,21 @@ def open_segmenter(weights: str, device: torch.device, backend: str, precision: 
     if len(candidates) == 1:
         route = candidates[0]
         return build(route, device, load_torch, channels_last, cache=shared), {**record, **asdict(route)}
-    cached_at = cache_file(weights, device, backend, precision, min_agreement)
-    doc = read_cached(cached_at)
-    if doc is not None:
+    key = cache_key(weights, device, backend, precision, min_agreement)
+    cached_at = cache_file(key)
+    hit = read_cached(cached_at, key, candidates)
+    if hit is not None:
+        route, doc = hit
         c = doc["chosen"]
-        route = Route(c["backend"], c["precision"], c["weights"], c["int8"])
-        log(f"auto: {c['path']} ({c['ms_per_frame']:.1f} ms/frame, agreement {100 * c['agreement']:.2f}% when "
-            f"measured; cached in {cached_at}, delete it to measure again)")
-        return (build(route, device, load_torch, channels_last, cache=shared),
-                {**record, **asdict(route), "cached": str(cached_at), "table": doc["table"]})
+        try:
+            seg = build(route, device, load_torch, channels_last, cache=shared)
+        except Exception as exc:  # noqa: BLE001 - a hint that does not load is dropped, never obeyed
+            log(f"auto: the cached choice ({route.label()}) does not load here "
+                f"({(str(exc).splitlines() or [''])[0][:160]}); timing again")
+        else:
+            log(f"auto: {c['path']} ({c['ms_per_frame']:.1f} ms/frame, agreement {100 * c['agreement']:.2f}% when "
+                f"measured; cached in {cached_at}, delete it to measure again)")
+            return seg, {**record, **asdict(route), "cached": str(cached_at), "table": doc["table"]}
     segs = {r: build(r, device, load_torch, channels_last, cache=shared) for r in candidates}
     ref_route = reference_route(weights)
     reference = next((s for r, s in segs.items() if r == ref_route), None) or build(
@@ -292,7 +333,7 @@ def open_segmenter(weights: str, device: torch.device, backend: str, precision: 
     chosen = pick(table)
     for line in format_table(table, chosen):
         log("  " + line)
-    write_cached(cached_at, chosen, table)
+    write_cached(cached_at, key, chosen, table)
     route = Route(chosen["backend"], chosen["precision"], chosen["weights"], chosen["int8"])
     seg = segs.pop(route)
     # the runtimes not chosen are let go here, in the main thread: freed later by the garbage collector
