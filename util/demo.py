@@ -157,10 +157,10 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
     model = load_model(args.weights, network, device, args.n_class).model
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    info = load_dataset_info(args.data_dir)  # first: an unlabeled set is named as one, with or without --splits
     splits = args.splits or present_splits(args.data_dir, TEST_SPLITS)
     if not splits:
         raise FileNotFoundError(f"{args.data_dir}: none of {', '.join(TEST_SPLITS)}.txt found; pass --splits")
-    info = load_dataset_info(args.data_dir)
     check_classes(model, args.weights, args.data_dir, info)
     verify_dataset(args.data_dir, splits, model.n_class, progress=not args.no_progress)  # every frame, once
     loaders = {s: split_loader(args.data_dir, s, model.height, model.width, model.n_class, workers=args.workers)

@@ -94,6 +94,18 @@ def atomic_write(path: PathLike, write_fn: Callable[[IO[Any]], Any], binary: boo
     return path
 
 
+def write_if_changed(path: PathLike, text: str) -> bool:
+    """:func:`atomic_write` `text` (UTF-8) to `path` unless the file already holds exactly those bytes; whether
+    it wrote. A run that changes nothing then touches nothing (modification times stay, so backups and
+    make-style freshness checks see no change)."""
+    data = text.encode("utf-8")
+    with contextlib.suppress(OSError):
+        if Path(path).is_file() and Path(path).stat().st_size == len(data) and Path(path).read_bytes() == data:
+            return False
+    atomic_write(path, lambda f: f.write(data), binary=True)
+    return True
+
+
 def is_partial_write(name: str) -> bool:
     """Whether a file name is one of :func:`atomic_path`'s temporary files (left by a process killed mid-write)."""
     return bool(_TMP_NAME.match(name))

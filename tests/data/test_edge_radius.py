@@ -105,7 +105,7 @@ def test_edges_written_into_a_tools_folder_are_recorded_in_its_manifest(tmp_path
     assert synthetic.main(args) == 0
     assert main(["--data-dir", out, "--radius", "3", "--overwrite"]) == 0
     assert read_edge_radius(out) == 3 and foreign_entries(tmp_path / "s", SYNTHETIC) == []
-    assert main(["--data-dir", out, "--radius", "3"]) == 0  # nothing to write; the record rewritten and listed
+    assert main(["--data-dir", out, "--radius", "3"]) == 0  # nothing to write: nothing touched (see below)
     (tmp_path / "s" / "edge_4x" / "mine.png").write_bytes(b"mine")  # a user's file stays foreign
     assert [p.name for p, _ in foreign_entries(tmp_path / "s", SYNTHETIC)] == ["mine.png"]
     (tmp_path / "s" / "edge_4x" / "mine.png").unlink()
@@ -118,3 +118,23 @@ def test_edges_written_into_a_users_folder_make_no_manifest(tmp_path):
     folder = _folder(tmp_path)
     generate_edges(folder, progress=False)
     assert sorted(p.name for p in folder.iterdir()) == ["edge_4x", "images", "labels", "train.txt"]
+
+
+def test_a_run_that_writes_no_map_touches_nothing(tmp_path, capsys):
+    """Every edge map there: util.edges rewrites neither edge_4x/edges.json nor the folder's manifest (same
+    bytes, new modification times would break backups and make-style freshness checks)."""
+    import os
+
+    from util.data import synthetic
+
+    out = tmp_path / "s"
+    assert synthetic.main(["--out", str(out), "--frames", "8", "--height", "32", "--width", "32"]) == 0
+    assert main(["--data-dir", str(out)]) == 0  # the maps and the record are there already
+    paths = [out, *out.rglob("*")]
+    for p in paths:  # back in time, so that any rewrite shows, however coarse the file system's clock
+        os.utime(p, ns=(1_000_000_000, 1_000_000_000))
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None) for p in paths}
+    assert main(["--data-dir", str(out)]) == 0
+    assert "wrote 0 edge maps" in capsys.readouterr().out
+    assert sorted([out, *out.rglob("*")]) == sorted(paths)
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None) for p in paths} == before

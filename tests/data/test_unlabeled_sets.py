@@ -68,6 +68,26 @@ def test_an_unlabeled_set_is_refused_where_labels_are_needed(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # written atomically, nothing left over
 
 
+@pytest.mark.parametrize("splits", [[], ["--splits", "train"]], ids=["no --splits", "--splits train"])
+def test_the_demo_names_an_unlabeled_set_as_one(tmp_path, tiny_student, capsys, splits):
+    """An unlabeled set given to the demo as --data-dir says it is one (and where it goes), not that test
+    splits are missing; nothing is written."""
+    import run_demo_student
+
+    src = _source(tmp_path / "rec", h=64, w=64)
+    assert conv.main(["folders", str(src), str(tmp_path / "pool"), "--no-progress"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_demo_student.main(["--weights", str(tiny_student), "--data-dir", str(tmp_path / "pool"), *splits,
+                               "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    pool = tmp_path / "pool"
+    assert stop.value.code == 2 and err == [
+        f"error: {pool / 'dataset.json'}: {pool} is an unlabeled set (no labels to train, validate or test on); "
+        f"give it to trainStudent.py --unlabeled {pool}, with a labelled --data-dir"], err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_synthetic_pool_leaves_the_labelled_frames_unchanged(tmp_path):
     plain = generate_dataset(tmp_path / "plain", n_frames=12, height=32, width=32, seed=3)
     with_pool = generate_dataset(tmp_path / "pool", n_frames=12, height=32, width=32, seed=3, unlabeled_frames=5)

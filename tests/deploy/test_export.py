@@ -188,3 +188,74 @@ def test_an_unlabeled_set_calibrates(tmp_path):
     calib, held, where = calibration_frames(pool, 32, 32, n_calib=16, n_held=4)
     assert calib.shape == (6, 1, 32, 32) and held.shape == (2, 1, 32, 32)
     assert where == f"6 calibration / 2 held-out train frames of {pool}"
+
+
+@pytest.mark.parametrize("key, value, graph", [("n_class", "4", "output channel count (classes) is 9"),
+                                               ("n_class", "12", "output channel count (classes) is 9"),
+                                               ("height", "96", "input height is 64")])
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_metadata_that_disagrees_with_the_graph_is_refused_at_load(fitted, tmp_path, capsys, key, value, graph,
+                                                                   backend):
+    """Metadata claiming 4 or 12 classes for a graph of 9 output channels (or another size): one line naming
+    the file, before any output folder is made."""
+    import cv2
+
+    import run_demo_student
+    from util.deploy.onnxfile import write_metadata
+
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    path = export_onnx(fitted[0], tmp_path / "student.onnx", MFNET)
+    write_metadata(path, {**read_metadata(path), key: value})
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "f.png"), np.full((SIZE, SIZE), 120, np.uint8))
+    with pytest.raises(SystemExit) as stop:
+        run_demo_student.main(["--weights", str(path), "--input", str(frames), "--runs-dir", str(tmp_path / "runs"),
+                               "--no-progress", "--device", "cpu", "--backend", backend, "--precision", "fp32"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and err == [f"error: {path}: its metadata says {key} {value} but its graph's {graph}; "
+                                            f"the metadata does not describe this model (not as python -m "
+                                            f"util.export wrote it): export it again"], err
+    assert not (tmp_path / "runs").exists()
+
+
+def _with_external_data(model_path, folder, location):
+    """A copy of `model_path` in `folder` whose weights live in one external file, named `location` there."""
+    import os
+
+    import onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "ext.onnx"
+    onnx.save(onnx.load(str(model_path)), str(out), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.bin", size_threshold=0)
+    target = (folder / location)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(folder / "ext.bin", target)
+    proto = onnx.load(str(out), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_openvino_refuses_external_data_outside_the_folder_in_our_words(fitted, tmp_path):
+    """Same rule as onnxruntime's (data files only in the model's folder), said in one line naming the file and
+    why (OpenVINO alone says only "Exception from src/inference/src/cpp/core.cpp:84:"); data beside it load."""
+    pytest.importorskip("openvino")
+    from util.deploy.backends import OpenVinoSegmenter
+
+    path = export_onnx(fitted[0], tmp_path / "student.onnx", MFNET)
+    inside = _with_external_data(path, tmp_path / "in", "data/ext.bin")
+    assert OpenVinoSegmenter(inside).n_class == 9
+    outside = _with_external_data(path, tmp_path / "m", "../elsewhere.bin")
+    with pytest.raises(ValueError) as exc:
+        OpenVinoSegmenter(outside)
+    assert str(exc.value).startswith(f"{outside}: tensor ") and "'../elsewhere.bin', outside the model's folder " \
+        f"{tmp_path / 'm'}; refused" in str(exc.value)
+    (tmp_path / "in" / "data" / "ext.bin").unlink()
+    with pytest.raises(ValueError, match=r"keeps its data in 'data/ext.bin', which is not in .*in; copy it beside"):
+        OpenVinoSegmenter(inside)

@@ -3,6 +3,9 @@ import argparse
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +15,7 @@ import numpy as np
 import pytest
 
 import run_demo_student
+from conftest import ROOT
 from util.demo import SMOOTHING
 from util.deploy.smoothing import ProbabilityPredictor
 
@@ -188,3 +192,26 @@ def test_smoothing_option(weights, tmp_path, capsys):
     plain = _run(weights, folder, tmp_path / "a")
     smooth = _run(weights, folder, tmp_path / "b", "--temporal-smoothing", "0.0001")
     assert [s["class_pixels"] for s in plain["segmented"]] == [s["class_pixels"] for s in smooth["segmented"]]
+
+
+def _free_port():
+    """A loopback port nothing listens on (bound once, then let go)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("source", ["stream", "camera"])
+def test_a_source_that_cannot_be_opened_is_our_one_line_alone(weights, tmp_path, source):
+    """No OpenCV or FFmpeg lines around ours ([tcp @ 0x...] Connection refused, [ WARN:0@...] cap.cpp ...,
+    can't open camera by index): util/data/media.py turns their logging off."""
+    inp = f"http://127.0.0.1:{_free_port()}/thermal.mjpg" if source == "stream" else "97"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    done = subprocess.run([sys.executable, "run_demo_student.py", "--weights", str(weights), "--input", inp,
+                           "--runs-dir", str(tmp_path), *DEMO], cwd=ROOT, capture_output=True, text=True,
+                          env={**env, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: --input {inp}: cannot open the {source} (OpenCV could "
+                                                f"not connect or decode it)"], done.stderr
+    assert not any(s in done.stderr + done.stdout for s in ("[tcp @", "WARN", "can't open camera"))
+    assert not list(tmp_path.iterdir())

@@ -161,6 +161,30 @@ def test_bag_in_bag_out(weights, tmp_path, capsys, kind):
     assert "ROS" in capsys.readouterr().out
 
 
+def test_frames_that_change_size_reach_every_output(weights, tmp_path, capsys):
+    """48x64 frames, then 60x80 ones: each is segmented, written to the bag and labels/ at its own size, and
+    resized into the overlay video (whose size is the first frame's), never a black placeholder."""
+    store = _store("ros1")
+    sizes = [(48, 64)] * 3 + [(60, 80)] * 2
+    ramps = [np.tile(np.linspace(20000, 30000, w).astype(np.uint16), (h, 1)) for h, w in sizes]
+    bag = write_bag(tmp_path / "drive", "ros1", {"/thermal": [raw_image(store, i, r, "mono16")
+                                                              for i, r in enumerate(ramps)]})
+    summary = _run(weights, bag, tmp_path / "out", "--save-labels")
+    out = tmp_path / "out" / "r"
+    assert [(f["height"], f["width"]) for f in summary["segmented"]] == sizes and summary["skipped"] == []
+    video = json.loads((out / "summary.json").read_text())["video"]
+    assert video["frames_written"] == 5 and video["black_placeholders"] == 0
+    assert video["resized_to_video"] == 2 and (video["height"], video["width"]) == (48, 64)
+    assert "2 frame(s) of another size resized to the overlay video's 48x64" in capsys.readouterr().out
+    cap, frames = cv2.VideoCapture(str(out / "drive_overlay.mp4")), []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    assert len(frames) == 5 and all(f.shape[:2] == (48, 64) and f.mean() > 20 for f in frames)  # none black
+    overlays = read_bag(out / "drive_cekd.bag")["/cekd/overlay"]
+    assert [(m.height, m.width) for _, m in overlays] == sizes
+    assert [cv2.imread(str(p)).shape[:2] for p in sorted((out / "labels").glob("*.png"))] == sizes
+
+
 def test_compressed_topics_and_topic_choice(weights, tmp_path, capsys):
     store = _store("ros1")
     frames = [thermal16(i) for i in range(3)]

@@ -10,7 +10,7 @@ from util.engine import Session, StudentConfig, TeacherConfig, resolve, training
 from util.engine.cli import load_config
 from util.engine.config import ConfigError
 from util.engine.folders import CONFIG_FILE
-from util.engine.resume import RUNTIME_OPTIONS, restartable, resume_target, resumed_config, saved_config
+from util.engine.resume import RUNTIME_OPTIONS, holds_nothing, restartable, resume_target, resumed_config, saved_config
 
 THREE = DatasetInfo("toy", ("background", "car", "person"), ((0, 0, 0), (255, 0, 0), (0, 255, 0)))
 
@@ -45,6 +45,18 @@ def test_saved_config_of_a_run_without_checkpoint(tmp_path):
         saved_config(StudentConfig, run)
     (run / "notes.txt").write_text("mine")  # a file the trainer did not write: not started again
     assert not restartable(run)
+
+
+def test_only_a_lock_and_partial_writes_count_as_nothing(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert not holds_nothing(run) and not restartable(run)  # an empty folder may be a user's
+    (run / "run.lock").write_text("pid 1 on elsewhere\n")
+    (run / ".run.json.k3x_9.tmp").write_text('{"network": ')
+    assert holds_nothing(run) and restartable(run)
+    assert saved_config(TeacherConfig, run) is None  # nothing saved: the options given start it
+    (run / ".notes.txt.tmp").mkdir()  # a folder named like a partial write is not one of ours
+    assert not holds_nothing(run) and not restartable(run)
 
 
 def test_the_class_count_is_resolved_with_the_config(tmp_path):

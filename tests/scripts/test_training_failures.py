@@ -237,6 +237,48 @@ def test_a_run_without_checkpoint_starts_again(data, tmp_path, monkeypatch, caps
     assert not list(run.glob(".*.tmp"))
 
 
+# Kills the trainer (SIGKILL, as the system would) at the rename that puts run.json in place: its folder then
+# holds run.lock and a complete .run.json.XXXX.tmp only.
+_KILL_AT_RUN_JSON = """
+import os, signal, sys
+import trainTeacher
+replace = os.replace
+def killed(src, dst, *a, **kw):
+    if str(dst).endswith("run.json"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return replace(src, dst, *a, **kw)
+os.replace = killed
+trainTeacher.cli(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("how", ["same command", "--resume"])
+def test_a_run_killed_while_writing_run_json_starts_again(data, tmp_path, capsys, how):
+    args = _args(data, tmp_path, "x", "--epochs", "1")
+    killed = subprocess.run([sys.executable, "-c", _KILL_AT_RUN_JSON, *args], cwd=ROOT, capture_output=True,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    run = tmp_path / "x"
+    left = sorted(p.name for p in run.iterdir())
+    assert left[1:] == ["run.lock"] and left[0].startswith(".run.json.") and left[0].endswith(".tmp")
+    trainTeacher.cli(args if how == "same command" else ["--resume", str(run), *args[:2], *SMALL, "--epochs", "1"])
+    assert f"{run} holds no checkpoint yet: starting the run from scratch" in capsys.readouterr().out
+    assert _epoch(run / "last.pth") == 1 and not list(run.glob(".*.tmp"))
+
+
+def test_a_folder_with_anything_else_beside_the_lock_is_not_taken(data, tmp_path, capsys):
+    run = tmp_path / "x"
+    run.mkdir()
+    (run / "run.lock").write_text("pid 1 on elsewhere\n")
+    (run / ".run.json.ab12.tmp").write_text("{")
+    (run / "mine.txt").write_text("a user's")
+    code, line = _fail(trainTeacher.cli, _args(data, tmp_path, "x", "--epochs", "1"), capsys)
+    assert code == 2 and "already exists" in line
+    code, line = _fail(trainTeacher.cli, ["--resume", str(run), "--data-dir", str(data), *SMALL], capsys)
+    assert code == 2 and "not a run folder of this trainer" in line
+    assert sorted(p.name for p in run.iterdir()) == [".run.json.ab12.tmp", "mine.txt", "run.lock"]
+
+
 def test_a_run_without_checkpoint_is_not_resumed_by_the_other_trainer(data, tmp_path, monkeypatch, capsys):
     run = _interrupted_run(data, tmp_path, monkeypatch, capsys)
     code, line = _fail(trainStudent.cli, ["--resume", str(run), "--no-distill"], capsys)

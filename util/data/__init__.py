@@ -15,6 +15,7 @@
     thermal.py   16-bit thermal to 8 bits: the scaling rule and its percentile range
     convert.py   python -m util.convert: sources checked, then written into our layout
     unlabeled.py frames without labels (for distilling on unlabeled recordings)
+    media.py     OpenCV's and FFmpeg's own logging off (the one place; our errors say what went wrong)
 """
 from .check import check_dataset, verify_dataset
 from .dataset import MFDataset, read_frame

@@ -22,8 +22,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from util.data.media import quiet_media_logs
 from util.data.mfnet import EDGE_RADIUS, EDGE_STRIDE
-from util.files import atomic_write
+from util.files import atomic_write, write_if_changed
+
+quiet_media_logs()  # OpenCV's own warnings off: our errors name the file (media.py)
 
 PathLike = Union[str, os.PathLike]
 
@@ -148,7 +151,9 @@ def write_edge_record(data_dir: PathLike, radius: float) -> Path:
     """Record in ``data_dir/edge_4x/edges.json`` the disc radius the edge maps there were made with (the
     writer of edge maps calls it, so that the loader reads the radius back); returns its path."""
     doc = {"radius": radius, "stride": EDGE_STRIDE}
-    return atomic_write(Path(data_dir) / EDGE_DIR / EDGE_RECORD, lambda f: f.write(json.dumps(doc) + "\n"))
+    path = Path(data_dir) / EDGE_DIR / EDGE_RECORD
+    write_if_changed(path, json.dumps(doc) + "\n")  # the same radius again: the file is left as it is
+    return path
 
 
 def read_edge_radius(data_dir: PathLike) -> float:

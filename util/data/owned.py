@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
-from util.files import atomic_write
+from util.files import atomic_write, write_if_changed
 
 PARTIAL, OLD = "partial", "old"
 _LEGACY_KINDS = ("converting",)  # util.data.convert's work folders before this module
@@ -196,7 +196,7 @@ def record_files(folder: Path, relpaths: Iterable[str], owners: Sequence[Owner] 
             doc["files"] = doc["files"] + [rel for rel in rels if rel not in doc["files"]]
         else:
             doc["files"] = {**doc["files"], **{rel: sha256_file(folder / rel) for rel in rels}}
-        atomic_write(path, lambda f: f.write(json.dumps(doc, indent=1) + "\n"))
+        write_if_changed(path, json.dumps(doc, indent=1) + "\n")  # nothing new listed: left as it is
         return owner
     return None
 

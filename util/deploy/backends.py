@@ -19,6 +19,7 @@ from torch import nn
 from ..data.info import DatasetInfo, info_for_classes
 from ..engine.config import parse_device
 from .cudagraph import GraphRunner
+from .onnxfile import check_external_data, declared_size
 from .runtimes import keep_signal_stack
 
 ONNX_SUFFIXES = (".onnx",)
@@ -138,9 +139,9 @@ def student_facts(path: Path, meta: dict[str, str], input_shapes: list[list], ou
                          f"got {[tuple(s) for s in input_shapes]}")
     if meta.get("network", "EKNet") != "EKNet":
         raise ValueError(f"{path} holds {meta['network']}; only the EKNet student takes thermal frames alone")
-    height = _size(meta.get("height"), input_shapes[0][2], path, "height")
-    width = _size(meta.get("width"), input_shapes[0][3], path, "width")
-    n_class = _size(meta.get("n_class"), output_shapes[0][1], path, "class count")
+    height = declared_size(meta, "height", input_shapes[0][2], path, "input height")
+    width = declared_size(meta, "width", input_shapes[0][3], path, "input width")
+    n_class = declared_size(meta, "n_class", output_shapes[0][1], path, "output channel count (classes)")
     try:
         info = info_for_classes(n_class, json.loads(meta["dataset"]) if "dataset" in meta else None)
     except ValueError as exc:
@@ -170,6 +171,7 @@ class OpenVinoSegmenter:
         except ImportError:
             raise ValueError("--backend openvino: the openvino package is not installed "
                              "(pip install openvino)") from None
+        check_external_data(path)  # OpenVINO's own refusal names no reason
         self.core = ov.Core()
         try:
             self.model = self.core.read_model(str(path))
@@ -203,14 +205,6 @@ class OpenVinoSegmenter:
 
     def labels(self, x: np.ndarray) -> np.ndarray:
         return self(x).argmax(1).astype(np.uint8)
-
-
-def _size(meta_value: Optional[str], dim: object, path: Path, what: str) -> int:
-    value = meta_value if meta_value is not None else dim
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: the {what} is neither in the metadata nor a fixed dimension ({value!r})") from None
 
 
 def onnx_providers(device: str) -> list:

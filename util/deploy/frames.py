@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from ..data.layout import THERMAL, luma_from_cv2
+from ..data.media import quiet_media_logs
 from ..options import check_low_high
 
 FRAME_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -171,6 +172,7 @@ def open_video(path: str | os.PathLike) -> cv2.VideoCapture:
     """An opened cv2.VideoCapture; ValueError naming the file when it cannot be opened."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"--input {path}: no such file")
+    quiet_media_logs()
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError(f"--input {path}: cannot open the video (corrupt, or a format OpenCV cannot read)")

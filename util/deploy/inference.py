@@ -10,7 +10,8 @@ Outputs: for image files NAME_mask.png, NAME_overlay.png and NAME_label.png (cla
 video NAME_overlay.mp4 (.avi for an .avi input) with the input's frame count and frame rate, and
 with `save_labels` labels/NAME_000123.png. A frame that cannot be used is reported and skipped;
 in the overlay video a black frame takes its place, so that frame i of the output is frame i of
-the input.
+the input. The video has one size: a frame of another size is resized to it and counted
+(OverlayVideo, the one output-size rule).
 """
 from __future__ import annotations
 
@@ -154,21 +155,30 @@ def segment_images(segmenter: Segmenter, paths: Sequence[Path], out_dir: Path,
 
 
 class OverlayVideo:
-    """cv2.VideoWriter of RGB frames (mp4v in .mp4, MJPG in .avi), opened at the first frame."""
+    """cv2.VideoWriter of RGB frames (mp4v in .mp4, MJPG in .avi), opened at the first frame.
+
+    The output-size rule: every other output keeps each frame at its own size (PNGs, labels, a bag's
+    messages); a video has one size, the input video's or else its first frame's, so a frame of another
+    size is resized to it (bilinear) and counted in `resized` (summary.json: video.resized_to_video).
+    Only a skipped frame becomes a black placeholder."""
 
     def __init__(self, path: Path, fps: float, size: Optional[tuple[int, int]]):
         self.path, self.fps, self.size = path, fps, size
-        self.writer, self.frames, self.placeholders = None, 0, 0
+        self.writer, self.frames, self.placeholders, self.resized = None, 0, 0, 0
 
     def write(self, rgb: Optional[np.ndarray]) -> None:
-        """Write a frame; None writes a black frame of the video's size (a skipped frame)."""
+        """Write a frame (resized to the video's size when it has another); None writes a black frame of the
+        video's size (a skipped frame)."""
         if self.writer is None and (rgb is not None or self.size):
             self._open(self.size or rgb.shape[:2])
-        if rgb is None or rgb.shape[:2] != self.size:
+        if rgb is None:
             self.placeholders += 1
             if self.writer is None:
                 return  # size not known yet: counted, written on opening
             rgb = np.zeros(self.size + (3,), np.uint8)
+        elif rgb.shape[:2] != self.size:
+            rgb = cv2.resize(rgb, self.size[::-1], interpolation=cv2.INTER_LINEAR)
+            self.resized += 1
         self.writer.write(cv2_from_rgb(rgb))
         self.frames += 1
 
@@ -185,6 +195,12 @@ class OverlayVideo:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.release()
+
+    def summary(self) -> dict:
+        """summary.json's "video": what was written, at which size, and how many frames were filled or resized."""
+        height, width = self.size or (None, None)
+        return {"output": str(self.path), "frames_written": self.frames, "height": height, "width": width,
+                "black_placeholders": self.placeholders, "resized_to_video": self.resized, "fps": self.fps}
 
 
 def segment_video(segmenter: Segmenter, path: Path, out_dir: Path, thermal_range: Optional[Sequence[float]] = None,
@@ -210,8 +226,7 @@ def segment_video(segmenter: Segmenter, path: Path, out_dir: Path, thermal_range
     finally:
         video.close()
     return {**records.summary(), **speed,
-            "video": {"output": str(video.path), "reported_frames": info.frames, "frames_written": video.frames,
-                      "black_placeholders": video.placeholders, "fps": video.fps, "fps_assumed": not info.fps}}
+            "video": {**video.summary(), "reported_frames": info.frames, "fps_assumed": not info.fps}}
 
 
 def report_lines(summary: dict, out_dir: Path) -> list[str]:
@@ -219,6 +234,10 @@ def report_lines(summary: dict, out_dir: Path) -> list[str]:
     bad = summary["nonfinite_pixels"]
     lines = [f"segmented {len(summary['segmented'])}, skipped {len(summary['skipped'])}"
              + (f"; {bad} NaN/infinite pixel(s) set to 0" if bad else "") + f"; outputs in {out_dir}"]
+    video = summary.get("video") or {}
+    if video.get("resized_to_video"):
+        lines.append(f"{video['resized_to_video']} frame(s) of another size resized to the overlay video's "
+                     f"{video['height']}x{video['width']} (every other output keeps each frame's own size)")
     if summary["segmented"]:
         warm = f" after {summary['warmup_frames']} warm-up frame(s)" if summary["warmup_frames"] else ""
         lines.append(f"{summary['frames_per_second']:.1f} frames/s sustained (reading, inference, writing; model "

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator, Optional, Sequence, TypeVar
 
 import cv2
 
+from ..data.media import quiet_media_logs
 from .frames import Frame, fill_from_capture
 
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -30,6 +31,7 @@ def is_live(text: str) -> bool:
 
 def open_live(text: str) -> cv2.VideoCapture:
     """An opened capture of a camera index or stream URL; ValueError naming it otherwise."""
+    quiet_media_logs()  # OpenCV's and FFmpeg's lines around ours: off
     if text.isdigit():
         cap = cv2.VideoCapture(int(text))
     else:

@@ -1,7 +1,8 @@
 """`run_demo_student.py --input` on recordings and live sources: a ROS bag (rosbag.py) or a camera
 index / stream URL (live.py), segmented frame by frame like a video (inference.py).
 
-Outputs in the run folder: NAME_overlay.mp4 (a black frame stands for each skipped frame), for a
+Outputs in the run folder: NAME_overlay.mp4 (a black frame stands for each skipped frame; a frame
+of another size than the first is resized to the video's, and counted: inference.OverlayVideo), for a
 bag also a new bag of the same kind (rosbag.BagWriter: PREFIX/labels, PREFIX/overlay, optionally
 PREFIX/confidence, each with its input frame's header and receive time), and summary.json with
 the frames read, segmented, skipped (with why), the messages written per topic, why reading
@@ -177,8 +178,7 @@ def segment_recording(segmenter: Segmenter, recording: Recording, out_dir: Path,
         writer.close()
     summary = {**records.summary(), **speed, "frames_read": len(records.segmented) + len(records.skipped),
                "ended": ending.reason, "temporal_smoothing": alpha,
-               "video": {"output": str(video.path), "frames_written": video.frames,
-                         "black_placeholders": video.placeholders, "fps": video.fps}}
+               "video": video.summary()}
     if recording.kind == "bag":
         summary["bag"] = {**recording.report(), "output": str(writer.path), "written": writer.written}
         if summary["bag"]["damage"]:

@@ -31,10 +31,12 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
 def load_config(cls: type[TrainConfig], parser: argparse.ArgumentParser,
                 argv: Optional[Sequence[str]] = None) -> TrainConfig:
     """The checked config of a trainer's command line, its class count resolved; with --resume, the
-    run's saved config with the runtime options given (see resume.py)."""
+    run's saved config with the runtime options given (see resume.py), or the options given when the
+    run folder was killed before its options were saved."""
     cfg = cls(**vars(parser.parse_args(argv)))
-    if cfg.resume:
-        cfg = resumed_config(saved_config(cls, cfg.resume), cfg, given_options(parser, argv))
+    saved = saved_config(cls, cfg.resume) if cfg.resume else None
+    if saved is not None:
+        cfg = resumed_config(saved, cfg, given_options(parser, argv))
     return resolve(cfg)
 
 

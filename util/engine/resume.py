@@ -34,10 +34,23 @@ def resume_target(resume: str | Path) -> tuple[Path, Path]:
 
 
 def restartable(folder: Path) -> bool:
-    """A folder made by a trainer that holds no checkpoint to resume from (so it may start again)."""
+    """A folder made by a trainer that holds no checkpoint to resume from (so it may start again): its
+    run.json and what a trainer writes before its first checkpoint, or only :func:`holds_nothing`."""
+    if holds_nothing(folder):
+        return True
     if not (folder / CONFIG_FILE).is_file() or (folder / LAST).exists():
         return False
     return {p.name for p in folder.iterdir() if not is_partial_write(p.name)} <= _OWN_FILES
+
+
+def holds_nothing(folder: Path) -> bool:
+    """A trainer's folder killed before its run.json was in place: its run.lock and nothing else but
+    partial writes (``.run.json.XXXX.tmp``). Nothing in it is worth keeping; nothing else qualifies
+    (an empty folder, or one holding any other file, may be a user's)."""
+    entries = list(folder.iterdir()) if folder.is_dir() else []
+    return (any(p.name == LOCK_FILE and p.is_file() for p in entries)
+            and all((p.name == LOCK_FILE or is_partial_write(p.name)) and p.is_file() and not p.is_symlink()
+                    for p in entries))
 
 
 def network_of_run(folder: Path) -> Optional[str]:
@@ -48,10 +61,13 @@ def network_of_run(folder: Path) -> Optional[str]:
         return None
 
 
-def saved_config(cls: type[TrainConfig], resume: str | Path) -> TrainConfig:
+def saved_config(cls: type[TrainConfig], resume: str | Path) -> Optional[TrainConfig]:
     """The configuration of the run `--resume` points at: from its last.pth, or from the run.json
-    of a run that has no checkpoint yet."""
+    of a run that has no checkpoint yet; None for a folder that :func:`holds_nothing` (killed before
+    its run.json was written: the command line's options start it)."""
     folder, ckpt_path = resume_target(resume)
+    if ckpt_path == folder / LAST and not ckpt_path.exists() and holds_nothing(folder):
+        return None
     if ckpt_path.is_file():
         args = read_training_checkpoint(ckpt_path, cls.network, mmap=True)["args"]
     elif (folder / CONFIG_FILE).is_file():

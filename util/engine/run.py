@@ -44,7 +44,7 @@ from .loaders import Data, split_loader
 from .loop import EMPTY_BATCHES, evaluate
 from .metrics import format_report
 from .pictures import frame_panel, tb_image
-from .resume import network_of_run, restartable, resume_target
+from .resume import holds_nothing, network_of_run, restartable, resume_target
 
 
 class RunStopped(RuntimeError):
@@ -247,10 +247,13 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
             raise FileNotFoundError(f"--resume {cfg.resume}: no checkpoint {ckpt_path}, and not a run folder "
                                     f"of this trainer that could start again")
         else:
-            session.log(f"[{role}] {folder} holds no checkpoint yet: starting the run from scratch")
+            session.log(f"[{role}] {folder} holds no checkpoint yet: starting the run from scratch"
+                        + (" with the options given (it was stopped before it saved its own)"
+                           if holds_nothing(folder) else ""))
     elif session.is_main:
         folder = Path(cfg.runs_dir) / cfg.run_name if cfg.run_name else None
-        if folder is not None and folder.is_dir() and restartable(folder) and network_of_run(folder) == network:
+        if folder is not None and folder.is_dir() and restartable(folder) and (
+                holds_nothing(folder) or network_of_run(folder) == network):
             session.log(f"[{role}] {folder} holds no checkpoint yet: starting the run from scratch")
         else:
             folder = new_run_dir(cfg.runs_dir, cfg.run_name, role, " or continue it with --resume {path}")
