@@ -1,7 +1,8 @@
 """What run_demo_teacher.py and run_demo_student.py do: evaluate weights on MFNet splits
 (the release's report, with speed), or segment a user's own thermal frames (student).
 
-Outputs go to a new folder under runs/: results.json, confusion_<split>.npy/.csv,
+Outputs go to a new folder under runs/: results.json, confusion_<split>.npy/.csv, confusion.png and
+per_class_iou.png (util/engine/plots.py),
 predictions/<split>/NAME.png (colourised), panels/<split>/NAME.png
 (thermal | RGB | ground truth | prediction). Nothing existing is overwritten.
 """
@@ -29,6 +30,7 @@ from .engine.loaders import present_splits, split_loader
 from .engine.loop import evaluate
 from .engine.metrics import format_report, write_confusion_csv
 from .engine.pictures import colorize, frame_panel, save_rgb
+from .engine.plots import write_evaluation_plots
 from .engine.tta import DEFAULT_SCALES, TTA
 from .files import atomic_write
 from .options import ArgumentParser, LowHigh, fraction, integer, number
@@ -148,7 +150,7 @@ def evaluate_split(model: nn.Module, loader: DataLoader, device: torch.device, o
     write_confusion_csv(out_dir / f"confusion_{split}.csv", mat, info.class_names)
     timed = ev.seconds[WARMUP_FRAMES:]
     ms = 1000 * float(np.mean(timed)) if timed else float("nan")
-    return {"metrics": ev.confusion.compute(), "ms_per_frame": ms, "fps": 1000 / ms if timed else float("nan"),
+    return {"metrics": ev.confusion.compute(), "confusion": mat, "ms_per_frame": ms, "fps": 1000 / ms if timed else float("nan"),
             "timed_frames": len(timed)}
 
 
@@ -186,18 +188,23 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
                "dataset": info.to_dict(), "class_names": list(info.class_names), "splits": {}}
     if tta is not None:  # the release's evaluation writes no such key
         results["tta"] = tta.to_dict()
+    matrices = {}
     for split, loader in loaders.items():
         ds = loader.dataset
         r = evaluate_split(model, loader, device, out_dir, split, args.panels, not args.no_predictions,
                            args.amp, channels_last, show, info, tta)
         m = r.pop("metrics")
+        matrices[split] = r.pop("confusion")
         title = (f"[{network}] {split}: {len(ds)} images of {model.height}x{model.width}, "
                  f"{r['ms_per_frame']:.1f} ms/frame ({r['fps']:.1f} FPS, batch 1, after {WARMUP_FRAMES} warm-up frames)"
                  + (f"\n[{network}] {tta.describe()}, timed together" if tta else ""))
         print(format_report(m, info.class_names, title=title), flush=True)
         results["splits"][split] = {"images": len(ds), "height": model.height, "width": model.width, **r, **m}
+    write_evaluation_plots(out_dir, matrices, {s: r["iou"] for s, r in results["splits"].items()}, info.class_names,
+                           f"{network} {Path(args.weights).name}" + (f", {tta.describe()}" if tta else ""),
+                           info.ignore_index)
     write_json(results, out_dir / "results.json")
-    print(f"[{network}] results in {out_dir / 'results.json'}", flush=True)
+    print(f"[{network}] results in {out_dir / 'results.json'}; confusion.png, per_class_iou.png beside it", flush=True)
     results["out_dir"] = str(out_dir)
     return results
 

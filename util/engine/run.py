@@ -44,6 +44,7 @@ from .loaders import Data, split_loader
 from .loop import EMPTY_BATCHES, evaluate
 from .metrics import format_report
 from .pictures import frame_panel, tb_image
+from .plots import confusion_figure, figure_rgb, write_evaluation_plots
 from .resume import network_of_run, restartable, resume_target
 
 
@@ -138,6 +139,9 @@ class Run:
             self.best = {"miou": metrics["miou"], "epoch": epoch}
         if self.is_main:
             self._log_epoch(record, metrics, epoch)
+            self.writer.add_image("val/confusion", figure_rgb(confusion_figure(
+                {f"val, epoch {epoch}": val.confusion.mat.cpu().numpy()}, self.info.class_names)), epoch,
+                dataformats="HWC")
             state = self._checkpoint(epoch)
             if is_best:  # best first: a kill between the two writes never leaves last ahead of best
                 save_atomic({k: state[k] for k in ("format", "version", "network", "config", "model", "epoch", "args",
@@ -283,12 +287,18 @@ def test_best(model: nn.Module, data: Data, run: Run) -> dict:
     results = {"role": run.role, "run_dir": str(run.dir), "best_epoch": run.best["epoch"],
                "best_val_miou": run.best["miou"], "config": model_config(model), "dataset": run.info.to_dict(),
                "class_names": list(run.info.class_names), "splits": {}, "history": run.history}
+    matrices = {}
     for split in data.test_splits:
         loader = split_loader(cfg.data_dir, split, cfg.height, cfg.width, cfg.n_class, workers=cfg.workers,
                               rank=session.info.rank, world_size=session.info.world_size)
         ev = evaluate(model, loader, session.device, cfg.n_class, amp=cfg.amp, channels_last=cfg.channels_last,
                       show=run.show, desc=split, ignore_index=run.info.ignore_index)
         metrics = ev.confusion.compute()
+        matrices[split] = ev.confusion.mat.cpu().numpy()
         results["splits"][split] = {"images": len(loader.dataset), **metrics}
         run.log(format_report(metrics, run.info.class_names, title=f"{split}: {len(loader.dataset)} images, best epoch {run.best['epoch']}"))
+    if run.is_main and matrices:  # confusion.png and per_class_iou.png beside results.json
+        write_evaluation_plots(run.dir, matrices, {s: r["iou"] for s, r in results["splits"].items()},
+                               run.info.class_names, f"{run.role} {run.dir.name}, best epoch {run.best['epoch']}",
+                               run.info.ignore_index)
     return results
