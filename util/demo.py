@@ -22,6 +22,7 @@ from .data import verify_dataset
 from .data.info import DatasetInfo, load_dataset_info
 from .data.mfnet import TEST_SPLITS
 from .deploy.recording import add_recording_args
+from .engine.card import check_against_card
 from .engine.checkpoint import NETWORK_ROLE, Loaded, build_from_weights, model_config
 from .engine.cli import run_cli
 from .engine.config import AMP_MODES, COMMON_SPECS, check_amp, given_options, parse_device
@@ -167,6 +168,7 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     check_amp(args.amp, device)
+    card = check_against_card(args.weights)  # a damaged or swapped copy stops here, before anything is written
     model = load_model(args.weights, network, device, args.n_class).model
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -181,6 +183,8 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
     out_dir = new_run_dir(args.runs_dir, args.run_name, f"demo-{NETWORK_ROLE[network]}")
     show = not args.no_progress
     tta = TTA(tuple(args.scales or DEFAULT_SCALES), not args.no_flip) if args.tta else None
+    if card is not None:
+        print(f"[{network}] {args.weights} matches its card {card}", flush=True)
     print(f"[{network}] weights {args.weights}  device {device}  output {out_dir}"
           + (f"  {tta.describe()}" if tta else ""), flush=True)
     results = {"network": network, "weights": str(args.weights), "config": model_config(model),
@@ -231,6 +235,7 @@ def run_own_frames(args: argparse.Namespace) -> dict:
     from .deploy.smoothing import ProbabilityPredictor
 
     thermal_range = args.thermal_range  # (low, high) checked by options.LowHigh, or None
+    check_against_card(args.weights)  # .pth or .onnx: a damaged or swapped copy stops here
     recording = open_recording(args)  # a bag or live source, checked here; None for files and videos
     video = not recording and is_video(args.input) and Path(args.input).is_file()
     paths = [] if video or recording else list_frames(args.input)

@@ -4,7 +4,8 @@
                     last.pth    everything needed to resume (atomic, every epoch)
                     best.pth    the weights of the best validation epoch
                     final.pth   those weights with the release's key names (at the end)
-                    results.json, tb/
+                    results.json, confusion.png, per_class_iou.png, tb/
+                    card.json, MODEL_CARD.md   what the weights files are (card.py), after each write
 
 Only the main process writes. A folder that holds no checkpoint yet (a run stopped or
 killed before its first epoch ended) is not a dead end: running or resuming it again
@@ -37,6 +38,7 @@ from .checkpoint import (
     save_atomic,
     unwrap,
 )
+from .card import command_line, environment, file_entries, split_lists, teacher_facts, write_card
 from .config import TrainConfig, describe
 from .distributed import Session, barrier, broadcast_object
 from .folders import BEST, CONFIG_FILE, FINAL, LAST, RESULTS, claim_folder, new_run_dir, write_json
@@ -70,6 +72,8 @@ class Run:
         self.show = self.is_main and cfg.progress
         self._done_this_call = 0
         self._state: dict[str, Any] = {}
+        self.frames: Optional[Mapping[str, Any]] = None  # labelled / unlabeled training frames (runs that mix)
+        self._card_facts: Optional[dict] = None
         self.writer = None
         if self.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -148,6 +152,7 @@ class Run:
                                                    "dataset")},
                             self.dir / BEST)
             save_atomic(state, self.dir / LAST)
+            self.write_card()
             print(f"[{self.role}] epoch {epoch}/{self.cfg.epochs}  loss {losses.get('total', float('nan')):.4f}  "
                   f"val mIoU {100 * metrics['miou']:.2f}  mAcc {100 * metrics['macc']:.2f}  "
                   f"{images_per_s:.1f} img/s  {record['seconds']:.0f}s" + ("  (best)" if is_best else "")
@@ -197,8 +202,40 @@ class Run:
         if self.is_main:
             export_release(model, self.dir / FINAL)
             write_json(results, self.dir / RESULTS)
+            self.write_card(results)
             print(f"[{self.role}] results in {self.dir / 'results.json'}; "
                   f"release-format weights {self.dir / 'final.pth'}", flush=True)
+
+    def write_card(self, results: Optional[dict] = None) -> None:
+        """card.json and MODEL_CARD.md of the weights files now in the folder; with the final test's `results`."""
+        cfg, model = self.cfg, self._state["model"]
+        if self._card_facts is None:  # what does not change during the run, read once
+            teacher = getattr(cfg, "teacher", None) if getattr(cfg, "distill", False) else None
+            splits = split_lists(cfg.data_dir)
+            frames = dict(self.frames) if self.frames else {
+                "labelled": splits.get("train", {}).get("frames", 0), "unlabeled": 0}
+            self._card_facts = {
+                "data": {"name": self.info.name, "data_dir": str(cfg.data_dir), "splits": splits, "frames": frames,
+                         "unlabeled_sets": {str(d): split_lists(d, ("train",)) for d in getattr(cfg, "unlabeled", ())}},
+                "teacher": teacher_facts(teacher) if teacher else None,
+                "command": command_line(), "environment": environment(self.session.device)}
+        best = next((h for h in self.history if h["epoch"] == self.best["epoch"]), None)
+        metrics = {"val": {"epoch": best["epoch"], "miou": best["val_miou"], "macc": best["val_macc"],
+                           "loss": best["val_loss"]}} if best else {}
+        metrics.update((results or {}).get("splits", {}))
+        done = self.history[-1]["epoch"] if self.history else 0
+        write_card(self.dir, {
+            "role": self.role,
+            "summary": f"{self.network} ({self.role}) trained by {TRAINER[self.network]}: {done} of {cfg.epochs} "
+                       f"epochs" + (", tested" if results else ""),
+            "network": {"name": self.network, **model_config(model),
+                        "input": "RGB + thermal (4 channels)" if self.network == "CENet" else "thermal (1 channel)"},
+            "classes": list(self.info.class_names), "dataset": self.info.to_dict(),
+            "data": self._card_facts["data"], "teacher": self._card_facts["teacher"],
+            "command": self._card_facts["command"], "config": cfg.to_dict(),
+            "epochs_done": done, "best_epoch": self.best["epoch"], "metrics": metrics,
+            "environment": self._card_facts["environment"],
+            "files": file_entries(self.dir, (BEST, LAST, FINAL))})
 
     def _last_good(self) -> str:
         last = self.dir / LAST
@@ -276,7 +313,9 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
             write_json(record, folder / CONFIG_FILE)
     barrier()
     session.log(f"[{role}] run folder {folder}  device {session.device}  processes {session.info.world_size}")
-    return Run(cfg, session, network, role, folder, checkpoint, info, claim)
+    run = Run(cfg, session, network, role, folder, checkpoint, info, claim)
+    run.frames = frames
+    return run
 
 
 def test_best(model: nn.Module, data: Data, run: Run) -> dict:
