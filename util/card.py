@@ -10,7 +10,16 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from util.engine.card import CARD_JSON, CARD_MD, CardError, card_paths, find_card, load_card, render_markdown, verify_card
+from util.engine.card import (
+    CARD_JSON,
+    CARD_MD,
+    CardError,
+    card_paths,
+    find_card,
+    load_card,
+    render_markdown,
+    verify_card,
+)
 from util.options import ArgumentParser
 
 

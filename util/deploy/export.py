@@ -32,7 +32,16 @@ from torch import nn
 
 from ..data.info import DatasetInfo
 from ..data.layout import split_path
-from ..engine.card import CARD_JSON, CARD_MD, check_against_card, command_line, environment, file_entries, teacher_facts, write_card
+from ..engine.card import (
+    CARD_JSON,
+    CARD_MD,
+    check_against_card,
+    command_line,
+    environment,
+    file_entries,
+    teacher_facts,
+    write_card,
+)
 from ..options import ArgumentParser, LowHigh, integer, number, one_of
 from .agreement import agreement_percent, compare, format_comparison, random_thermal
 from .cpu import cpu_info

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..data.info import DatasetInfo
 from ..files import DiskFullError, remove_partial_writes
+from .card import command_line, environment, file_entries, split_lists, teacher_facts, write_card
 from .checkpoint import (
     FORMAT,
     TRAINER,
@@ -38,7 +39,6 @@ from .checkpoint import (
     save_atomic,
     unwrap,
 )
-from .card import command_line, environment, file_entries, split_lists, teacher_facts, write_card
 from .config import TrainConfig, describe
 from .distributed import Session, barrier, broadcast_object
 from .folders import BEST, CONFIG_FILE, FINAL, LAST, RESULTS, claim_folder, new_run_dir, write_json
