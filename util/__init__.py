@@ -13,5 +13,5 @@ The floors import downwards only: model -> data -> engine -> deploy -> the scrip
 options.py import nothing of the project; tests/test_imports.py checks it).
 
 The modules at this level besides demo.py are the commands (`python -m util.edges`,
-`util.synthetic`, `util.check_dataset`, `util.convert`, `util.export`).
+`util.synthetic`, `util.check_dataset`, `util.convert`, `util.export`, `util.card`).
 """

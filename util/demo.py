@@ -1,7 +1,8 @@
 """What run_demo_teacher.py and run_demo_student.py do: evaluate weights on MFNet splits
 (the release's report, with speed), or segment a user's own thermal frames (student).
 
-Outputs go to a new folder under runs/: results.json, confusion_<split>.npy/.csv,
+Outputs go to a new folder under runs/: results.json, confusion_<split>.npy/.csv, confusion.png and
+per_class_iou.png (util/engine/plots.py),
 predictions/<split>/NAME.png (colourised), panels/<split>/NAME.png
 (thermal | RGB | ground truth | prediction). Nothing existing is overwritten.
 """
@@ -21,6 +22,7 @@ from .data import verify_dataset
 from .data.info import DatasetInfo, load_dataset_info
 from .data.mfnet import TEST_SPLITS
 from .deploy.recording import add_recording_args
+from .engine.card import check_against_card
 from .engine.checkpoint import NETWORK_ROLE, Loaded, build_from_weights, model_config
 from .engine.cli import run_cli
 from .engine.config import AMP_MODES, COMMON_SPECS, check_amp, given_options, parse_device
@@ -29,10 +31,15 @@ from .engine.loaders import present_splits, split_loader
 from .engine.loop import evaluate
 from .engine.metrics import format_report, write_confusion_csv
 from .engine.pictures import colorize, frame_panel, save_rgb
+from .engine.plots import write_evaluation_plots
+from .engine.tta import DEFAULT_SCALES, TTA
 from .files import atomic_write
 from .options import ArgumentParser, LowHigh, fraction, integer, number
 
 SMOOTHING = fraction()  # --temporal-smoothing ALPHA: 0 is off
+TTA_SCALE = number(above=0, high=4)
+# options of the evaluation's test-time augmentation, refused with --input and without --tta
+TTA_ONLY = {"scales", "no_flip"}
 # options of `--input` only (own frames, bags, live sources, the inference path), refused without it
 INPUT_ONLY = {"thermal_range", "batch_size", "save_labels", "temporal_smoothing", "topic", "topic_prefix",
               "confidence", "max_frames", "backend", "precision", "min_agreement"}
@@ -63,6 +70,13 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
                    help="channels-last memory format: faster on CPU and GPU, same results (default: on)")
     p.add_argument("--workers", type=COMMON_SPECS["workers"], default=2)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation as CMX, Sigma and CRM_RGBTSeg report MFNet: every --scales and a "
+                        "horizontal flip, softmax averaged at the label's size (default off: the release's "
+                        "single-scale evaluation)")
+    p.add_argument("--scales", type=TTA_SCALE, nargs="+", default=None, metavar="S",
+                   help=f"with --tta: input scales (default {' '.join(f'{s:g}' for s in DEFAULT_SCALES)})")
+    p.add_argument("--no-flip", action="store_true", help="with --tta: no horizontal flip (scales only)")
     if network == "EKNet":
         p.add_argument("--input", default=None,
                        help="segment your own thermal frames instead of evaluating on --data-dir: a video "
@@ -117,7 +131,7 @@ def load_model(path: str, network: str, device: torch.device, n_class: Optional[
 
 def evaluate_split(model: nn.Module, loader: DataLoader, device: torch.device, out_dir: Path, split: str,
                    panels: int, save_predictions: bool, amp: str, channels_last: bool, show: bool,
-                   info: DatasetInfo) -> dict:
+                   info: DatasetInfo, tta: Optional[TTA] = None) -> dict:
     """Batch-1 evaluation with per-frame timing; predictions, panels and the confusion matrix to `out_dir`."""
     def save_pictures(i: int, batch, pred: torch.Tensor) -> None:
         name = batch["name"][0]
@@ -131,13 +145,13 @@ def evaluate_split(model: nn.Module, loader: DataLoader, device: torch.device, o
                      frame_panel(image, batch["label"][0], pred[0], info.palette, titles=True))
 
     ev = evaluate(model, loader, device, model.n_class, amp=amp, channels_last=channels_last, show=show,
-                  desc=split, timed=True, ignore_index=info.ignore_index, on_batch=save_pictures)
+                  desc=split, timed=True, ignore_index=info.ignore_index, on_batch=save_pictures, tta=tta)
     mat = ev.confusion.mat.cpu().numpy()
     atomic_write(out_dir / f"confusion_{split}.npy", lambda f: np.save(f, mat), binary=True)
     write_confusion_csv(out_dir / f"confusion_{split}.csv", mat, info.class_names)
     timed = ev.seconds[WARMUP_FRAMES:]
     ms = 1000 * float(np.mean(timed)) if timed else float("nan")
-    return {"metrics": ev.confusion.compute(), "ms_per_frame": ms, "fps": 1000 / ms if timed else float("nan"),
+    return {"metrics": ev.confusion.compute(), "confusion": mat, "ms_per_frame": ms, "fps": 1000 / ms if timed else float("nan"),
             "timed_frames": len(timed)}
 
 
@@ -154,6 +168,7 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     check_amp(args.amp, device)
+    card = check_against_card(args.weights)  # a damaged or swapped copy stops here, before anything is written
     model = load_model(args.weights, network, device, args.n_class).model
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -167,21 +182,33 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
                for s in splits}
     out_dir = new_run_dir(args.runs_dir, args.run_name, f"demo-{NETWORK_ROLE[network]}")
     show = not args.no_progress
-    print(f"[{network}] weights {args.weights}  device {device}  output {out_dir}", flush=True)
+    tta = TTA(tuple(args.scales or DEFAULT_SCALES), not args.no_flip) if args.tta else None
+    if card is not None:
+        print(f"[{network}] {args.weights} matches its card {card}", flush=True)
+    print(f"[{network}] weights {args.weights}  device {device}  output {out_dir}"
+          + (f"  {tta.describe()}" if tta else ""), flush=True)
     results = {"network": network, "weights": str(args.weights), "config": model_config(model),
                "device": str(device), "amp": args.amp, "channels_last": channels_last,
                "dataset": info.to_dict(), "class_names": list(info.class_names), "splits": {}}
+    if tta is not None:  # the release's evaluation writes no such key
+        results["tta"] = tta.to_dict()
+    matrices = {}
     for split, loader in loaders.items():
         ds = loader.dataset
         r = evaluate_split(model, loader, device, out_dir, split, args.panels, not args.no_predictions,
-                           args.amp, channels_last, show, info)
+                           args.amp, channels_last, show, info, tta)
         m = r.pop("metrics")
+        matrices[split] = r.pop("confusion")
         title = (f"[{network}] {split}: {len(ds)} images of {model.height}x{model.width}, "
-                 f"{r['ms_per_frame']:.1f} ms/frame ({r['fps']:.1f} FPS, batch 1, after {WARMUP_FRAMES} warm-up frames)")
+                 f"{r['ms_per_frame']:.1f} ms/frame ({r['fps']:.1f} FPS, batch 1, after {WARMUP_FRAMES} warm-up frames)"
+                 + (f"\n[{network}] {tta.describe()}, timed together" if tta else ""))
         print(format_report(m, info.class_names, title=title), flush=True)
         results["splits"][split] = {"images": len(ds), "height": model.height, "width": model.width, **r, **m}
+    write_evaluation_plots(out_dir, matrices, {s: r["iou"] for s, r in results["splits"].items()}, info.class_names,
+                           f"{network} {Path(args.weights).name}" + (f", {tta.describe()}" if tta else ""),
+                           info.ignore_index)
     write_json(results, out_dir / "results.json")
-    print(f"[{network}] results in {out_dir / 'results.json'}", flush=True)
+    print(f"[{network}] results in {out_dir / 'results.json'}; confusion.png, per_class_iou.png beside it", flush=True)
     results["out_dir"] = str(out_dir)
     return results
 
@@ -217,6 +244,7 @@ def run_own_frames(args: argparse.Namespace) -> dict:
     from .deploy.smoothing import ProbabilityPredictor
 
     thermal_range = args.thermal_range  # (low, high) checked by options.LowHigh, or None
+    check_against_card(args.weights)  # .pth or .onnx: a damaged or swapped copy stops here
     recording = open_recording(args)  # a bag or live source, checked here; None for files and videos
     video = not recording and is_video(args.input) and Path(args.input).is_file()
     paths = [] if video or recording else list_frames(args.input)
@@ -271,6 +299,12 @@ def main_for(network: str, argv: Optional[list[str]] = None) -> dict:
     parser = add_demo_args(ArgumentParser(prog=f"run_demo_{role}.py",
                                           description=f"Evaluate the CEKD {role} ({network})."), network)
     args = parser.parse_args(argv)
+    tta_given = sorted(TTA_ONLY & given_options(parser, argv))
+    if getattr(args, "input", None) and (args.tta or tta_given):
+        parser.error("--tta: only for the evaluation on --data-dir (--input segments each frame once, on the "
+                     "deployment path its --backend chose)")
+    if tta_given and not args.tta:
+        parser.error(", ".join("--" + name.replace("_", "-") for name in tta_given) + ": only with --tta")
     if network == "EKNet" and not args.input:
         stray = sorted(INPUT_ONLY & given_options(parser, argv))
         if stray:

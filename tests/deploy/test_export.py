@@ -1,4 +1,6 @@
 """util/deploy/export.py (python -m util.export): ONNX export of the student, its checks, int8 quantisation and refusals."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from util.data.mfnet import N_CLASS
 from util.data.synthetic import generate_dataset
 from util.deploy.backends import OnnxSegmenter, TorchSegmenter
 from util.deploy.export import compare, export_onnx, main, random_thermal, read_metadata
+from util.engine.card import check_against_card, sha256_file, verify_card, write_card
 from util.engine.checkpoint import build_from_weights, export_release, save_atomic
 
 SIZE = 64
@@ -78,6 +81,15 @@ def test_cli_int8_keeps_the_labels(fitted, tmp_path, capsys):
     assert len(np.unique(held.argmax(1))) >= 2
     assert result["int8_vs_fp32"]["frames"] == 4  # the val split of the synthetic data, not used to calibrate
     assert result["int8_vs_fp32"]["agreement"] >= 0.90
+    # the card beside the files: each file's sha256, the source weights, the agreements and speeds measured above
+    card = json.loads((tmp_path / "student.card.json").read_text())
+    assert verify_card(tmp_path / "student.card.json") == {"student.onnx": "ok", "student.int8.onnx": "ok"}
+    assert card["source"]["sha256"] == sha256_file(weights) and card["source"]["card"] is None
+    assert card["export"]["int8"]["vs_fp32_held_out"]["agreement"] == result["int8_vs_fp32"]["agreement"]
+    assert card["export"]["int8"]["int8_ms_per_frame"] == result["int8"]["int8_ms"]
+    assert card["export"]["onnxruntime_vs_pytorch_random_thermal"] == result["checks"]
+    assert "student.int8.onnx" in (tmp_path / "student.MODEL_CARD.md").read_text()
+    assert check_against_card(int8) == tmp_path / "student.card.json"
 
 
 def test_cli_refusals(fitted, tmp_path, capsys):
@@ -259,3 +271,21 @@ def test_openvino_refuses_external_data_outside_the_folder_in_our_words(fitted, 
     (tmp_path / "in" / "data" / "ext.bin").unlink()
     with pytest.raises(ValueError, match=r"keeps its data in 'data/ext.bin', which is not in .*in; copy it beside"):
         OpenVinoSegmenter(inside)
+def test_export_checks_its_source_against_the_source_card(fitted, tmp_path, capsys):
+    _, weights, _ = fitted
+    source = tmp_path / "run" / "final.pth"
+    source.parent.mkdir()
+    source.write_bytes(weights.read_bytes())
+    write_card(source.parent, {"files": {"final.pth": {"sha256": "0" * 64, "bytes": 1}}})  # another file's card
+    with pytest.raises(SystemExit) as exc:
+        main(["--weights", str(source), "--out", str(tmp_path / "s.onnx")])
+    assert exc.value.code == 2 and "differs" in capsys.readouterr().err
+    assert not (tmp_path / "s.onnx").exists()
+    write_card(source.parent, {"files": {"final.pth": {"sha256": sha256_file(source), "bytes": 1}}})
+    main(["--weights", str(source), "--out", str(tmp_path / "s.onnx")])
+    card = json.loads((tmp_path / "s.card.json").read_text())
+    assert card["source"]["card_sha256"] == sha256_file(source.parent / "card.json")
+    (tmp_path / "s.onnx").unlink()  # a card left from before is not overwritten silently either
+    with pytest.raises(SystemExit):
+        main(["--weights", str(source), "--out", str(tmp_path / "s.onnx")])
+    assert "s.card.json exists; pass --overwrite" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """run_demo_teacher.py / run_demo_student.py end to end, and the student on a user's own frames."""
 import csv
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -47,6 +48,9 @@ def _check_outputs(out_dir, data, results, printed):
         assert r["timed_frames"] == max(0, len(names) - 5)
     saved = json.loads((out_dir / "results.json").read_text())
     assert saved["splits"]["test"]["miou"] == pytest.approx(results["splits"]["test"]["miou"])
+    assert "tta" not in saved  # the release's single-scale evaluation
+    for name in ("confusion.png", "per_class_iou.png"):  # the pictures beside results.json
+        assert (out_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("script,run,weights", [(run_demo_teacher, "t", "best.pth"), (run_demo_teacher, "t", "final.pth"),
@@ -127,3 +131,60 @@ def test_student_segments_a_folder_of_own_frames(setup, tmp_path, capsys):
         assert mask.shape == shape + (3,)
         assert (out / f"{name}_overlay.png").is_file()
     assert json.loads((out / "summary.json").read_text())["skipped"][0]["file"].endswith("broken.png")
+
+
+def test_demo_tta(setup, tmp_path, capsys):
+    data, runs = setup
+    common = ["--weights", str(runs / "s" / "final.pth"), "--data-dir", str(data), "--runs-dir", str(tmp_path),
+              "--panels", "0", "--no-predictions", *DEMO]
+    plain = run_demo_student.main([*common, "--run-name", "plain"])
+    single = run_demo_student.main([*common, "--run-name", "single", "--tta", "--scales", "1", "--no-flip"])
+    for split, r in plain["splits"].items():  # one unflipped view at scale 1: the plain evaluation, exactly
+        assert single["splits"][split]["iou"] == r["iou"] and single["splits"][split]["miou"] == r["miou"]
+        assert (np.load(tmp_path / "single" / f"confusion_{split}.npy")
+                == np.load(tmp_path / "plain" / f"confusion_{split}.npy")).all()
+    capsys.readouterr()
+    tta = run_demo_teacher.main(["--weights", str(runs / "t" / "best.pth"), "--data-dir", str(data),
+                                 "--runs-dir", str(tmp_path), "--run-name", "tta", "--panels", "1", "--tta", *DEMO])
+    printed = capsys.readouterr().out
+    saved = json.loads((tmp_path / "tta" / "results.json").read_text())
+    assert saved["tta"]["scales"] == [0.75, 1.0, 1.25] and saved["tta"]["flip"] is True and saved["tta"]["views"] == 6
+    assert tta["tta"] == saved["tta"]
+    assert "TTA: scales 0.75 1 1.25 + horizontal flip (6 views)" in printed
+    for split in ("test", "test_day", "test_night"):
+        assert np.load(tmp_path / "tta" / f"confusion_{split}.npy").sum() == tta["splits"][split]["images"] * 64 * 96
+
+
+def test_demo_tta_options_are_checked(setup, tmp_path, capsys):
+    data, runs = setup
+    weights = ["--weights", str(runs / "s" / "final.pth"), "--runs-dir", str(tmp_path), *DEMO]
+    cases = [(["--input", str(data / "images"), "--tta"], "--tta: only for the evaluation on --data-dir"),
+             (["--data-dir", str(data), "--scales", "1", "2"], "--scales: only with --tta"),
+             (["--data-dir", str(data), "--tta", "--scales", "0"], "--scales"),
+             ]
+    for args, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            run_demo_student.main([*weights, *args])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_refuses_a_damaged_or_swapped_copy(setup, tmp_path, capsys):
+    data, runs = setup
+    copy = tmp_path / "copy"
+    shutil.copytree(runs / "s", copy)
+    assert run_demo_student.main(["--weights", str(copy / "best.pth"), "--data-dir", str(data), "--runs-dir",
+                                  str(tmp_path / "ok"), "--panels", "0", "--no-predictions", *DEMO])
+    assert "matches its card" in capsys.readouterr().out
+    damaged = bytearray((copy / "best.pth").read_bytes())
+    damaged[len(damaged) // 2] ^= 0x10
+    (copy / "best.pth").write_bytes(bytes(damaged))
+    shutil.copyfile(runs / "s" / "best.pth", copy / "final.pth")  # a readable file, but not the card's final.pth
+    for name, extra in (("best.pth", []), ("final.pth", []), ("final.pth", ["--input", str(data / "images")])):
+        with pytest.raises(SystemExit) as exc:
+            run_demo_student.main(["--weights", str(copy / name), "--data-dir", str(data),
+                                   "--runs-dir", str(tmp_path / "out"), *DEMO, *extra])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
+        assert f"{copy / name}: sha256" in err and "differs" in err and "card" in err
+    assert not (tmp_path / "out").exists()  # nothing written

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -54,9 +55,31 @@ def _assert_complete_run(run_dir, role):
     for name in ("last.pth", "best.pth", "final.pth"):
         assert (run_dir / name).is_file()
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    for name in ("confusion.png", "per_class_iou.png"):  # the final test's pictures beside results.json
+        assert (run_dir / name).read_bytes()[:4] == b"\x89PNG"
+    _assert_card(run_dir, role, results)
     last = torch.load(run_dir / "last.pth", weights_only=True)
     assert last["epoch"] == 2 and last["best"]["epoch"] == results["best_epoch"]
     return results
+
+
+def _assert_card(run_dir, role, results):
+    from util.engine.card import sha256_file, verify_card
+
+    card = json.loads((run_dir / "card.json").read_text())
+    assert verify_card(run_dir / "card.json") == dict.fromkeys(("best.pth", "last.pth", "final.pth"), "ok")
+    assert card["files"]["final.pth"]["sha256"] == sha256_file(run_dir / "final.pth")
+    assert card["role"] == role and card["network"]["depth"] == 18
+    assert (card["network"]["height"], card["network"]["width"]) == (64, 96) and len(card["classes"]) == 9
+    assert card["data"]["splits"]["train"]["frames"] == 11
+    assert card["data"]["splits"]["test"]["sha256"] == sha256_file(Path(card["data"]["data_dir"]) / "test.txt")
+    assert card["data"]["frames"] == {"labelled": 11, "unlabeled": 0}
+    assert card["best_epoch"] == results["best_epoch"] and card["epochs_done"] == 2
+    assert card["metrics"]["test"]["miou"] == pytest.approx(results["splits"]["test"]["miou"])
+    assert card["metrics"]["val"]["epoch"] == results["best_epoch"]
+    assert card["config"]["epochs"] == 2 and card["command"].startswith("python ")
+    assert card["environment"]["torch"] == torch.__version__ and card["environment"]["cpu"]
+    assert "## Metrics" in (run_dir / "MODEL_CARD.md").read_text()
 
 
 def test_teacher_trains_end_to_end(teacher_run):
@@ -73,6 +96,8 @@ def test_teacher_trains_end_to_end(teacher_run):
     pictures = events.Images("train/thermal_rgb_gt_pred_edges")
     assert len(pictures) == 4  # steps 3, 6, 9, 12 of 12 (--image-every 3)
     assert pictures[0].width > 4 * 96  # thermal | RGB | truth | prediction | edge target | edge prediction
+    confusion = events.Images("val/confusion")  # the validation confusion matrix, each epoch
+    assert [c.step for c in confusion] == [1, 2] and confusion[0].width >= 200
 
 
 def test_student_distils_from_the_teacher(data, runs, teacher_run):
@@ -80,6 +105,11 @@ def test_student_distils_from_the_teacher(data, runs, teacher_run):
                        "--epochs", "2", "--teacher", str(teacher_run / "best.pth"), *SMALL])
     results = _assert_complete_run(runs / "student", "student")
     assert set(results["history"][0]["train"]) == {"sim", "kdce", "hint", "seg", "total"}
+    from util.engine.card import sha256_file
+
+    teacher = json.loads((runs / "student" / "card.json").read_text())["teacher"]
+    assert teacher["sha256"] == sha256_file(teacher_run / "best.pth")
+    assert teacher["card_sha256"] == sha256_file(teacher_run / "card.json")
 
 
 def test_student_accepts_the_release_format_teacher(data, runs, teacher_run):

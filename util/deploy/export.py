@@ -11,7 +11,9 @@ numerically but takes about 8x longer and needs onnxscript.
 After writing, the file is run with onnxruntime (CPU) against PyTorch on random thermal inputs;
 the int8 copy (util/deploy/quantize.py: uint8 activations x int8 per-channel weights, calibration
 method and float node groups chosen by measurement here) is compared with the fp32 model on
-held-out frames, in argmax agreement and in ms/frame on this machine.
+held-out frames, in argmax agreement and in ms/frame on this machine. Beside the files, NAME.card.json and
+NAME.MODEL_CARD.md (util/engine/card.py) say what they are: the network and classes, the source weights
+(and their card's sha256), the opset, those agreements and speeds, and each file's sha256.
 """
 from __future__ import annotations
 
@@ -30,6 +32,16 @@ from torch import nn
 
 from ..data.info import DatasetInfo
 from ..data.layout import split_path
+from ..engine.card import (
+    CARD_JSON,
+    CARD_MD,
+    check_against_card,
+    command_line,
+    environment,
+    file_entries,
+    teacher_facts,
+    write_card,
+)
 from ..options import ArgumentParser, LowHigh, integer, number, one_of
 from .agreement import agreement_percent, compare, format_comparison, random_thermal
 from .cpu import cpu_info
@@ -207,17 +219,51 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Optional[Path]]:
     if out.suffix.lower() != ".onnx":
         raise ValueError(f"--out {out}: expected a file name ending in .onnx")
     check_new_file(out, args.overwrite, "--out")
+    for card in card_files(out):
+        check_new_file(card, args.overwrite, "--out's card")
     if not args.int8:
         return out, None
     int8_out = Path(args.int8_out) if args.int8_out else out.with_name(out.stem + ".int8.onnx")
     if int8_out.resolve() == out.resolve():
         raise ValueError(f"--int8-out {int8_out}: must differ from --out")
     check_new_file(int8_out, args.overwrite, "--int8-out")
+    if int8_out.parent.resolve() != out.parent.resolve():
+        for card in card_files(int8_out):
+            check_new_file(card, args.overwrite, "--int8-out's card")
     if not args.calib_data:
         raise ValueError("--int8 needs --calib-data (an MFNet-format folder or thermal frames)")
     if not Path(args.calib_data).exists():
         raise FileNotFoundError(f"--calib-data {args.calib_data}: no such file or folder")
     return out, int8_out
+
+
+def card_files(onnx_path: Path) -> tuple[Path, Path]:
+    """The card of an exported file: NAME.card.json and NAME.MODEL_CARD.md beside NAME.onnx."""
+    return onnx_path.with_name(f"{onnx_path.stem}.{CARD_JSON}"), onnx_path.with_name(f"{onnx_path.stem}.{CARD_MD}")
+
+
+def write_export_cards(args: argparse.Namespace, out: Path, int8_out: Optional[Path], model: nn.Module,
+                       info: DatasetInfo, result: dict) -> list[Path]:
+    """The card of the ONNX files (one per folder they are in), with the checks `run` made."""
+    export = {"opset": args.opset, "onnxruntime_vs_pytorch_random_thermal": result["checks"]}
+    if int8_out is not None:
+        tuned = result["int8"]
+        export["int8"] = {"calibration": result["calibration"], "description": tuned["description"],
+                          "vs_fp32_held_out": result["int8_vs_fp32"], "int8_ms_per_frame": tuned["int8_ms"],
+                          "fp32_ms_per_frame": tuned["fp32_ms"], "timed_on": cpu_info().describe(),
+                          "runtime": "onnxruntime CPU, batch 1"}
+    card = {"role": "export", "summary": f"EKNet exported to ONNX by python -m util.export from {args.weights}",
+            "network": {"name": "EKNet", "n_class": model.n_class, "depth": model.depth, "height": model.height,
+                        "width": model.width, "input": "thermal (B, 1, height, width) float32 in [0, 1]"},
+            "classes": list(info.class_names), "dataset": info.to_dict(), "source": teacher_facts(args.weights),
+            "export": export, "command": command_line(), "environment": environment()}
+    written = []
+    files = [out] + ([int8_out] if int8_out is not None else [])
+    for folder in dict.fromkeys(f.parent for f in files):
+        here = [f.name for f in files if f.parent == folder]
+        first = next(f for f in files if f.parent == folder)
+        written += write_card(folder, {**card, "files": file_entries(folder, here)}, stem=first.stem)
+    return written
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -226,6 +272,7 @@ def run(args: argparse.Namespace) -> dict:
     from .frames import frame_scaling
 
     out, int8_out = check_args(args)
+    check_against_card(args.weights)
     model, info = build_from_weights(args.weights, expect="EKNet")
     cfg = model_metadata(model, info)
     print(f"[export] EKNet-{cfg['depth']} {cfg['height']}x{cfg['width']}, {cfg['n_class']} classes, "
@@ -265,6 +312,9 @@ def run(args: argparse.Namespace) -> dict:
               f"({tuned['fp32_ms'] / tuned['int8_ms']:.2f}x), onnxruntime CPU, batch 1, on this machine "
               f"({cpu_info().describe()})", flush=True)
         result.update({"int8_out": str(int8_out), "int8_vs_fp32": r, "calibration": where, "int8": tuned})
+    result["cards"] = [str(p) for p in write_export_cards(args, out, int8_out, model, info, result)]
+    print(f"[export] model card {result['cards'][1]} (python -m util.card {result['cards'][0]} checks the files)",
+          flush=True)
     return result
 
 

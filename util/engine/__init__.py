@@ -10,6 +10,9 @@
     run.py          Run: the run folder, checkpoints each epoch, resume, logs, final test
     checkpoint.py   our checkpoints and the release's state dicts; build_from_weights -> (model, its classes)
     metrics.py      the on-device confusion matrix, IoU / recall / precision, reports
+    tta.py          test-time augmentation (--tta): scales read in windows, horizontal flip, mean softmax
+    plots.py        confusion.png and per_class_iou.png (matplotlib, imported lazily); TensorBoard's heat map
+    card.py         model cards beside weights files (card.json, MODEL_CARD.md); the check of a copy
     pictures.py     colour pictures of labels, thermal frames and edge maps; panels
     folders.py      new output folders, a run folder's file names, the run lock, strict JSON files
     cli.py          a trainer's command line: its checked config (class count resolved); one-line errors

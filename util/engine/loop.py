@@ -20,6 +20,7 @@ from model.losses import check_finite, has_valid_pixel
 from .checkpoint import unwrap
 from .distributed import all_agree, all_reduce_sum
 from .metrics import ConfusionMatrix
+from .tta import TTA
 
 EMPTY_BATCHES = "batches_without_labels"  # the epoch's count of batches whose every pixel is ignored
 
@@ -174,13 +175,15 @@ class Evaluation(NamedTuple):
 def evaluate(model: nn.Module, loader, device: torch.device, n_class: int, *, amp: str = "none",
              channels_last: bool = False, show: bool = True, desc: str = "eval", timed: bool = False,
              ignore_index: Optional[int] = None,
-             on_batch: Optional[Callable[[int, Mapping[str, Any], torch.Tensor], None]] = None) -> Evaluation:
+             on_batch: Optional[Callable[[int, Mapping[str, Any], torch.Tensor], None]] = None,
+             tta: Optional[TTA] = None) -> Evaluation:
     """The evaluation loop of the trainers (val, test splits) and the demos.
 
     Metrics are taken at the labels' resolution: logits of another size are resized to it
     (bilinear) before the argmax. Pixels of `ignore_index` are not scored. The confusion
     matrix is accumulated on the device. `timed` measures each forward pass (synchronising
     CUDA); `on_batch(index, batch, prediction)` sees every batch, e.g. to save pictures.
+    `tta` (tta.py) scores the mean probabilities of several views instead (timed together).
     """
     model.eval()
     in_channels = unwrap(model).in_channels
@@ -193,12 +196,15 @@ def evaluate(model: nn.Module, loader, device: torch.device, n_class: int, *, am
         if timed:
             _sync(device)
             t0 = time.perf_counter()
-        with autocast(device, amp):
-            logits = model(batch["inputs"]).logits
+        label = batch["label"]
+        if tta is None:
+            with autocast(device, amp):
+                logits = model(batch["inputs"]).logits
+        else:
+            logits = tta.log_probs(lambda x: _logits(model, x, device, amp), batch["inputs"], label.shape[-2:])
         if timed:
             _sync(device)
             seconds.append(time.perf_counter() - t0)
-        label = batch["label"]
         if logits.shape[-2:] != label.shape[-2:]:
             logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
         if ignore_index is None:
@@ -215,6 +221,11 @@ def evaluate(model: nn.Module, loader, device: torch.device, n_class: int, *, am
     all_reduce_sum(loss_sum)
     all_reduce_sum(pixels)
     return Evaluation(cm, (loss_sum / pixels.clamp(min=1)).item(), seconds)
+
+
+def _logits(model: nn.Module, x: torch.Tensor, device: torch.device, amp: str) -> torch.Tensor:
+    with autocast(device, amp):
+        return model(x).logits
 
 
 def _sync(device: torch.device) -> None:

@@ -4,7 +4,8 @@
                     last.pth    everything needed to resume (atomic, every epoch)
                     best.pth    the weights of the best validation epoch
                     final.pth   those weights with the release's key names (at the end)
-                    results.json, tb/
+                    results.json, confusion.png, per_class_iou.png, tb/
+                    card.json, MODEL_CARD.md   what the weights files are (card.py), after each write
 
 Only the main process writes. A folder that holds no checkpoint yet (a run stopped or
 killed before its first epoch ended) is not a dead end: running or resuming it again
@@ -25,6 +26,7 @@ from torch import nn
 
 from ..data.info import DatasetInfo
 from ..files import DiskFullError, remove_partial_writes
+from .card import command_line, environment, file_entries, split_lists, teacher_facts, write_card
 from .checkpoint import (
     FORMAT,
     TRAINER,
@@ -44,6 +46,7 @@ from .loaders import Data, split_loader
 from .loop import EMPTY_BATCHES, evaluate
 from .metrics import format_report
 from .pictures import frame_panel, tb_image
+from .plots import confusion_figure, figure_rgb, write_evaluation_plots
 from .resume import holds_nothing, network_of_run, restartable, resume_target
 
 
@@ -69,6 +72,8 @@ class Run:
         self.show = self.is_main and cfg.progress
         self._done_this_call = 0
         self._state: dict[str, Any] = {}
+        self.frames: Optional[Mapping[str, Any]] = None  # labelled / unlabeled training frames (runs that mix)
+        self._card_facts: Optional[dict] = None
         self.writer = None
         if self.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -139,12 +144,16 @@ class Run:
             self.best = {"miou": metrics["miou"], "epoch": epoch}
         if self.is_main:
             self._log_epoch(record, metrics, epoch)
+            self.writer.add_image("val/confusion", figure_rgb(confusion_figure(
+                {f"val, epoch {epoch}": val.confusion.mat.cpu().numpy()}, self.info.class_names)), epoch,
+                dataformats="HWC")
             state = self._checkpoint(epoch)
             if is_best:  # best first: a kill between the two writes never leaves last ahead of best
                 save_atomic({k: state[k] for k in ("format", "version", "network", "config", "model", "epoch", "args",
                                                    "dataset")},
                             self.dir / BEST)
             save_atomic(state, self.dir / LAST)
+            self.write_card()
             print(f"[{self.role}] epoch {epoch}/{self.cfg.epochs}  loss {losses.get('total', float('nan')):.4f}  "
                   f"val mIoU {100 * metrics['miou']:.2f}  mAcc {100 * metrics['macc']:.2f}  "
                   f"{images_per_s:.1f} img/s  {record['seconds']:.0f}s" + ("  (best)" if is_best else "")
@@ -194,8 +203,40 @@ class Run:
         if self.is_main:
             export_release(model, self.dir / FINAL)
             write_json(results, self.dir / RESULTS)
+            self.write_card(results)
             print(f"[{self.role}] results in {self.dir / 'results.json'}; "
                   f"release-format weights {self.dir / 'final.pth'}", flush=True)
+
+    def write_card(self, results: Optional[dict] = None) -> None:
+        """card.json and MODEL_CARD.md of the weights files now in the folder; with the final test's `results`."""
+        cfg, model = self.cfg, self._state["model"]
+        if self._card_facts is None:  # what does not change during the run, read once
+            teacher = getattr(cfg, "teacher", None) if getattr(cfg, "distill", False) else None
+            splits = split_lists(cfg.data_dir)
+            frames = dict(self.frames) if self.frames else {
+                "labelled": splits.get("train", {}).get("frames", 0), "unlabeled": 0}
+            self._card_facts = {
+                "data": {"name": self.info.name, "data_dir": str(cfg.data_dir), "splits": splits, "frames": frames,
+                         "unlabeled_sets": {str(d): split_lists(d, ("train",)) for d in getattr(cfg, "unlabeled", ())}},
+                "teacher": teacher_facts(teacher) if teacher else None,
+                "command": command_line(), "environment": environment(self.session.device)}
+        best = next((h for h in self.history if h["epoch"] == self.best["epoch"]), None)
+        metrics = {"val": {"epoch": best["epoch"], "miou": best["val_miou"], "macc": best["val_macc"],
+                           "loss": best["val_loss"]}} if best else {}
+        metrics.update((results or {}).get("splits", {}))
+        done = self.history[-1]["epoch"] if self.history else 0
+        write_card(self.dir, {
+            "role": self.role,
+            "summary": f"{self.network} ({self.role}) trained by {TRAINER[self.network]}: {done} of {cfg.epochs} "
+                       f"epochs" + (", tested" if results else ""),
+            "network": {"name": self.network, **model_config(model),
+                        "input": "RGB + thermal (4 channels)" if self.network == "CENet" else "thermal (1 channel)"},
+            "classes": list(self.info.class_names), "dataset": self.info.to_dict(),
+            "data": self._card_facts["data"], "teacher": self._card_facts["teacher"],
+            "command": self._card_facts["command"], "config": cfg.to_dict(),
+            "epochs_done": done, "best_epoch": self.best["epoch"], "metrics": metrics,
+            "environment": self._card_facts["environment"],
+            "files": file_entries(self.dir, (BEST, LAST, FINAL))})
 
     def _last_good(self) -> str:
         last = self.dir / LAST
@@ -276,7 +317,9 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
             write_json(record, folder / CONFIG_FILE)
     barrier()
     session.log(f"[{role}] run folder {folder}  device {session.device}  processes {session.info.world_size}")
-    return Run(cfg, session, network, role, folder, checkpoint, info, claim)
+    run = Run(cfg, session, network, role, folder, checkpoint, info, claim)
+    run.frames = frames
+    return run
 
 
 def test_best(model: nn.Module, data: Data, run: Run) -> dict:
@@ -287,12 +330,18 @@ def test_best(model: nn.Module, data: Data, run: Run) -> dict:
     results = {"role": run.role, "run_dir": str(run.dir), "best_epoch": run.best["epoch"],
                "best_val_miou": run.best["miou"], "config": model_config(model), "dataset": run.info.to_dict(),
                "class_names": list(run.info.class_names), "splits": {}, "history": run.history}
+    matrices = {}
     for split in data.test_splits:
         loader = split_loader(cfg.data_dir, split, cfg.height, cfg.width, cfg.n_class, workers=cfg.workers,
                               rank=session.info.rank, world_size=session.info.world_size)
         ev = evaluate(model, loader, session.device, cfg.n_class, amp=cfg.amp, channels_last=cfg.channels_last,
                       show=run.show, desc=split, ignore_index=run.info.ignore_index)
         metrics = ev.confusion.compute()
+        matrices[split] = ev.confusion.mat.cpu().numpy()
         results["splits"][split] = {"images": len(loader.dataset), **metrics}
         run.log(format_report(metrics, run.info.class_names, title=f"{split}: {len(loader.dataset)} images, best epoch {run.best['epoch']}"))
+    if run.is_main and matrices:  # confusion.png and per_class_iou.png beside results.json
+        write_evaluation_plots(run.dir, matrices, {s: r["iou"] for s, r in results["splits"].items()},
+                               run.info.class_names, f"{run.role} {run.dir.name}, best epoch {run.best['epoch']}",
+                               run.info.ignore_index)
     return results
