@@ -226,55 +226,64 @@ def test_openvino_leaves_the_signal_stack_as_it_was(student):
     assert (after.ss_sp, after.ss_size, after.ss_flags) == (before.ss_sp, before.ss_size, before.ss_flags)
 
 
-def _tamper(cache_dir: Path, **chosen) -> Path:
-    [cache] = list(cache_dir.iterdir())
-    doc = json.loads(cache.read_text())
-    doc["chosen"].update(chosen)
-    cache.write_text(json.dumps(doc))
-    return cache
-
-
 @pytest.mark.parametrize("case", ["unknown backend", "torch for onnx", "fp64", "other student", "text file",
-                                  "fails to load"])
-def test_cached_choice_is_a_hint_not_an_order(student, tmp_path, capsys, monkeypatch, case):
-    """A cache entry that names no path these weights offer now (or one that does not load) is ignored and
-    replaced after timing again; the run never segments with what the entry names."""
-    _, _, onnx_path, frames = student
-    cache_dir = tmp_path / "cache"
-    monkeypatch.setenv("CEKD_CACHE_DIR", str(cache_dir))
-    first = _run(onnx_path, frames, tmp_path, "a")["inference"]
+                                  "another version", "another key"])
+def test_a_cache_entry_that_does_not_fit_the_run_is_ignored(student, tmp_path, case):
+    """The cache is a hint: an entry is taken only when it names one of the paths these weights and options
+    offer now (a backend that exists, a precision it takes, this very file by place and content)."""
+    _, _, onnx_path, _ = student
     other = tmp_path / "other.onnx"  # another student, the same size and classes
-    torch.manual_seed(1)
-    export_onnx(EKNet(9, 18, SIZE, SIZE, pretrained=False).eval(), other, MFNET)
+    other.write_bytes(onnx_path.read_bytes())
     text = tmp_path / "notes.onnx"
     text.write_text("not a model")
-    chosen = {"unknown backend": {"backend": "tensorrt"}, "torch for onnx": {"backend": "torch"},
-              "fp64": {"backend": "openvino", "precision": "fp64"}, "other student": {"weights": str(other)},
-              "text file": {"weights": str(text)}, "fails to load": {}}[case]
-    cache = _tamper(cache_dir, **chosen)
-    if case == "fails to load":  # a valid entry whose path cannot be built here: dropped, timed again
-        real, failed = choose.build, []
+    candidates = routes(onnx_path, CPU)
+    key = choose.cache_key(onnx_path, CPU, "auto", "auto", None)
+    good = {"backend": "onnxruntime", "precision": "fp32", "weights": str(onnx_path), "int8": False,
+            "path": "onnxruntime CPU, fp32", "ms_per_frame": 1.0, "agreement": 1.0}
+    at = tmp_path / "entry.json"
+    choose.write_cached(at, key, good, [good])
+    route, doc = choose.read_cached(at, key, candidates)
+    assert route == candidates[0] and doc["chosen"] == good  # the untouched entry is taken
+    changed = {"unknown backend": {"backend": "tensorrt"}, "torch for onnx": {"backend": "torch"},
+               "fp64": {"backend": "openvino", "precision": "fp64"}, "other student": {"weights": str(other)},
+               "text file": {"weights": str(text)}}.get(case, {})
+    choose.write_cached(at, {**key, "threads": -1} if case == "another key" else key, {**good, **changed}, [good])
+    if case == "another version":
+        at.write_text(at.read_text().replace(f'"version": {choose.CACHE_VERSION}', '"version": 1'))
+    assert choose.read_cached(at, key, candidates) is None
 
-        def build(route, *a, **k):  # the cached route fails once, when the cached entry is tried
-            if not failed and route == Route(first["backend"], first["precision"], first["weights"], first["int8"]):
-                failed.append(route)
-                raise RuntimeError("device lost")
-            return real(route, *a, **k)
-        monkeypatch.setattr(choose, "build", build)
-    capsys.readouterr()
-    second = _run(onnx_path, frames, tmp_path, "b")
-    printed = capsys.readouterr().out
-    inf = second["inference"]
-    assert "auto: timing" in printed and "cached" not in inf
-    if case == "fails to load":
-        assert "does not load here (device lost); timing again" in printed
-    offered = {(r.backend, r.precision, r.weights, r.int8) for r in routes(onnx_path, CPU)}
-    assert (inf["backend"], inf["precision"], inf["weights"], inf["int8"]) in offered
-    assert inf["weights"] != str(other) and second["backend"] == inf["path"]
-    if case != "fails to load":  # replaced by the new measurement: the next run takes it
-        assert json.loads(cache.read_text())["chosen"]["backend"] in ("onnxruntime", "openvino")
-        third = _run(onnx_path, frames, tmp_path, "c")["inference"]
-        assert third["cached"] == str(cache)
+
+def test_a_cached_choice_that_does_not_load_is_timed_again(student, tmp_path, monkeypatch):
+    """A valid entry whose path fails to build here is dropped with one line, the paths are timed again and
+    the entry replaced; a good entry is then taken without timing."""
+    from util.engine.checkpoint import Loaded
+
+    model = student[0]
+    monkeypatch.setattr(choose, "native_bf16", lambda device: True)  # two PyTorch paths: a choice to cache
+    monkeypatch.setenv("CEKD_CACHE_DIR", str(tmp_path / "cache"))
+    lines = []
+
+    def open_():
+        return choose.open_segmenter(str(student[1]), CPU, "auto", "auto", None, lambda: Loaded(model, MFNET),
+                                     lambda h, w: random_thermal(2, h, w), log=lines.append)
+    _, first = open_()
+    assert "cached" not in first and any("auto: timing" in line for line in lines)
+    real, failed = choose.build, []
+
+    def build(route, *a, **k):  # the cached route fails once, when the cached entry is tried
+        if not failed:
+            failed.append(route)
+            raise RuntimeError("device lost")
+        return real(route, *a, **k)
+    monkeypatch.setattr(choose, "build", build)
+    lines.clear()
+    _, second = open_()
+    assert failed == [Route(first["backend"], first["precision"], first["weights"], first["int8"])]
+    assert "cached" not in second and lines[0].endswith("does not load here (device lost); timing again")
+    assert any("auto: timing" in line for line in lines)
+    lines.clear()
+    _, third = open_()
+    assert "cached" in third and not any("auto: timing" in line for line in lines)
 
 
 def test_cache_keyed_by_content(student, tmp_path, monkeypatch):

@@ -1,6 +1,8 @@
 """The trainers' GPU-pace options on the CPU: --fast's preset, --sync-every's deferred finite check,
---fused-sgd and --compile (traced by dynamo; the CPU test compiles with the aot_eager backend, which
-traces forward and backward as inductor would without building C++), and exact resume within a mode."""
+--fused-sgd and --compile (the network wrapped by torch.compile; the CPU test uses dynamo's "eager"
+backend, which traces the network as inductor would but builds no kernels: the wrapper's checkpoints,
+evaluation and resume are what it checks; inductor itself runs in the cuda-marked trainer test), and
+exact resume within a mode."""
 import dataclasses
 import json
 
@@ -14,7 +16,7 @@ from util.engine.config import FAST_SYNC_EVERY, TeacherConfig, fast_preset
 from util.engine.loop import DeferredCheck
 
 SMALL = ["--depth", "18", "--height", "64", "--width", "64", "--batch-size", "2", "--no-pretrained",
-         "--workers", "0", "--no-progress", "--max-steps-per-epoch", "4", "--eval-splits", "test"]
+         "--workers", "0", "--no-progress", "--max-steps-per-epoch", "3", "--eval-splits", "test", "--image-every", "0"]
 
 
 def test_fast_preset_fills_defaults_only(monkeypatch):
@@ -67,7 +69,7 @@ def _losses(run_dir):
 def test_fast_options_keep_the_recipe(data, tmp_path, monkeypatch):
     """--compile --fused-sgd --sync-every over the same steps: the losses of the plain fp32 loop within the
     pinned test's tolerance, checkpoints of the bare network, and a resumed run equal to an unbroken one."""
-    monkeypatch.setattr(build, "COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(build, "COMPILE_BACKEND", "eager")
     _train(data, tmp_path, "plain")
     fast = ["--compile", "--fused-sgd", "--sync-every", "3"]
     _train(data, tmp_path, "fast", *fast)
