@@ -114,7 +114,7 @@ COMMANDS = [
     ("util.export", export.main, ["--weights", "w", "--out", "o.onnx", "--min-agreement", "0"],
      "--min-agreement: must be a finite number greater than 0 and at most 100"),
     ("run_demo_student.py", run_demo_student.main, ["--backend", "tensorrt"],
-     "--backend: must be one of auto, torch, onnxruntime, openvino"),
+     "--backend: must be one of auto, torch, cudagraph, onnxruntime, openvino"),
 ]
 
 
