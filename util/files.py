@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import tempfile
@@ -119,3 +120,12 @@ def remove_partial_writes(folder: PathLike) -> list[Path]:
             p.unlink(missing_ok=True)  # another process may have removed it first
             removed.append(p)
     return removed
+
+
+def sha256_file(path: Union[str, os.PathLike]) -> str:
+    """The hex sha256 of a file's content (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

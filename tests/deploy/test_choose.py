@@ -301,4 +301,4 @@ def test_cache_keyed_by_content(student, tmp_path, monkeypatch):
     assert copy.stat().st_size == stat.st_size and copy.stat().st_mtime_ns == stat.st_mtime_ns
     other = choose.cache_key(copy, CPU, "auto", "auto", None)
     assert other != key and choose.cache_file(other) != choose.cache_file(key)
-    assert key["files"][0][1] == choose.file_sha256(onnx_path)
+    assert key["files"][0][1] == choose.sha256_file(onnx_path)

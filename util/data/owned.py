@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
-from util.files import atomic_write, write_if_changed
+from util.files import atomic_write, sha256_file, write_if_changed
 
 PARTIAL, OLD = "partial", "old"
 _LEGACY_KINDS = ("converting",)  # util.data.convert's work folders before this module
@@ -97,15 +96,6 @@ def scratch_dir(out: Path) -> Iterator[Path]:
 
 
 # ----------------------------------------------------------------------------- the manifest
-
-def sha256_file(path: Path) -> str:
-    """The hex sha256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def listed_files(folder: Path, owner: Owner) -> Optional[dict[str, Optional[str]]]:
     """{relative path: sha256, or None when the manifest is of the older kind without checksums} of the files

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..engine.checkpoint import Loaded
-from ..files import atomic_write, cache_dir
+from ..files import atomic_write, cache_dir, sha256_file
 from .agreement import compare, ms_per_frame
 from .backends import ONNX_SUFFIXES, TORCH_SUFFIXES, OnnxSegmenter, OpenVinoSegmenter, Segmenter, TorchSegmenter
 from .cpu import cpu_info
@@ -219,7 +219,7 @@ def cache_key(weights: str | os.PathLike, device: torch.device, backend: str, pr
     """What a choice depends on: the weights files' content (and place), this machine and these options."""
     path = Path(weights).resolve()
     files = [p for p in (path, int8_sibling(path), fp32_sibling(path)) if p is not None and p.is_file()]
-    return {"files": [[str(p), file_sha256(p)] for p in files], "machine": cpu_info().key(),
+    return {"files": [[str(p), sha256_file(p)] for p in files], "machine": cpu_info().key(),
             "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "threads": torch.get_num_threads(), "versions": _versions(),
             "backend": backend, "precision": precision, "min_agreement": min_agreement}
@@ -229,14 +229,6 @@ def cache_file(key: dict) -> Path:
     """Where the choice for `key` (cache_key) lives."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return cache_dir() / f"deploy-{digest}.json"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _versions() -> dict[str, str]:

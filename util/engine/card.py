@@ -14,7 +14,6 @@ engine floor, under the deployment code, and reads the CPU's model name from /pr
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -26,7 +25,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import torch
 
 from ..data.layout import split_path
-from ..files import atomic_write
+from ..files import atomic_write, sha256_file
 
 PathLike = Union[str, os.PathLike]
 CARD_JSON, CARD_MD = "card.json", "MODEL_CARD.md"
@@ -36,14 +35,6 @@ SPLITS = ("train", "val", "test", "test_day", "test_night")
 
 class CardError(ValueError):
     """A card that cannot be read, or a weights file that does not match its card."""
-
-
-def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cpu_model(cpuinfo: PathLike = "/proc/cpuinfo") -> str:
