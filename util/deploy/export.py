@@ -53,6 +53,7 @@ from .quantize import (
     quantize_int8,  # noqa: F401  (the export API: util.deploy.export.quantize_int8)
     tune_int8,
 )
+from .sources import open_source, spread
 
 OPSETS = range(14, 21)  # scaled_dot_product_attention needs 14; the TorchScript exporter stops at 20
 DEFAULT_OPSET = 17
@@ -113,35 +114,26 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, info: DatasetInfo, op
     return path
 
 
-def _spread(items: Sequence, n: int) -> list:
-    """Up to `n` items evenly spread over `items` (all of them when there are fewer)."""
-    if len(items) <= n:
-        return list(items)
-    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
-
-
 def _mfnet_thermal(data_dir: Path, split: str, n: int) -> list[np.ndarray]:
     from ..data.layout import IMAGE_DIR, load_image_file, read_split
 
-    names = _spread(read_split(data_dir, split), n)
+    names = spread(read_split(data_dir, split), n)
     return [load_image_file(data_dir / IMAGE_DIR / f"{name}.png")[..., 3].astype(np.float32) / 255.0 for name in names]
 
 
 def _own_thermal(path: Path, n: int, thermal_range: Optional[Sequence[float]]) -> list[np.ndarray]:
-    """Up to `n` frames spread over a video, an image file or a folder, read as `--input` reads them."""
-    from .frames import is_video, iter_images, iter_video, list_frames, video_info
-
-    if is_video(path):
-        keep = set(_spread(range(video_info(path).frames), n))
-        frames = (f for i, f in enumerate(iter_video(path, thermal_range)) if i in keep)
-    else:
-        frames = iter_images(_spread(list_frames(path), n), thermal_range)
+    """Up to `n` frames spread over a video, an image file, a folder or a ROS bag's thermal topic, read through
+    the sources of `--input` (sources.py)."""
+    source = open_source(str(path), what="--calib-data", need_frames=False)
     out = []
-    for f in frames:
-        if f.thermal is None:
-            print(f"skipped: {f.error}", flush=True)
-        else:
-            out.append(f.thermal)
+    try:
+        for f in source.spread(n, thermal_range):
+            if f.thermal is None:
+                print(f"skipped: {f.error}", flush=True)
+            else:
+                out.append(f.thermal)
+    finally:
+        source.close()
     return out
 
 
@@ -150,9 +142,10 @@ def calibration_frames(data: str | os.PathLike, height: int, width: int, n_calib
     """Calibration and held-out frames (N, 1, height, width) and where they come from.
 
     An MFNet-format folder: thermal of its train split / of its val (else test) split. A folder with a
-    train split alone (an unlabeled set, e.g. from `python -m util.convert rosbag`) or a folder, image or
-    video (as `--input` reads them): its frames, a quarter (at most `n_held`) held out, evenly spread."""
-    from .inference import to_model_input
+    train split alone (an unlabeled set, e.g. from `python -m util.convert rosbag`) or a folder, image,
+    video or ROS bag (as `--input` reads them, sources.py): its frames, a quarter (at most `n_held`) held out,
+    evenly spread."""
+    from .predictor import to_model_input
 
     data = Path(data)
     if not data.exists():
@@ -169,7 +162,7 @@ def calibration_frames(data: str | os.PathLike, height: int, width: int, n_calib
         if len(frames) < 2:
             raise ValueError(f"--calib-data {data}: expected at least 2 readable thermal frames "
                              f"(calibration and held-out), found {len(frames)}")
-        held_idx = set(_spread(range(len(frames)), min(n_held, max(1, len(frames) // 4))))
+        held_idx = set(spread(range(len(frames)), min(n_held, max(1, len(frames) // 4))))
         held = [f for i, f in enumerate(frames) if i in held_idx]
         calib = [f for i, f in enumerate(frames) if i not in held_idx][:n_calib]
         where = f"{len(calib)} calibration / {len(held)} held-out {what} of {data}"
@@ -187,8 +180,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--int8", action="store_true", help="also write a static int8 copy (needs --calib-data)")
     p.add_argument("--int8-out", default=None, help="the int8 file (default: OUT with .int8.onnx)")
     p.add_argument("--calib-data", default=None, help="MFNet-format folder (train split calibrates, val is "
-                   "held out), an unlabeled set (e.g. from python -m util.convert rosbag), or a folder, image or "
-                   "video of thermal frames (as --input of run_demo_student.py)")
+                   "held out), an unlabeled set (e.g. from python -m util.convert rosbag), or a folder, image, "
+                   "video or ROS bag of thermal frames (as --input of run_demo_student.py)")
     p.add_argument("--calib-frames", type=integer(1), default=32, help="frames to calibrate on")
     p.add_argument("--heldout-frames", type=integer(1), default=16, help="frames to compare int8 with fp32 on")
     p.add_argument("--int8-activations", type=one_of(ACTIVATIONS), default="uint8",
@@ -267,9 +260,9 @@ def write_export_cards(args: argparse.Namespace, out: Path, int8_out: Optional[P
 
 
 def run(args: argparse.Namespace) -> dict:
+    from ..data.frames import frame_scaling
     from ..engine.checkpoint import build_from_weights
     from .backends import OnnxSegmenter, TorchSegmenter
-    from .frames import frame_scaling
 
     out, int8_out = check_args(args)
     check_against_card(args.weights)

@@ -3,7 +3,7 @@
     python -m util.convert rosbag BAG DST --rgb-topic T --thermal-topic T [--max-dt-ms 20]
                                   [--homography FILE] [--raw-range LOW HIGH] [--name N] [--overwrite]
 
-BAG: a ROS 1 .bag or ROS 2 bag folder (util.deploy.rosbag reads it: sensor_msgs/Image or PNG/JPEG
+BAG: a ROS 1 .bag or ROS 2 bag folder (rosbag.py reads it: sensor_msgs/Image or PNG/JPEG
 CompressedImage; thermal mono8/mono16/8UC1/16UC1/32FC1, RGB rgb8/bgr8/rgba8/bgra8/mono8).
 
 Pairing: each thermal frame is paired with the RGB frame whose header stamp is nearest to its own;
@@ -36,14 +36,16 @@ from typing import Iterator, Optional, Sequence
 import cv2
 import numpy as np
 
-from util.data.convert import ConvertError, check_destination, os_error_line, write_converted
+from util.data.bag_pixels import colour_pixels, message_pixels
+from util.data.bag_records import BagError
 from util.data.info import write_unlabeled_info
 from util.data.layout import IMAGE_DIR, write_image_file, write_split
+from util.data.owned import ConvertError, check_conversion, os_error_line, write_converted
+from util.data.rosbag import BagSource, Topic, pick_topic
 from util.data.thermal import percentile_range, scale_raw_thermal
-from util.deploy.bag_pixels import colour_pixels, message_pixels
-from util.deploy.bag_records import BagError
-from util.deploy.rosbag import BagSource, Topic, pick_topic
 from util.options import ArgumentParser, LowHigh, number
+
+DESCRIPTION = "An unlabeled RGB-thermal set from a ROS bag (see util/data/bag_convert.py)."
 
 
 def read_homography(path: str) -> np.ndarray:
@@ -163,7 +165,7 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
     """Write the unlabeled set; returns convert.json's content. ConvertError (nothing written) when refused."""
     source = BagSource.open(bag, what="BAG")
     dst_path = Path(dst)
-    check_destination(source.path, dst_path, overwrite)
+    check_conversion(source.path, dst_path, overwrite)
     rgb_t = pick_topic(source, rgb_topic, "--rgb-topic")
     th_t = pick_topic(source, thermal_topic, "--thermal-topic")
     hist = np.zeros(65536, np.int64)
@@ -208,9 +210,8 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
     return write_converted(dst_path, overwrite, fill)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m util.convert rosbag",
-                       description="An unlabeled RGB-thermal set from a ROS bag (see util/deploy/bag_dataset.py).")
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `python -m util.convert rosbag` (util.data.convert's sub-command)."""
     p.add_argument("bag", metavar="BAG", help="ROS 1 .bag file or ROS 2 bag folder (only read)")
     p.add_argument("dst", metavar="DST", help="output folder (new, empty, or a previous output with --overwrite)")
     p.add_argument("--rgb-topic", required=True, help="the RGB image topic")
@@ -225,15 +226,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return add_arguments(ArgumentParser(prog="python -m util.convert rosbag", description=DESCRIPTION))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """0 on success; 1 with one `error:` line when refused (2: bad arguments, from argparse)."""
-    parser = build_parser()
-    args = parser.parse_args(None if argv is None else list(argv))
+    return command(build_parser().parse_args(None if argv is None else list(argv)))
+
+
+def command(args: argparse.Namespace) -> int:
+    """The conversion `args` (add_arguments' options) ask for; 0 on success, 1 with one `error:` line."""
     try:
         homography = read_homography(args.homography) if args.homography else None
         record = convert_rosbag(args.bag, args.dst, args.rgb_topic, args.thermal_topic, args.max_dt_ms, homography,
                                 tuple(args.raw_range) if args.raw_range else None, args.name, args.overwrite,
-                                {k: v for k, v in vars(args).items() if k not in ("bag", "dst")})
+                                {k: v for k, v in vars(args).items() if k not in ("bag", "dst", "format", "subparser")})
     except (ConvertError, BagError, ValueError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
