@@ -118,7 +118,7 @@ def add_recording_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--confidence", action="store_true",
                    help="with a bag --input: also write PREFIX/confidence (mono8, max softmax probability x 255)")
     p.add_argument("--max-frames", type=integer(1), default=None,
-                   help="with a bag, camera or stream --input: stop after N frames (Ctrl-C also stops cleanly)")
+                   help="stop after N frames of any --input (Ctrl-C also stops cleanly, after the frames read)")
 
 
 def add_inference_args(p: argparse.ArgumentParser) -> None:
@@ -296,9 +296,6 @@ def run_own_frames(args: argparse.Namespace) -> dict:
     sinks = sinks_for(source, out_dir, args.save_labels, args.topic_prefix, args.confidence)
     summary = segment(source, predictor, sinks, seg.info.palette, scaling, args.batch_size, args.max_frames,
                       not args.no_progress)
-    if source.kind in ("files", "video"):  # as before the one loop: these three for bags and live sources only
-        for key in ("frames_read", "ended", "temporal_smoothing"):
-            summary.pop(key)
     summary.update({"weights": str(args.weights), "input": str(args.input),
                     "thermal_range": _describe_range(scaling),
                     "inference": {**inference, "path": seg.name,

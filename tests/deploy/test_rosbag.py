@@ -237,7 +237,7 @@ def test_bag_only_options_refused_elsewhere(weights, tmp_path, capsys):
     with pytest.raises(SystemExit):
         _run(weights, tmp_path / "a.png", tmp_path / "out", "--max-frames", "3", "--confidence")
     assert capsys.readouterr().err.strip() == (
-        f"error: --confidence, --max-frames: only with a ROS bag or live --input (got {tmp_path / 'a.png'})")
+        f"error: --confidence: only with a ROS bag --input (got {tmp_path / 'a.png'})")
     with pytest.raises(SystemExit):
         _run(weights, tmp_path / "a.png", tmp_path / "out", "--max-frames", "0")
     assert capsys.readouterr().err == ("error: argument --max-frames: must be an integer at least 1, got '0' "

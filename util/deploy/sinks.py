@@ -98,8 +98,10 @@ class OverlayVideo(Sink):
     size is resized to it (bilinear) and counted in `resized` (summary.json: video.resized_to_video).
     Only a skipped frame becomes a black placeholder."""
 
-    def __init__(self, path: Path, fps: float, size: Optional[tuple[int, int]]):
-        self.path, self.fps, self.size = path, fps, size
+    def __init__(self, path: Path, fps: float, size: Optional[tuple[int, int]], fps_assumed: bool = False,
+                 reported_frames: Optional[int] = None):
+        self.path, self.fps, self.size, self.fps_assumed = path, fps, size, fps_assumed
+        self.reported_frames = reported_frames  # the frame count its input said it has (None: unknown)
         self.writer, self.frames, self.placeholders, self.resized = None, 0, 0, 0
 
     def put(self, frame: Frame, out: Optional[Output]) -> None:
@@ -140,7 +142,8 @@ class OverlayVideo(Sink):
         height, width = self.size or (None, None)
         return {"video": {"output": str(self.path), "frames_written": self.frames, "height": height, "width": width,
                           "black_placeholders": self.placeholders, "resized_to_video": self.resized,
-                          "fps": self.fps}}
+                          "fps": self.fps, "fps_assumed": self.fps_assumed,
+                          "reported_frames": self.reported_frames}}
 
 
 class BagWriter(Sink):
@@ -213,8 +216,10 @@ def sinks_for(source: Source, out_dir: Path, save_labels: bool = False, topic_pr
     with an output bag for a bag and, with `save_labels`, labels/NAME.png."""
     if source.kind == "files":
         return [FramePictures(out_dir), LabelPictures(out_dir, "_label")]
+    rate = source.frame_rate()
     sinks: list[Sink] = [OverlayVideo(out_dir / f"{source.stem}_overlay{source.overlay_suffix}",
-                                      source.frame_rate() or DEFAULT_FPS, source.frame_size())]
+                                      rate or DEFAULT_FPS, source.frame_size(), fps_assumed=not rate,
+                                      reported_frames=source.count())]
     if isinstance(source, BagTopic):
         sinks.append(BagWriter(source.bag, out_dir, topic_prefix, confidence))
     if save_labels:

@@ -50,7 +50,7 @@ class Source:
     ("a ROS bag"), `options` holds the source options (SOURCE_OPTIONS) that apply to it, `stem` names its
     outputs, `overlay_suffix` is the overlay video's file type."""
     kind, a = "", ""
-    options: frozenset[str] = frozenset()
+    options: frozenset[str] = frozenset({"max_frames"})  # every source can be cut short
     overlay_suffix = ".mp4"
 
     def __init__(self, text: str):
@@ -149,9 +149,6 @@ class VideoFile(Source):
     def frames(self, scaling: Scaling = None) -> Iterator[Frame]:
         return iter_video(self.path, scaling)
 
-    def report(self) -> dict[str, dict]:
-        return {"video": {"reported_frames": self.info.frames, "fps_assumed": not self.info.fps}}
-
 
 class BagTopic(Source):
     kind, a = "bag", "a ROS bag"
@@ -188,7 +185,6 @@ class BagTopic(Source):
 
 class LiveCapture(Source):
     kind, a = "live", "live"
-    options = frozenset({"max_frames"})
 
     def __init__(self, text: str, what: str = "--input"):
         super().__init__(text)
