@@ -3,10 +3,10 @@ a fresh run with tests/fixtures/frame_outputs.json (recorded on the code before 
 was unified, so that the change moved no output).
 
 Inputs (built here, tiny): a folder of frames (8-bit PNG, grey JPEG under the same stem, 16-bit PNG, 4-channel
-MFNet PNG, float TIFF with NaN and infinite pixels, a broken PNG), an mp4 video with a colour frame (skipped),
-ROS 1 / ROS 2 MCAP / ROS 2 sqlite3 bags (16-bit frames, one damaged message, an RGB topic beside; the ROS 1
-one changes frame size), and an MJPEG stream served on 127.0.0.1. Runs: batch 1 and 3, with and without
---temporal-smoothing, --confidence, --save-labels, --max-frames.
+MFNet PNG, float TIFF with NaN and infinite pixels, a broken PNG), an mp4 video with a colour frame (skipped), an
+MJPG .avi with an undecodable frame, ROS 1 / ROS 2 MCAP / ROS 2 sqlite3 bags (16-bit frames, one damaged message,
+an RGB topic beside; the ROS 1 one changes frame size), and an MJPEG stream served on 127.0.0.1. Runs: batch 1
+and 3, with and without --temporal-smoothing, --confidence, --save-labels, --max-frames.
 
 Recorded per run: summary.json without its timings (paths and the stream's URL replaced by <root> and
 <stream>), the name of every file written, the sha256 of every PNG, the decoded frames of the overlay video
@@ -43,6 +43,7 @@ RUNS = {
     "folder-b3-smooth": ("frames", ["--batch-size", "3", "--temporal-smoothing", "0.5"]),
     "video-b1-labels": ("video", ["--save-labels"]),
     "video-b3-smooth": ("video", ["--batch-size", "3", "--temporal-smoothing", "0.5"]),
+    "avi-b3-labels": ("avi", ["--batch-size", "3", "--save-labels"]),
     "ros1-b1-confidence-labels": ("ros1", ["--confidence", "--save-labels"]),
     "ros1-b3-max-range": ("ros1", ["--batch-size", "3", "--max-frames", "4", "--thermal-range", "20000", "24000"]),
     "mcap-b3-smooth-confidence": ("mcap", ["--batch-size", "3", "--temporal-smoothing", "0.5", "--confidence",
@@ -95,6 +96,19 @@ def make_video(path: Path, n: int = 7, fps: float = 10.0, size: tuple[int, int] 
             grey = np.dstack([np.full(size, v, np.uint8) for v in (30, 120, 220)])
         writer.write(grey)
     writer.release()
+    return path
+
+
+def make_broken_avi(path: Path, n: int = 8, fps: float = 10.0, size: tuple[int, int] = (48, 80)) -> Path:
+    """An MJPG video whose frame 4 is damaged (its JPEG data zeroed): it cannot be decoded, the others can."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size[::-1])
+    for i in range(n):
+        writer.write(cv2.cvtColor(_ramp(*size, 5 * i), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]  # each frame's JPEG
+    data[starts[4]:starts[4] + 200] = bytes(200)
+    path.write_bytes(bytes(data))
     return path
 
 
@@ -185,6 +199,7 @@ class MjpegServer:
 def build_inputs(root: Path) -> dict[str, str]:
     """The inputs of RUNS by name (the stream's URL is filled in by record_all)."""
     return {"frames": str(_frames_folder(root / "frames")), "video": str(make_video(root / "drive.mp4")),
+            "avi": str(make_broken_avi(root / "cut.avi")),
             **{kind: str(make_bag(root / f"rec_{kind}", kind)) for kind in ("ros1", "mcap", "sqlite3")}}
 
 

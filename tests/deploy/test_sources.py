@@ -98,7 +98,7 @@ def test_every_kind_of_source_gives_the_same_summary_fields():
     assert len(set(map(tuple, fields.values()))) == 1, fields
     assert {"frames_read", "ended", "temporal_smoothing"} <= set(fields["folder-b1"])
     video = {run: sorted(r["summary"]["video"]) for run, r in runs.items() if "video" in r["summary"]}
-    assert len(video) == 9 and len(set(map(tuple, video.values()))) == 1, video
+    assert len(video) == 10 and len(set(map(tuple, video.values()))) == 1, video
     assert "fps_assumed" in video["stream-b1-labels"]
 
 
