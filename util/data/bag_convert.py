@@ -29,7 +29,7 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -210,6 +210,20 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
     return write_converted(dst_path, overwrite, fill)
 
 
+@dataclass(frozen=True)
+class BagConvertOptions:
+    """`python -m util.convert rosbag`'s options as plain values (add_arguments')."""
+    bag: str
+    dst: str
+    rgb_topic: str
+    thermal_topic: str
+    max_dt_ms: float = 20.0
+    homography: Optional[str] = None
+    raw_range: Optional[Sequence[float]] = None
+    name: Optional[str] = None
+    overwrite: bool = False
+
+
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `python -m util.convert rosbag` (util.data.convert's sub-command)."""
     p.add_argument("bag", metavar="BAG", help="ROS 1 .bag file or ROS 2 bag folder (only read)")
@@ -232,23 +246,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """0 on success; 1 with one `error:` line when refused (2: bad arguments, from argparse)."""
-    return command(build_parser().parse_args(None if argv is None else list(argv)))
+    return command(BagConvertOptions(**vars(build_parser().parse_args(None if argv is None else list(argv)))))
 
 
-def command(args: argparse.Namespace) -> int:
-    """The conversion `args` (add_arguments' options) ask for; 0 on success, 1 with one `error:` line."""
+def command(opts: BagConvertOptions) -> int:
+    """The conversion `opts` ask for; 0 on success, 1 with one `error:` line."""
     try:
-        homography = read_homography(args.homography) if args.homography else None
-        record = convert_rosbag(args.bag, args.dst, args.rgb_topic, args.thermal_topic, args.max_dt_ms, homography,
-                                tuple(args.raw_range) if args.raw_range else None, args.name, args.overwrite,
-                                {k: v for k, v in vars(args).items() if k not in ("bag", "dst", "format", "subparser")})
+        homography = read_homography(opts.homography) if opts.homography else None
+        record = convert_rosbag(opts.bag, opts.dst, opts.rgb_topic, opts.thermal_topic, opts.max_dt_ms, homography,
+                                tuple(opts.raw_range) if opts.raw_range else None, opts.name, opts.overwrite,
+                                {k: v for k, v in asdict(opts).items() if k not in ("bag", "dst")})
     except (ConvertError, BagError, ValueError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"error: {os_error_line(exc, args.dst)}", file=sys.stderr)
+        print(f"error: {os_error_line(exc, opts.dst)}", file=sys.stderr)
         return 1
-    print(f"rosbag -> {args.dst}: {record['written']} RGB-thermal pairs written; {record['dropped_outside_max_dt']} "
-          f"thermal frame(s) without an RGB frame within {args.max_dt_ms:g} ms dropped; "
+    print(f"rosbag -> {opts.dst}: {record['written']} RGB-thermal pairs written; {record['dropped_outside_max_dt']} "
+          f"thermal frame(s) without an RGB frame within {opts.max_dt_ms:g} ms dropped; "
           f"{len(record['skipped'])} message(s) unreadable" + (f"; {record['damage']}" if record["damage"] else ""))
     return 0

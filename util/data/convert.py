@@ -241,21 +241,44 @@ def _classes_json(path: str) -> dict:
     return data
 
 
-def folders_info(args: argparse.Namespace) -> DatasetInfo:
+@dataclass(frozen=True)
+class ConvertOptions:
+    """A pst900, fmb or folders conversion's command-line options as plain values (build_parser's)."""
+    format: str
+    src: str
+    dst: str
+    val_fraction: float = 0.1
+    seed: int = 0
+    raw_range: Optional[Sequence[float]] = None
+    overwrite: bool = False
+    edge_radius: float = EDGE_RADIUS
+    workers: Optional[int] = None
+    no_progress: bool = False
+    thermal: str = "8bit"  # pst900
+    classes: Optional[str] = None  # folders from here on
+    classes_json: Optional[str] = None
+    palette: Optional[Sequence] = None
+    name: Optional[str] = None
+    ignore_index: Optional[int] = None
+    map: Sequence = ()
+    test_fraction: float = 0.1
+
+
+def folders_info(opts: ConvertOptions) -> DatasetInfo:
     """DatasetInfo from --classes/--palette or --classes-json, with --name/--ignore-index overriding."""
-    where = args.classes_json or "--classes/--palette"
-    data = _classes_json(args.classes_json) if args.classes_json else {
-        "class_names": [c.strip() for c in args.classes.split(",")]}
-    if args.palette:
-        data["palette"] = args.palette
+    where = opts.classes_json or "--classes/--palette"
+    data = _classes_json(opts.classes_json) if opts.classes_json else {
+        "class_names": [c.strip() for c in opts.classes.split(",")]}
+    if opts.palette:
+        data["palette"] = opts.palette
     names = data.get("class_names")
     if "palette" not in data and isinstance(names, list):
         data["palette"] = default_palette(len(names))
-    if args.name:
-        data["name"] = args.name
-    data.setdefault("name", Path(args.src).resolve().name)
-    if args.ignore_index is not None:
-        data["ignore_index"] = args.ignore_index
+    if opts.name:
+        data["name"] = opts.name
+    data.setdefault("name", Path(opts.src).resolve().name)
+    if opts.ignore_index is not None:
+        data["ignore_index"] = opts.ignore_index
     try:
         return DatasetInfo.from_dict(data)
     except ValueError as exc:
@@ -302,48 +325,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _plan_from_args(args: argparse.Namespace) -> Plan:
-    if args.format == "pst900":
-        return plan_pst900(args.src, args.thermal, args.val_fraction, args.seed)
-    if args.format == "fmb":
-        return plan_fmb(args.src, args.val_fraction, args.seed)
-    if not (Path(args.src) / "labels").is_dir() and not (args.classes or args.classes_json):
-        given = [f for f, v in (("--palette", args.palette), ("--ignore-index", args.ignore_index),
-                                ("--map", args.map)) if v]
+def plan_from_options(opts: ConvertOptions) -> Plan:
+    """The plan the options of a pst900, fmb or folders conversion describe; ValueError for options that clash."""
+    if opts.format == "pst900":
+        return plan_pst900(opts.src, opts.thermal, opts.val_fraction, opts.seed)
+    if opts.format == "fmb":
+        return plan_fmb(opts.src, opts.val_fraction, opts.seed)
+    if not (Path(opts.src) / "labels").is_dir() and not (opts.classes or opts.classes_json):
+        given = [f for f, v in (("--palette", opts.palette), ("--ignore-index", opts.ignore_index),
+                                ("--map", opts.map)) if v]
         if given:
-            raise ValueError(f"{', '.join(given)}: {args.src} has no labels/, so it becomes an unlabeled set, "
+            raise ValueError(f"{', '.join(given)}: {opts.src} has no labels/, so it becomes an unlabeled set, "
                              f"which has no classes")
-        return plan_unlabeled_folders(args.src, args.name)
-    if not (args.classes or args.classes_json):
-        raise ValueError(f"--classes or --classes-json is required: {Path(args.src) / 'labels'} holds labels "
+        return plan_unlabeled_folders(opts.src, opts.name)
+    if not (opts.classes or opts.classes_json):
+        raise ValueError(f"--classes or --classes-json is required: {Path(opts.src) / 'labels'} holds labels "
                          f"(a source without labels/ becomes an unlabeled set)")
-    info = folders_info(args)
-    label_map = dict(args.map)
+    info = folders_info(opts)
+    label_map = dict(opts.map)
     for src_id, cid in label_map.items():
         if cid >= info.n_class:
             raise ValueError(f"--map {src_id}={cid}: class id {cid} outside 0..{info.n_class - 1}")
-    return plan_folders(args.src, info, args.val_fraction, args.test_fraction, args.seed, label_map)
+    return plan_folders(opts.src, info, opts.val_fraction, opts.test_fraction, opts.seed, label_map)
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
     """Command line entry point; returns 0 on success, 1 when the conversion is refused (2: bad arguments)."""
     args = build_parser().parse_args(None if argv is None else list(argv))
+    given = {k: v for k, v in vars(args).items() if k not in ("format", "subparser")}
     if args.format == "rosbag":
-        return bag_convert.command(args)
-    parser = args.subparser
+        return bag_convert.command(bag_convert.BagConvertOptions(**given))
+    parser, opts = args.subparser, ConvertOptions(args.format, **given)
     try:
-        plan = _plan_from_args(args)
+        plan = plan_from_options(opts)
     except ValueError as exc:
         parser.error(str(exc))
     start = time.perf_counter()
     try:
-        result = convert(plan, args.dst, tuple(args.raw_range) if args.raw_range else None, args.overwrite,
-                         args.edge_radius, args.workers, not args.no_progress)
+        result = convert(plan, opts.dst, tuple(opts.raw_range) if opts.raw_range else None, opts.overwrite,
+                         opts.edge_radius, opts.workers, not opts.no_progress)
     except ConvertError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. a read-only parent of DST or a full disk: the work folder is already removed
-        print(f"error: {os_error_line(exc, args.dst)}", file=sys.stderr)
+        print(f"error: {os_error_line(exc, opts.dst)}", file=sys.stderr)
         return 1
     sizes = ", ".join(f"{s} {n}" for s, n in result.split_sizes.items())
     what = ("unlabeled set" if result.info is None else f"{result.info.name}, {result.info.n_class} classes")
