@@ -28,7 +28,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -130,8 +130,12 @@ class TrainedRange:
         return None if raw.dtype == np.uint8 else (self.low, self.high)
 
 
+# how frames are scaled (scale_thermal): a (low, high) range, the training data's, or None (per-frame min-max)
+Scaling = Union[Sequence[float], TrainedRange, None]
+
+
 def frame_scaling(given: Optional[Sequence[float]], trained: Optional[Sequence[float]]
-                  ) -> Optional[Sequence[float] | TrainedRange]:
+                  ) -> Scaling:
     """How own frames are scaled: the range given (--thermal-range), else the training data's (`trained`,
     the weights' DatasetInfo.thermal_range) as a TrainedRange, else None (per-frame min-max)."""
     if given is not None:

@@ -19,10 +19,10 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from ..data.frames import Frame
+from ..data.frames import Frame, Scaling
 from .predictor import Prediction, Predictor
 from .sinks import Output, Sink
-from .sources import Scaling, Source
+from .sources import Source
 
 T = TypeVar("T")
 

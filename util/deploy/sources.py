@@ -21,6 +21,7 @@ import numpy as np
 
 from ..data.frames import (
     Frame,
+    Scaling,
     capture_fps,
     is_live,
     is_video,
@@ -35,7 +36,6 @@ from ..data.rosbag import BagSource, frame_rate, is_bag, iter_bag, pick_topic
 
 # the options of one kind of source or another (demo option names), in the order refusals list them
 SOURCE_OPTIONS = ("topic", "confidence", "topic_prefix", "max_frames")
-Scaling = Optional[Sequence[float]]  # a (low, high) range, a TrainedRange, or None (frames.scale_thermal)
 
 
 def spread(items: Sequence, n: int) -> list:
@@ -223,7 +223,8 @@ def source_kind(text: str) -> type[Source]:
 
 def refuse_options(kind: type[Source], given: Iterable[str], text: str) -> None:
     """ValueError (one line) when options of other kinds of source are given (`given`: SOURCE_OPTIONS names)."""
-    stray = [o for o in SOURCE_OPTIONS if o in set(given) and o not in kind.options]
+    given = set(given)
+    stray = [o for o in SOURCE_OPTIONS if o in given and o not in kind.options]
     if stray:
         takers = [k.a for k in KINDS if k.options & set(stray)]
         raise ValueError(f"{', '.join('--' + o.replace('_', '-') for o in stray)}: only with "
