@@ -109,6 +109,9 @@ def test_a_bag_calibrates_the_int8_export(tmp_path):
     calib, held, where = calibration_frames(bag, 32, 32, n_calib=8, n_held=1, thermal_range=(20000, 24000))
     assert calib.shape == (3, 1, 32, 32) and held.shape == (1, 1, 32, 32)
     assert where == f"3 calibration / 1 held-out frames of {bag}"
+    assert np.array_equal(calibration_frames(bag, 32, 32, 8, 1, (20000, 24000), topic="/thermal")[0], calib)
+    with pytest.raises(ValueError, match=f"^--calib-topic /rgbx: not an image topic of {bag}; image topics: "):
+        calibration_frames(bag, 32, 32, 8, 1, topic="/rgbx")
 
 
 def test_one_grey_rule_for_the_demo_and_the_converter(tmp_path):
@@ -132,3 +135,15 @@ def test_one_grey_rule_for_the_demo_and_the_converter(tmp_path):
     cv2.imwrite(str(tmp_path / "noisy.jpg"), np.clip(noisy, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 100])
     assert read_thermal_values(tmp_path / "noisy.jpg").shape == grey.shape  # lossy: taken as grey by both
     assert read_frame_file(tmp_path / "noisy.jpg")[0].shape == grey.shape
+
+
+def test_calib_topic_only_with_a_bag(weights, tmp_path, capsys):
+    from util.deploy.export import main
+
+    folder = _folder(tmp_path / "frames", 2)
+    with pytest.raises(SystemExit) as stop:
+        main(["--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--int8", "--calib-data", str(folder),
+              "--calib-topic", "/thermal"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: --calib-topic: only with a ROS bag --calib-data (got {folder})"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..data.info import DatasetInfo
 from ..data.layout import split_path
+from ..data.rosbag import is_bag
 from ..engine.card import (
     CARD_JSON,
     CARD_MD,
@@ -122,10 +123,11 @@ def _mfnet_thermal(data_dir: Path, split: str, n: int) -> list[np.ndarray]:
     return [load_image_file(data_dir / IMAGE_DIR / f"{name}.png")[..., 3].astype(np.float32) / 255.0 for name in names]
 
 
-def _own_thermal(path: Path, n: int, thermal_range: Optional[Sequence[float]]) -> list[np.ndarray]:
+def _own_thermal(path: Path, n: int, thermal_range: Optional[Sequence[float]], topic: Optional[str] = None
+                 ) -> list[np.ndarray]:
     """Up to `n` frames spread over a video, an image file, a folder or a ROS bag's thermal topic, read through
     the sources of `--input` (sources.py)."""
-    source = open_source(str(path), what="--calib-data", need_frames=False)
+    source = open_source(str(path), topic, "--calib-data", need_frames=False, topic_option="--calib-topic")
     out = []
     try:
         for f in source.spread(n, thermal_range):
@@ -139,8 +141,10 @@ def _own_thermal(path: Path, n: int, thermal_range: Optional[Sequence[float]]) -
 
 
 def calibration_frames(data: str | os.PathLike, height: int, width: int, n_calib: int, n_held: int,
-                       thermal_range: Optional[Sequence[float]] = None) -> tuple[np.ndarray, np.ndarray, str]:
-    """Calibration and held-out frames (N, 1, height, width) and where they come from.
+                       thermal_range: Optional[Sequence[float]] = None, topic: Optional[str] = None
+                       ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Calibration and held-out frames (N, 1, height, width) and where they come from (`topic`: a bag's
+    thermal topic, when it has several).
 
     An MFNet-format folder: thermal of its train split / of its val (else test) split. A folder with a
     train split alone (an unlabeled set, e.g. from `python -m util.convert rosbag`) or a folder, image,
@@ -159,7 +163,7 @@ def calibration_frames(data: str | os.PathLike, height: int, width: int, n_calib
         if split_path(data, "train").is_file():  # an unlabeled set (a robot's recording), or a train split alone
             frames, what = _mfnet_thermal(data, "train", n_calib + n_held), "train frames"
         else:
-            frames, what = _own_thermal(data, n_calib + n_held, thermal_range), "frames"
+            frames, what = _own_thermal(data, n_calib + n_held, thermal_range, topic), "frames"
         if len(frames) < 2:
             raise ValueError(f"--calib-data {data}: expected at least 2 readable thermal frames "
                              f"(calibration and held-out), found {len(frames)}")
@@ -181,6 +185,7 @@ class ExportOptions:
     int8: bool = False
     int8_out: Optional[str] = None
     calib_data: Optional[str] = None
+    calib_topic: Optional[str] = None
     calib_frames: int = 32
     heldout_frames: int = 16
     int8_activations: str = "uint8"
@@ -202,6 +207,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--calib-data", default=None, help="MFNet-format folder (train split calibrates, val is "
                    "held out), an unlabeled set (e.g. from python -m util.convert rosbag), or a folder, image, "
                    "video or ROS bag of thermal frames (as --input of run_demo_student.py)")
+    p.add_argument("--calib-topic", default=None,
+                   help="with a ROS bag --calib-data: its thermal image topic (default: the only single-channel one)")
     p.add_argument("--calib-frames", type=integer(1), default=32, help="frames to calibrate on")
     p.add_argument("--heldout-frames", type=integer(1), default=16, help="frames to compare int8 with fp32 on")
     p.add_argument("--int8-activations", type=one_of(ACTIVATIONS), default="uint8",
@@ -247,6 +254,8 @@ def check_options(opts: ExportOptions) -> tuple[Path, Optional[Path]]:
         raise ValueError("--int8 needs --calib-data (an MFNet-format folder or thermal frames)")
     if not Path(opts.calib_data).exists():
         raise FileNotFoundError(f"--calib-data {opts.calib_data}: no such file or folder")
+    if opts.calib_topic is not None and not is_bag(opts.calib_data):
+        raise ValueError(f"--calib-topic: only with a ROS bag --calib-data (got {opts.calib_data})")
     return out, int8_out
 
 
@@ -293,8 +302,8 @@ def run(opts: ExportOptions) -> dict:
     if int8_out is not None:  # every input is read before any output is written
         # own 16-bit frames are scaled as the demo will scale them: --thermal-range, else the training data's range
         calib, held, where = calibration_frames(opts.calib_data, model.height, model.width, opts.calib_frames,
-                                                opts.heldout_frames, frame_scaling(opts.thermal_range,
-                                                                                   info.thermal_range))
+                                                opts.heldout_frames,
+                                                frame_scaling(opts.thermal_range, info.thermal_range), opts.calib_topic)
     export_onnx(model, out, info, opts.opset, opts.overwrite)
     print(f"[export] wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {opts.opset})", flush=True)
     torch_seg, fp32 = TorchSegmenter(model, info, "cpu", channels_last=False), OnnxSegmenter(out)

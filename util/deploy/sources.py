@@ -154,10 +154,10 @@ class BagTopic(Source):
     kind, a = "bag", "a ROS bag"
     options = frozenset({"topic", "confidence", "topic_prefix", "max_frames"})
 
-    def __init__(self, text: str, topic: Optional[str] = None, what: str = "--input"):
+    def __init__(self, text: str, topic: Optional[str] = None, what: str = "--input", topic_option: str = "--topic"):
         super().__init__(text)
         self.bag = BagSource.open(text, what)
-        self.topic = pick_topic(self.bag, topic)
+        self.topic = pick_topic(self.bag, topic, topic_option)
 
     def describe(self) -> str:
         storage = f" ({self.bag.storage})" if self.bag.ros2 else ""
@@ -231,12 +231,14 @@ def refuse_options(kind: type[Source], given: Iterable[str], text: str) -> None:
                          f"{' or '.join(takers)} --input (got {text})")
 
 
-def open_source(text: str, topic: Optional[str] = None, what: str = "--input", need_frames: bool = True) -> Source:
+def open_source(text: str, topic: Optional[str] = None, what: str = "--input", need_frames: bool = True,
+                topic_option: str = "--topic") -> Source:
     """The source `text` names, opened and checked (a bag's topic picked, a stream connected); `what`: the
-    argument that gave it; `need_frames`: refuse a folder without frames."""
+    argument that gave it, `topic_option` the one that gives a bag's topic; `need_frames`: refuse a folder
+    without frames."""
     kind = source_kind(text)
     if kind is BagTopic:
-        return BagTopic(text, topic, what)
+        return BagTopic(text, topic, what, topic_option)
     if kind is LiveCapture:
         return LiveCapture(text, what)
     if kind is VideoFile:
