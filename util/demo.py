@@ -294,8 +294,7 @@ def run_own_frames(args: argparse.Namespace) -> dict:
           flush=True)
     predictor = Predictor(seg, args.temporal_smoothing, confidence=args.confidence)
     sinks = sinks_for(source, out_dir, args.save_labels, args.topic_prefix, args.confidence)
-    summary = segment(source, predictor, sinks, seg.info.palette, scaling, args.batch_size, args.max_frames,
-                      not args.no_progress)
+    summary = segment(source, predictor, sinks, scaling, args.batch_size, args.max_frames, not args.no_progress)
     summary.update({"weights": str(args.weights), "input": str(args.input),
                     "thermal_range": _describe_range(scaling),
                     "inference": {**inference, "path": seg.name,

@@ -108,6 +108,11 @@ class Predictor:
     def n_class(self) -> int:
         return self.segmenter.n_class
 
+    @property
+    def palette(self) -> Sequence[Sequence[int]]:
+        """The colours of the classes (the weights' dataset), for the pictures of the predictions."""
+        return self.segmenter.info.palette
+
     def __call__(self, thermals: list[np.ndarray]) -> list[Prediction]:
         if self.probabilities is None:
             return [Prediction(labels) for labels in predict_batch(self.segmenter, thermals)]

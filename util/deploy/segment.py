@@ -149,16 +149,15 @@ def _batches(frames: Iterable[Frame], predict: Callable[[list[np.ndarray]], list
     return speed
 
 
-def segment(source: Source, predictor: Predictor, sinks: Sequence[Sink], palette: Sequence[Sequence[int]],
-            scaling: Scaling = None, batch_size: int = 1, max_frames: Optional[int] = None,
-            show: bool = True) -> dict:
+def segment(source: Source, predictor: Predictor, sinks: Sequence[Sink], scaling: Scaling = None,
+            batch_size: int = 1, max_frames: Optional[int] = None, show: bool = True) -> dict:
     """Every frame of `source` (up to `max_frames`, or Ctrl-C) segmented by `predictor` into `sinks`; the
     summary: frames segmented and skipped, speed, why reading ended, and the source's and sinks' sections.
     The source is closed, and the sinks closed (or aborted on an error or a second Ctrl-C)."""
     records = Records(predictor.n_class)
 
     def emit(frame: Frame, prediction: Optional[Prediction]) -> None:
-        out = Output(frame, prediction, palette) if records.add(frame, prediction and prediction.labels) else None
+        out = Output(frame, prediction, predictor.palette) if records.add(frame, prediction and prediction.labels) else None
         for sink in sinks:
             sink.put(frame, out)
 
