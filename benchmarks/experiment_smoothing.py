@@ -34,8 +34,7 @@ from util.data.info import info_for_classes
 from util.data.mfnet import N_CLASS
 from util.data.scene import render
 from util.deploy.backends import TorchSegmenter
-from util.deploy.inference import predict_batch
-from util.deploy.smoothing import ProbabilityPredictor
+from util.deploy.predictor import ProbabilityPredictor, predict_batch
 from util.engine.checkpoint import build_from_weights
 from util.engine.folders import write_json
 from util.engine.metrics import ConfusionMatrix

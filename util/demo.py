@@ -9,6 +9,7 @@ predictions/<split>/NAME.png (colourised), panels/<split>/NAME.png
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader
 from .data import verify_dataset
 from .data.info import DatasetInfo, load_dataset_info
 from .data.mfnet import TEST_SPLITS
-from .deploy.recording import add_recording_args
+from .deploy.sinks import DEFAULT_PREFIX
 from .engine.card import check_against_card
 from .engine.checkpoint import NETWORK_ROLE, Loaded, build_from_weights, model_config
 from .engine.cli import run_cli
@@ -43,6 +44,8 @@ TTA_ONLY = {"scales", "no_flip"}
 # options of `--input` only (own frames, bags, live sources, the inference path), refused without it
 INPUT_ONLY = {"thermal_range", "batch_size", "save_labels", "temporal_smoothing", "topic", "topic_prefix",
               "confidence", "max_frames", "backend", "precision", "min_agreement"}
+
+TOPIC_NAME = re.compile(r"^/?[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
 
 RELEASE_WEIGHTS = {"CENet": "weights_backup/Teacher_model/final.pth",
                    "EKNet": "weights_backup/Student_model/final.pth"}
@@ -97,6 +100,25 @@ def add_demo_args(p: argparse.ArgumentParser, network: str) -> argparse.Argument
         add_recording_args(p)
         add_inference_args(p)
     return p
+
+
+def topic_prefix(text: str) -> str:
+    """argparse type of --topic-prefix: a ROS name such as /cekd or /robot/cekd."""
+    if not TOPIC_NAME.match(text):
+        raise argparse.ArgumentTypeError(f"expected a ROS topic name such as /cekd, got {text!r}")
+    return "/" + text.strip("/")
+
+
+def add_recording_args(p: argparse.ArgumentParser) -> None:
+    """--topic, --topic-prefix, --confidence (a bag --input) and --max-frames of --input."""
+    p.add_argument("--topic", default=None,
+                   help="with a bag --input: the thermal image topic (default: the only single-channel one)")
+    p.add_argument("--topic-prefix", type=topic_prefix, default=DEFAULT_PREFIX,
+                   help="with a bag --input: topics of the output bag (PREFIX/labels, PREFIX/overlay, ...)")
+    p.add_argument("--confidence", action="store_true",
+                   help="with a bag --input: also write PREFIX/confidence (mono8, max softmax probability x 255)")
+    p.add_argument("--max-frames", type=integer(1), default=None,
+                   help="stop after N frames of any --input (Ctrl-C also stops cleanly, after the frames read)")
 
 
 def add_inference_args(p: argparse.ArgumentParser) -> None:
@@ -215,7 +237,7 @@ def run_evaluation(args: argparse.Namespace, network: str) -> dict:
 
 def _describe_range(thermal_range) -> Optional[dict]:
     """summary.json's record of how 16-bit frames were scaled (None: per-frame min-max)."""
-    from .deploy.frames import TrainedRange
+    from .data.frames import TrainedRange
 
     if thermal_range is None:
         return None
@@ -236,48 +258,45 @@ def _gpu_peak_since_reset(device: torch.device) -> Optional[float]:
 
 
 def run_own_frames(args: argparse.Namespace) -> dict:
-    """Segment a video, image or folder (--input) with PyTorch or ONNX weights; write outputs and summary.json."""
+    """Segment --input (image files, a video, a ROS bag topic, a camera or stream) with PyTorch or ONNX
+    weights: a Source, a Predictor and Sinks through util/deploy/segment.py; outputs and summary.json."""
+    from .data.frames import TrainedRange, frame_scaling
     from .deploy.choose import TIMED_FRAMES, open_segmenter, sample_frames
-    from .deploy.frames import TrainedRange, frame_scaling, is_video, iter_images, iter_video, list_frames, video_info
-    from .deploy.inference import report_lines, segment_images, segment_video
-    from .deploy.recording import open_recording, segment_recording
-    from .deploy.smoothing import ProbabilityPredictor
+    from .deploy.predictor import Predictor
+    from .deploy.segment import report_lines, segment
+    from .deploy.sinks import sinks_for
+    from .deploy.sources import open_source, refuse_options, source_kind
 
-    thermal_range = args.thermal_range  # (low, high) checked by options.LowHigh, or None
     check_against_card(args.weights)  # .pth or .onnx: a damaged or swapped copy stops here
-    recording = open_recording(args)  # a bag or live source, checked here; None for files and videos
-    video = not recording and is_video(args.input) and Path(args.input).is_file()
-    paths = [] if video or recording else list_frames(args.input)
-    count = video_info(args.input).frames if video else len(paths)  # video_info: unreadable video -> error
-    if not video and not recording and not paths:
-        raise FileNotFoundError(f"--input {args.input}: no .png/.tif/.tiff/.jpg/.jpeg frames found")
+    given = [o for o, on in (("topic", args.topic is not None), ("confidence", args.confidence),
+                             ("topic_prefix", args.topic_prefix != DEFAULT_PREFIX),
+                             ("max_frames", args.max_frames is not None)) if on]
+    refuse_options(source_kind(args.input), given, args.input)
+    source = open_source(args.input, args.topic)  # checked here: a bag's topic, a stream's connection
     device = parse_device(args.device)
-    sample = (lambda h, w: sample_frames(  # a live source is not read twice: random frames time it
-        (recording.frames(thermal_range) if recording.kind == "bag" else ()) if recording
-        else iter_video(args.input, thermal_range) if video
-        else iter_images(paths[:2 * TIMED_FRAMES], thermal_range), TIMED_FRAMES, h, w))
+
+    def sample(height: int, width: int) -> np.ndarray:  # frames to time the backends on
+        return sample_frames(source.samples(TIMED_FRAMES, args.thermal_range), TIMED_FRAMES, height, width)
+
     seg, inference = open_segmenter(args.weights, device, args.backend, args.precision, args.min_agreement,
                                     lambda: load_model(args.weights, "EKNet", device, args.n_class), sample,
                                     args.channels_last, log=lambda line: print(f"[EKNet] {line}", flush=True))
     if args.n_class is not None and seg.n_class != args.n_class:
         raise ValueError(f"{args.weights} holds a {seg.n_class}-class EKNet, but --n-class {args.n_class} was given")
-    thermal_range = frame_scaling(thermal_range, seg.info.thermal_range)
-    if isinstance(thermal_range, TrainedRange):
+    scaling = frame_scaling(args.thermal_range, seg.info.thermal_range)
+    if isinstance(scaling, TrainedRange):
         print(f"[EKNet] 16-bit and float frames scaled as the training data were: raw range "
-              f"[{thermal_range.low:g}, {thermal_range.high:g}] ({seg.info.name}'s thermal_range, carried by the "
+              f"[{scaling.low:g}, {scaling.high:g}] ({seg.info.name}'s thermal_range, carried by the "
               f"weights; --thermal-range LOW HIGH overrides it)", flush=True)
     out_dir = new_run_dir(args.runs_dir, args.run_name, "segment")
     choosing_peak = _gpu_peak_since_reset(device)  # loading, timing the paths, capturing graphs
-    what = (recording.describe() if recording else f"a video of {count or 'unknown'} frames" if video
-            else f"{count} frame(s)")
-    print(f"[EKNet] {what} from {args.input} -> {out_dir}  ({seg.name}, batch {args.batch_size})", flush=True)
-    show, path = not args.no_progress, Path(args.input)
-    smooth = ProbabilityPredictor(seg, args.temporal_smoothing) if args.temporal_smoothing else None
-    summary = (segment_recording(seg, recording, out_dir, args, thermal_range, show) if recording
-               else segment_video(seg, path, out_dir, thermal_range, args.batch_size, args.save_labels, show, smooth)
-               if video else segment_images(seg, paths, out_dir, thermal_range, args.batch_size, show, smooth))
+    print(f"[EKNet] {source.describe()} from {args.input} -> {out_dir}  ({seg.name}, batch {args.batch_size})",
+          flush=True)
+    predictor = Predictor(seg, args.temporal_smoothing, confidence=args.confidence)
+    sinks = sinks_for(source, out_dir, args.save_labels, args.topic_prefix, args.confidence)
+    summary = segment(source, predictor, sinks, scaling, args.batch_size, args.max_frames, not args.no_progress)
     summary.update({"weights": str(args.weights), "input": str(args.input),
-                    "thermal_range": _describe_range(thermal_range),
+                    "thermal_range": _describe_range(scaling),
                     "inference": {**inference, "path": seg.name,
                                   "ms_per_frame": 1000 / summary["model_frames_per_second"]}})
     if device.type == "cuda":

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import run_demo_student
-import util.deploy.frames
+import util.data.frames
 from model import EKNet
+from util.data.frames import read_frame_file
 from util.deploy.export import export_onnx
-from util.deploy.frames import read_frame_file
 from util.engine.checkpoint import save_atomic
 
 # a fixed path: `--backend auto` picks by timing, and runs compared with each other must use the same one
@@ -84,8 +84,8 @@ class _Flaky:
 
 def test_broken_frames_in_a_video_are_skipped(weights, tmp_path, monkeypatch, capsys):
     video = _grey_video(tmp_path / "drive.mp4")
-    real = util.deploy.frames.open_video
-    monkeypatch.setattr(util.deploy.frames, "open_video", lambda path: _Flaky(real(path)))
+    real = util.data.frames.open_video
+    monkeypatch.setattr(util.data.frames, "open_video", lambda path: _Flaky(real(path)))
     summary = _run(weights, video, tmp_path / "out", "--batch-size", "2")
     reasons = [s["reason"] for s in summary["skipped"]]
     assert len(summary["segmented"]) == 5 and len(reasons) == 2
@@ -169,8 +169,8 @@ def test_onnx_weights_give_the_same_labels(weights, tmp_path, capsys):
 def test_16bit_frames_are_scaled_with_the_training_datas_range_when_the_weights_carry_it(weights, tmp_path, capsys):
     """A student trained on frames converted with a raw range reads its camera's 16-bit frames with that range
     (not per-frame min-max), unless --thermal-range says otherwise; 8-bit frames stay value / 255."""
+    from util.data.frames import TrainedRange
     from util.data.info import MFNET
-    from util.deploy.frames import TrainedRange
 
     trained = save_atomic({**torch.load(weights, weights_only=True),
                            "dataset": {**MFNET.to_dict(), "thermal_range": [1000, 3000]}}, tmp_path / "trained.pth")

@@ -17,7 +17,7 @@ import pytest
 import run_demo_student
 from conftest import ROOT
 from util.demo import SMOOTHING
-from util.deploy.smoothing import ProbabilityPredictor
+from util.deploy.predictor import ProbabilityPredictor
 
 # a fixed path: `--backend auto` picks by timing, and runs compared with each other must use the same one
 DEMO = ["--no-progress", "--device", "cpu", "--backend", "torch", "--precision", "fp32"]
@@ -88,7 +88,7 @@ def _frames(path):
 
 
 def test_what_counts_as_live(tmp_path, monkeypatch):
-    from util.deploy.live import is_live
+    from util.data.frames import is_live
     monkeypatch.chdir(tmp_path)
     assert is_live("0") and is_live("12") and is_live("rtsp://cam/1") and is_live("http://127.0.0.1:8/x.mjpg")
     (tmp_path / "0").write_text("")
@@ -121,7 +121,7 @@ def test_stream_end_is_the_end(weights, tmp_path):
 
 def test_ctrl_c_ends_a_stream_cleanly(weights, tmp_path, monkeypatch):
     """SIGINT once the 3rd frame has been read: the run stops before reading on, and everything is written."""
-    import util.deploy.recording as recording
+    import util.deploy.sources as recording
 
     def interrupted_after_3(*args):
         for i, frame in enumerate(real(*args)):

@@ -10,7 +10,7 @@ from rosbags.rosbag2 import Reader as Reader2, StoragePlugin, Writer as Writer2
 from rosbags.typesys import Stores, get_typestore
 
 import run_demo_student
-from util.deploy.bag_pixels import image_pixels
+from util.data.bag_pixels import image_pixels
 
 # a fixed path: `--backend auto` picks by timing, and runs compared with each other must use the same one
 DEMO = ["--no-progress", "--device", "cpu", "--backend", "torch", "--precision", "fp32"]
@@ -237,7 +237,7 @@ def test_bag_only_options_refused_elsewhere(weights, tmp_path, capsys):
     with pytest.raises(SystemExit):
         _run(weights, tmp_path / "a.png", tmp_path / "out", "--max-frames", "3", "--confidence")
     assert capsys.readouterr().err.strip() == (
-        f"error: --confidence, --max-frames: only with a ROS bag or live --input (got {tmp_path / 'a.png'})")
+        f"error: --confidence: only with a ROS bag --input (got {tmp_path / 'a.png'})")
     with pytest.raises(SystemExit):
         _run(weights, tmp_path / "a.png", tmp_path / "out", "--max-frames", "0")
     assert capsys.readouterr().err == ("error: argument --max-frames: must be an integer at least 1, got '0' "
@@ -273,7 +273,7 @@ def _paired_bag(tmp_path, kind, rgb_reversed=False):
 
 
 def _convert(*args):
-    from util.deploy.bag_dataset import main
+    from util.data.bag_convert import main
     return main([str(a) for a in args])
 
 
@@ -430,7 +430,7 @@ def test_sqlite_error_partway_keeps_the_frames_before(weights, tmp_path, capsys)
 
 
 def test_failed_run_leaves_no_half_written_bag(weights, tmp_path, monkeypatch):
-    from util.deploy.rosbag import BagWriter
+    from util.deploy.sinks import BagWriter
     store = _store("ros1")
     bag = write_bag(tmp_path / "rec", "ros1", {"/t": [raw_image(store, i, thermal16(i), "mono16") for i in range(3)]})
     write = BagWriter.write
@@ -476,7 +476,7 @@ def _png_declaring(width, height):
 
 
 def test_compressed_image_declaring_a_huge_picture_is_refused():
-    from util.deploy.bag_pixels import compressed_pixels, declared_size
+    from util.data.bag_pixels import compressed_pixels, declared_size
     store = _store("ros1")
     msg = compressed_image(store, 0, np.zeros((4, 4), np.uint8), ".png")
     msg.data = np.frombuffer(bytes(_png_declaring(20000, 20000)), np.uint8)
@@ -493,7 +493,7 @@ def test_compressed_image_declaring_a_huge_picture_is_refused():
 
 
 def test_absurd_message_is_one_line_naming_bag_topic_and_index(tmp_path):
-    from util.deploy.rosbag import BagSource, iter_bag, pick_topic
+    from util.data.rosbag import BagSource, iter_bag, pick_topic
     store = _store("ros1")
     good = compressed_image(store, 0, thermal16(0), ".png")
     huge = compressed_image(store, 1, thermal16(1), ".png")
@@ -509,7 +509,7 @@ def test_absurd_message_is_one_line_naming_bag_topic_and_index(tmp_path):
 def test_chunks_are_inflated_no_further_than_declared():
     import lz4.frame
 
-    from util.deploy.bag_records import MAX_CHUNK_BYTES, inflate
+    from util.data.bag_records import MAX_CHUNK_BYTES, inflate
     bomb = lz4.frame.compress(bytes(10 << 20))  # 10 MiB of zeros in a few KiB
     assert len(bomb) < 100_000 and inflate(bomb, "lz4", 1000) == bytes(1000)
     with pytest.raises(ValueError, match=f"^the chunk declares {MAX_CHUNK_BYTES + 1} bytes uncompressed, more than "
@@ -536,7 +536,7 @@ def _indexless_ros1(tmp_path, count, cut=True):
 def test_damaged_bag_is_streamed_not_held(tmp_path):
     import tracemalloc
 
-    from util.deploy.rosbag import BagSource
+    from util.data.rosbag import BagSource
     path, _ = _indexless_ros1(tmp_path, 40)
     source = BagSource.open(path)
     assert source.salvage
@@ -564,7 +564,7 @@ def _ros1_records(whole):
 def test_absurd_record_size_in_a_damaged_bag(tmp_path):
     import tracemalloc
 
-    from util.deploy.bag_records import Scan, scan_ros1
+    from util.data.bag_records import Scan, scan_ros1
     path, _ = _indexless_ros1(tmp_path, 6)
     whole = bytearray(path.read_bytes())
     s, length_at = [(start, at) for start, op, at in _ros1_records(whole) if op == 5][1]  # the 2nd chunk
@@ -584,7 +584,7 @@ def test_ros1_index_with_an_absurd_chunk_size(tmp_path):
     """rosbags fails on it (a struct.error while opening): read record by record, nothing sized from it."""
     import tracemalloc
 
-    from util.deploy.rosbag import BagSource
+    from util.data.rosbag import BagSource
     path, _ = _indexless_ros1(tmp_path, 6, cut=False)
     whole = bytearray(path.read_bytes())
     s, length_at = [(start, at) for start, op, at in _ros1_records(whole) if op == 5][1]  # the 2nd chunk
@@ -605,7 +605,7 @@ def test_mcap_index_with_an_absurd_chunk_size_is_not_trusted(tmp_path):
     """The summary's chunk index declares 1 TiB uncompressed: the data section is read record by record."""
     import struct
 
-    from util.deploy.rosbag import BagSource
+    from util.data.rosbag import BagSource
     store = _store("mcap")
     frames = [raw_image(store, i, thermal16(i), "mono16") for i in range(4)]
     bag = write_bag(tmp_path / "rec", "mcap", {"/t": frames})

@@ -11,8 +11,8 @@ import run_demo_student
 import run_demo_teacher
 import trainStudent
 import trainTeacher
+from util.data.frames import read_thermal
 from util.data.synthetic import generate_dataset
-from util.deploy.frames import read_thermal
 from util.engine.metrics import metrics_from_confusion
 
 SMALL = ["--depth", "18", "--height", "64", "--width", "96", "--no-pretrained", "--workers", "0",

@@ -11,8 +11,8 @@ import run_demo_teacher
 import trainStudent
 import trainTeacher
 from util import options
-from util.data import check as check_cmd, convert, edges, synthetic
-from util.deploy import bag_dataset, export
+from util.data import bag_convert as bag_dataset, check as check_cmd, convert, edges, synthetic
+from util.deploy import export
 from util.engine.config import ConfigError, StudentConfig, TeacherConfig
 
 ARABIC_3 = "\u0663"  # int() accepts it; an option must not
@@ -162,8 +162,8 @@ def test_run_cekd_extra_may_not_set_what_makes_each_training(tmp_path, monkeypat
 
 
 def test_one_low_high_rule_for_ranges_given_in_code_and_on_the_command_line():
-    """util.deploy.frames.check_thermal_range (a range given in code) words it as --thermal-range LOW HIGH does."""
-    from util.deploy.frames import check_thermal_range
+    """util.data.frames.check_thermal_range (a range given in code) words it as --thermal-range LOW HIGH does."""
+    from util.data.frames import check_thermal_range
 
     assert check_thermal_range((1, 2.5)) == (1.0, 2.5) and check_thermal_range(None) is None
     with pytest.raises(ValueError, match=r"^--thermal-range: must be LOW < HIGH, got 2 1$"):

@@ -14,6 +14,12 @@
     sources.py   the source datasets (PST900, FMB, a user's folders): plans and file readers
     thermal.py   16-bit thermal to 8 bits: the scaling rule and its percentile range
     convert.py   python -m util.convert: sources checked, then written into our layout
+    bag_convert.py python -m util.convert rosbag: an unlabeled set from a ROS bag
+    frames.py    thermal frames of image files, videos, cameras and streams (one Frame each); the grey rule
+                 and the scaling to [0, 1]
+    rosbag.py    ROS 1 / ROS 2 bags read without ROS: image topics, their frames
+    bag_pixels.py  the pixels of sensor_msgs/Image and CompressedImage messages
+    bag_records.py damaged bags read record by record up to the damage
     unlabeled.py frames without labels (for distilling on unlabeled recordings)
     media.py     OpenCV's and FFmpeg's own logging off (the one place; our errors say what went wrong)
 """

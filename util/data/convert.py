@@ -6,7 +6,7 @@
                                    [--name N] [--ignore-index K] [--map 255=0 ...] [--val-fraction 0.1] [--test-fraction 0.1]
     python -m util.convert folders SRC DST [--name N]    # SRC without labels/: an unlabeled set
     (all: [--overwrite] [--edge-radius 2] [--workers N] [--no-progress])
-    python -m util.convert rosbag  BAG DST --rgb-topic T --thermal-topic T ...  (an unlabeled set: util/deploy/bag_dataset.py)
+    python -m util.convert rosbag  BAG DST --rgb-topic T --thermal-topic T ...  (an unlabeled set: util/data/bag_convert.py)
 
 DST receives ``images/NAME.png`` (4-channel uint8: R, G, B, thermal), ``labels/NAME.png`` (class ids),
 ``edge_4x/NAME.png`` (util.data.edges.edge_label) with ``edge_4x/edges.json`` (the --edge-radius used),
@@ -30,7 +30,6 @@ Source formats, split rules and the readers: util/data/sources.py; 16-bit therma
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
@@ -44,14 +43,15 @@ import numpy as np
 from tqdm import tqdm
 
 from util import options
+from util.data import bag_convert
 from util.data.edges import edge_label, write_edge_file
 from util.data.info import INFO_FILE, DatasetInfo, default_palette, write_dataset_info, write_unlabeled_info
 from util.data.layout import EDGE_DIR, IMAGE_DIR, LABEL_DIR, write_edge_record, write_image_file, write_png, write_split
 from util.data.mfnet import EDGE_RADIUS
-from util.data.owned import CONVERTER, DestinationError, check_destination as check_owned, write_owned
+from util.data.owned import ConvertError, check_conversion, os_error_line, write_converted
 from util.data.sources import (
     MODALITIES,
-    Frame,
+    FrameFiles,
     FrameProblem,
     Plan,
     plan_fmb,
@@ -60,21 +60,13 @@ from util.data.sources import (
     plan_unlabeled_folders,
     read_label,
     read_rgb,
-    read_thermal,
+    read_thermal_values,
 )
 from util.data.thermal import percentile_range, scale_raw_thermal
 from util.options import ArgumentParser
 
 PathLike = Union[str, os.PathLike]
 
-
-
-class ConvertError(ValueError):
-    """The conversion was refused; ``problems`` lists every reason, each naming a file or argument."""
-
-    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
-        super().__init__(message if not problems else message + "\n" + "\n".join(problems))
-        self.problems = list(problems) or [message]
 
 
 @dataclass
@@ -105,7 +97,7 @@ def _attempt(problems: list[str], read: Callable, *args) -> Optional[np.ndarray]
         return None
 
 
-def _size_problems(frame: Frame, *arrays: Optional[np.ndarray]) -> list[str]:
+def _size_problems(frame: FrameFiles, *arrays: Optional[np.ndarray]) -> list[str]:
     """One line per file whose size differs from the first readable modality's."""
     files = (frame.rgb, frame.thermal, frame.label)
     readable = [(m, f, a.shape[:2]) for m, f, a in zip(MODALITIES, files, arrays) if a is not None]
@@ -116,11 +108,11 @@ def _size_problems(frame: Frame, *arrays: Optional[np.ndarray]) -> list[str]:
             for m, f, (h, w) in readable[1:] if (h, w) != (rh, rw)]
 
 
-def check_frame(frame: Frame, plan: Plan, want_hist: bool) -> _FrameCheck:
+def check_frame(frame: FrameFiles, plan: Plan, want_hist: bool) -> _FrameCheck:
     """Decode one frame's three files and list its problems (each naming a file)."""
     problems: list[str] = []
     rgb = _attempt(problems, read_rgb, frame.rgb)
-    thermal = _attempt(problems, read_thermal, frame.thermal)
+    thermal = _attempt(problems, read_thermal_values, frame.thermal)
     label = None if frame.label is None else _attempt(problems, read_label, frame.label, plan.info, plan.label_map)
     problems.extend(_size_problems(frame, rgb, thermal, label))
     result = _FrameCheck(problems)
@@ -166,39 +158,13 @@ def check_frames(plan: Plan, raw_range: Optional[tuple[float, float]] = None, wo
     except ValueError as exc:
         return problems + [f"{plan.source}: {exc}"], None
 
-# ----------------------------------------------------------------------------- destination safety
-
-def check_destination(src: Path, dst: Path, overwrite: bool) -> None:
-    """Raise ConvertError (one line) unless DST may be written: not inside/around SRC, and empty or (with
-    ``overwrite``) our own earlier output (util.data.owned.check_destination)."""
-    s, d = src.resolve(), dst.resolve()
-    if d == s or s in d.parents:
-        raise ConvertError(f"{dst}: destination lies inside the source {src}; the converter never writes into SRC")
-    if d in s.parents:
-        raise ConvertError(f"{dst}: destination contains the source {src}; choose a DST outside it")
-    try:
-        check_owned(dst, CONVERTER, overwrite)
-    except DestinationError as exc:
-        raise ConvertError(str(exc)) from None
-
-
-def write_converted(dst: Path, overwrite: bool, fill: Callable[[Path], dict]) -> dict:
-    """util.data.owned.write_owned for a conversion: ``fill(work)`` writes the set and returns the
-    record; refusals (also when DST changed during the run) raise ConvertError. Returns the manifest.
-    Callers check the destination first (:func:`check_destination`), before reading any source."""
-    try:
-        return write_owned(dst, CONVERTER, overwrite, fill)
-    except DestinationError as exc:
-        raise ConvertError(str(exc)) from None
-
-
 # ----------------------------------------------------------------------------- writing
 
-def write_frame(frame: Frame, plan: Plan, out: Path, raw_range: Optional[tuple[float, float]],
+def write_frame(frame: FrameFiles, plan: Plan, out: Path, raw_range: Optional[tuple[float, float]],
                 edge_radius: float) -> None:
     """Write images/, labels/ and edge_4x/ files of one (already checked) frame into ``out``."""
     rgb = read_rgb(frame.rgb)
-    thermal = read_thermal(frame.thermal)
+    thermal = read_thermal_values(frame.thermal)
     label = None if frame.label is None else read_label(frame.label, plan.info, plan.label_map)
     if thermal.dtype == np.uint16:
         thermal = scale_raw_thermal(thermal, *raw_range)
@@ -222,7 +188,7 @@ def convert(plan: Plan, dst: PathLike, raw_range: Optional[tuple[float, float]] 
             edge_radius: float = EDGE_RADIUS, workers: Optional[int] = None, progress: bool = True) -> ConvertResult:
     """Check every frame, then write DST atomically; ConvertError lists every problem and nothing is written."""
     dst = Path(dst)
-    check_destination(plan.source, dst, overwrite)
+    check_conversion(plan.source, dst, overwrite)
     if not plan.frames and not plan.problems:
         plan.problems.append(f"{plan.source}: no frames to convert")
     problems, used_range = check_frames(plan, raw_range, workers, progress)
@@ -275,21 +241,44 @@ def _classes_json(path: str) -> dict:
     return data
 
 
-def folders_info(args: argparse.Namespace) -> DatasetInfo:
+@dataclass(frozen=True)
+class ConvertOptions:
+    """A pst900, fmb or folders conversion's command-line options as plain values (build_parser's)."""
+    format: str
+    src: str
+    dst: str
+    val_fraction: float = 0.1
+    seed: int = 0
+    raw_range: Optional[Sequence[float]] = None
+    overwrite: bool = False
+    edge_radius: float = EDGE_RADIUS
+    workers: Optional[int] = None
+    no_progress: bool = False
+    thermal: str = "8bit"  # pst900
+    classes: Optional[str] = None  # folders from here on
+    classes_json: Optional[str] = None
+    palette: Optional[Sequence] = None
+    name: Optional[str] = None
+    ignore_index: Optional[int] = None
+    map: Sequence = ()
+    test_fraction: float = 0.1
+
+
+def folders_info(opts: ConvertOptions) -> DatasetInfo:
     """DatasetInfo from --classes/--palette or --classes-json, with --name/--ignore-index overriding."""
-    where = args.classes_json or "--classes/--palette"
-    data = _classes_json(args.classes_json) if args.classes_json else {
-        "class_names": [c.strip() for c in args.classes.split(",")]}
-    if args.palette:
-        data["palette"] = args.palette
+    where = opts.classes_json or "--classes/--palette"
+    data = _classes_json(opts.classes_json) if opts.classes_json else {
+        "class_names": [c.strip() for c in opts.classes.split(",")]}
+    if opts.palette:
+        data["palette"] = opts.palette
     names = data.get("class_names")
     if "palette" not in data and isinstance(names, list):
         data["palette"] = default_palette(len(names))
-    if args.name:
-        data["name"] = args.name
-    data.setdefault("name", Path(args.src).resolve().name)
-    if args.ignore_index is not None:
-        data["ignore_index"] = args.ignore_index
+    if opts.name:
+        data["name"] = opts.name
+    data.setdefault("name", Path(opts.src).resolve().name)
+    if opts.ignore_index is not None:
+        data["ignore_index"] = opts.ignore_index
     try:
         return DatasetInfo.from_dict(data)
     except ValueError as exc:
@@ -299,8 +288,7 @@ def folders_info(args: argparse.Namespace) -> DatasetInfo:
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m util.convert`` argument parser (one sub-command per source format)."""
     parser = ArgumentParser(prog="python -m util.convert",
-                            description="Convert an RGB-thermal dataset into our layout (see module doc).",
-                            epilog="python -m util.convert rosbag --help: an unlabeled set from a ROS bag")
+                            description="Convert an RGB-thermal dataset into our layout (see module doc).")
     sub = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     pst = sub.add_parser("pst900", help="PST900: SRC/{train,test}/{rgb,thermal,thermal_raw,labels}")
     pst.add_argument("--thermal", choices=("8bit", "raw16"), default="8bit",
@@ -331,56 +319,56 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=options.integer(1), default=None, help="threads (default: CPU count, at most 8)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(subparser=p)  # errors print the sub-command's usage
+    bag = sub.add_parser("rosbag", help="an unlabeled RGB-thermal set from a ROS bag (util/data/bag_convert.py)",
+                         description=bag_convert.DESCRIPTION)
+    bag_convert.add_arguments(bag).set_defaults(subparser=bag)
     return parser
 
 
-def _plan_from_args(args: argparse.Namespace) -> Plan:
-    if args.format == "pst900":
-        return plan_pst900(args.src, args.thermal, args.val_fraction, args.seed)
-    if args.format == "fmb":
-        return plan_fmb(args.src, args.val_fraction, args.seed)
-    if not (Path(args.src) / "labels").is_dir() and not (args.classes or args.classes_json):
-        given = [f for f, v in (("--palette", args.palette), ("--ignore-index", args.ignore_index),
-                                ("--map", args.map)) if v]
+def plan_from_options(opts: ConvertOptions) -> Plan:
+    """The plan the options of a pst900, fmb or folders conversion describe; ValueError for options that clash."""
+    if opts.format == "pst900":
+        return plan_pst900(opts.src, opts.thermal, opts.val_fraction, opts.seed)
+    if opts.format == "fmb":
+        return plan_fmb(opts.src, opts.val_fraction, opts.seed)
+    if not (Path(opts.src) / "labels").is_dir() and not (opts.classes or opts.classes_json):
+        given = [f for f, v in (("--palette", opts.palette), ("--ignore-index", opts.ignore_index),
+                                ("--map", opts.map)) if v]
         if given:
-            raise ValueError(f"{', '.join(given)}: {args.src} has no labels/, so it becomes an unlabeled set, "
+            raise ValueError(f"{', '.join(given)}: {opts.src} has no labels/, so it becomes an unlabeled set, "
                              f"which has no classes")
-        return plan_unlabeled_folders(args.src, args.name)
-    if not (args.classes or args.classes_json):
-        raise ValueError(f"--classes or --classes-json is required: {Path(args.src) / 'labels'} holds labels "
+        return plan_unlabeled_folders(opts.src, opts.name)
+    if not (opts.classes or opts.classes_json):
+        raise ValueError(f"--classes or --classes-json is required: {Path(opts.src) / 'labels'} holds labels "
                          f"(a source without labels/ becomes an unlabeled set)")
-    info = folders_info(args)
-    label_map = dict(args.map)
+    info = folders_info(opts)
+    label_map = dict(opts.map)
     for src_id, cid in label_map.items():
         if cid >= info.n_class:
             raise ValueError(f"--map {src_id}={cid}: class id {cid} outside 0..{info.n_class - 1}")
-    return plan_folders(args.src, info, args.val_fraction, args.test_fraction, args.seed, label_map)
-
-
-def os_error_line(exc: OSError, dst: PathLike) -> str:
-    """One line for a system error while converting into `dst` (nothing of the conversion is left)."""
-    why = ("the disk is full (no space left on device)" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-           else exc.strerror or str(exc))
-    return f"{exc.filename or dst}: {why}; nothing was written to {dst}"
+    return plan_folders(opts.src, info, opts.val_fraction, opts.test_fraction, opts.seed, label_map)
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
     """Command line entry point; returns 0 on success, 1 when the conversion is refused (2: bad arguments)."""
     args = build_parser().parse_args(None if argv is None else list(argv))
-    parser = args.subparser
+    given = {k: v for k, v in vars(args).items() if k not in ("format", "subparser")}
+    if args.format == "rosbag":
+        return bag_convert.command(bag_convert.BagConvertOptions(**given))
+    parser, opts = args.subparser, ConvertOptions(args.format, **given)
     try:
-        plan = _plan_from_args(args)
+        plan = plan_from_options(opts)
     except ValueError as exc:
         parser.error(str(exc))
     start = time.perf_counter()
     try:
-        result = convert(plan, args.dst, tuple(args.raw_range) if args.raw_range else None, args.overwrite,
-                         args.edge_radius, args.workers, not args.no_progress)
+        result = convert(plan, opts.dst, tuple(opts.raw_range) if opts.raw_range else None, opts.overwrite,
+                         opts.edge_radius, opts.workers, not opts.no_progress)
     except ConvertError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. a read-only parent of DST or a full disk: the work folder is already removed
-        print(f"error: {os_error_line(exc, args.dst)}", file=sys.stderr)
+        print(f"error: {os_error_line(exc, opts.dst)}", file=sys.stderr)
         return 1
     sizes = ", ".join(f"{s} {n}" for s, n in result.split_sizes.items())
     what = ("unlabeled set" if result.info is None else f"{result.info.name}, {result.info.n_class} classes")

@@ -4,7 +4,7 @@ Their lines (``[tcp @ 0x...] Connection to tcp://... failed``, ``[ WARN:0@1.3] g
 ``can't open camera by index``, imread's warnings on a broken file) would surround our own one-line error,
 which already names the input and what went wrong. layout.py calls :func:`quiet_media_logs` when it is
 imported (every module that decodes images imports it), and the capture openers (frames.open_video,
-live.open_live) call it before they open, since OpenCV reads FFmpeg's level at its first capture.
+frames.open_live) call it before they open, since OpenCV reads FFmpeg's level at its first capture.
 
 To see those lines again, set ``OPENCV_LOG_LEVEL`` (e.g. ``INFO``) and ``OPENCV_FFMPEG_LOGLEVEL`` (e.g. ``32``)
 in the environment: a value given there is left as it is.

@@ -1,6 +1,6 @@
 """Output folders a tool owns: written whole beside the output, listed in a manifest, swapped in at the end.
 
-Every writer of a data folder (util.data.convert, util.deploy.bag_dataset, util.data.synthetic) goes through
+Every writer of a data folder (util.data.convert, util.data.bag_convert, util.data.synthetic) goes through
 :func:`write_owned`, so the rules are the same everywhere:
 
 - The folder is filled in a hidden sibling ``.<name>.partial-<host>-<pid>`` and renamed to the output only
@@ -47,7 +47,7 @@ class Owner:
     manifest: str
 
 
-CONVERTER = Owner("util.data.convert", "convert.json")  # util.data.convert's and util.deploy.bag_dataset's sets
+CONVERTER = Owner("util.data.convert", "convert.json")  # util.data.convert's and util.data.bag_convert's sets
 SYNTHETIC = Owner("util.data.synthetic", "synthetic.json")  # util.data.synthetic's sets and unlabeled pools
 OWNERS = (CONVERTER, SYNTHETIC)  # every writer of whole data folders, whose manifests record_files updates
 OVERWRITE_HINT = "add --overwrite to replace it"  # what a refusal of an earlier output tells the user by default
@@ -135,11 +135,20 @@ def foreign_entries(folder: Path, owner: Owner) -> Optional[list[tuple[Path, str
     return foreign
 
 
-def check_destination(out: Path, owner: Owner, overwrite: bool, hint: Optional[str] = OVERWRITE_HINT) -> None:
+def check_destination(out: Path, owner: Owner, overwrite: bool, hint: Optional[str] = OVERWRITE_HINT,
+                      source: Optional[Path] = None) -> None:
     """Raise :class:`DestinationError` (one line naming the entry) unless ``out`` is absent, an empty folder,
-    or, with ``overwrite``, holds nothing but an earlier output of ``owner``. ``hint``: what the refusal of an
-    earlier output (without ``overwrite``) tells the user to do, for a caller that offers no overwrite
-    another (or None)."""
+    or, with ``overwrite``, holds nothing but an earlier output of ``owner``; and, given the ``source`` the
+    output is made from, unless ``out`` lies apart from it (neither inside nor around it). ``hint``: what the
+    refusal of an earlier output (without ``overwrite``) tells the user to do, for a caller that offers no
+    overwrite another (or None). The one destination check of every writer of data folders."""
+    if source is not None:
+        s, d = source.resolve(), out.resolve()
+        if d == s or s in d.parents:
+            raise DestinationError(f"{out}: destination lies inside the source {source}; the converter never "
+                                   f"writes into SRC")
+        if d in s.parents:
+            raise DestinationError(f"{out}: destination contains the source {source}; choose a DST outside it")
     if out.exists() and not out.is_dir():
         raise DestinationError(f"{out}: exists and is not a folder")
     if not out.is_dir() or not any(out.iterdir()):
@@ -232,3 +241,39 @@ def write_owned(out: Path, owner: Owner, overwrite: bool, fill: Callable[[Path],
         shutil.rmtree(work, ignore_errors=True)
         raise
     return doc
+
+
+# ----------------------------------------------------------------------------- conversions
+
+class ConvertError(ValueError):
+    """A conversion (util.data.convert, util.data.bag_convert) was refused; ``problems`` lists every reason,
+    each naming a file or argument."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message if not problems else message + "\n" + "\n".join(problems))
+        self.problems = list(problems) or [message]
+
+
+def check_conversion(src: Path, dst: Path, overwrite: bool) -> None:
+    """:func:`check_destination` for a conversion of ``src`` into ``dst``: ConvertError (one line) when refused."""
+    try:
+        check_destination(dst, CONVERTER, overwrite, source=src)
+    except DestinationError as exc:
+        raise ConvertError(str(exc)) from None
+
+
+def write_converted(dst: Path, overwrite: bool, fill: Callable[[Path], dict]) -> dict:
+    """:func:`write_owned` for a conversion: ``fill(work)`` writes the set and returns the record; refusals
+    (also when DST changed during the run) raise ConvertError. Returns the manifest. Callers check the
+    destination first (:func:`check_conversion`), before reading any source."""
+    try:
+        return write_owned(dst, CONVERTER, overwrite, fill)
+    except DestinationError as exc:
+        raise ConvertError(str(exc)) from None
+
+
+def os_error_line(exc: OSError, dst: str | os.PathLike) -> str:
+    """One line for a system error while converting into `dst` (nothing of the conversion is left)."""
+    why = ("the disk is full (no space left on device)" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+           else exc.strerror or str(exc))
+    return f"{exc.filename or dst}: {why}; nothing was written to {dst}"

@@ -12,7 +12,7 @@ Rules:
   ``n_val = max(1, floor(val_fraction * n + 0.5))`` permuted names are val, the next ``n_test``
   (same formula, folders only) are test, the rest train; each list is written sorted.
 - Thermal: 8- or 16-bit values (16-bit ones are scaled to 8 bits by util/data/thermal.py when written).
-  Colour-stored grey thermal (equal channels) is read as grey.
+  Colour-stored grey thermal is read as grey by the one grey rule (util/data/frames.py `grey`).
 - Labels: single-channel files (8/16-bit, or palette-mode PNG indices) hold class ids. Colour
   (RGB) files are mapped through the dataset's palette; a colour file whose colours are not all in
   the palette but whose channels are equal is read as grey ids. ``--map SRC=ID`` rewrites source ids.
@@ -50,8 +50,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from util.data.frames import LOSSY_EXTENSIONS, grey
 from util.data.info import FMB, PST900, DatasetInfo
-from util.data.layout import luma_from_cv2, outside_names, rgb_from_cv2, split_path
+from util.data.layout import outside_names, rgb_from_cv2, split_path
 
 PathLike = Union[str, os.PathLike]
 
@@ -64,7 +65,7 @@ class FrameProblem(ValueError):
 
 
 @dataclass(frozen=True)
-class Frame:
+class FrameFiles:
     """One output frame: its name in DST and its three source files."""
 
     name: str
@@ -80,7 +81,7 @@ class Plan:
     format: str
     source: Path
     info: Optional[DatasetInfo]  # None: an unlabeled set (no classes; see plan_unlabeled_folders)
-    frames: dict[str, Frame]
+    frames: dict[str, FrameFiles]
     splits: dict[str, list[str]]
     label_map: dict[int, int] = field(default_factory=dict)
     thermal_bits: Optional[int] = None  # 8 or 16 when the format fixes it
@@ -115,8 +116,9 @@ def read_rgb(path: PathLike) -> np.ndarray:
     return rgb_from_cv2(img[:, :, :3])
 
 
-def read_thermal(path: PathLike) -> np.ndarray:
-    """(H, W) uint8 or uint16 thermal values; a colour file must be grey (channels within 2 levels)."""
+def read_thermal_values(path: PathLike) -> np.ndarray:
+    """(H, W) uint8 or uint16 thermal values, unscaled; a colour file (an alpha channel is dropped) must hold
+    grey by util/data/frames.py's grey rule, as for `run_demo_student.py --input`."""
     img = _decode(Path(path))
     if img.dtype not in (np.uint8, np.uint16):
         raise FrameProblem(f"{path}: expected 8- or 16-bit thermal values, got {img.dtype}")
@@ -124,12 +126,12 @@ def read_thermal(path: PathLike) -> np.ndarray:
         return img
     if img.shape[2] < 3:
         return np.ascontiguousarray(img[:, :, 0])
-    colour = img[:, :, :3]
-    spread = int(np.abs(colour.astype(np.int32) - colour[:, :, :1]).max())
-    if spread > 2:
+    thermal = grey(img[:, :, :3], lossy=Path(path).suffix.lower() in LOSSY_EXTENSIONS)
+    if thermal is None:
+        spread = int(np.abs(img[:, :, :3].astype(np.int32) - img[:, :, :1]).max())
         raise FrameProblem(f"{path}: expected a grey thermal image, got colour channels that differ by up to "
                            f"{spread} (a false-colour rendering?)")
-    return np.ascontiguousarray(colour[:, :, 0]) if spread == 0 else luma_from_cv2(colour)
+    return thermal
 
 
 def _colour_key(rgb: np.ndarray) -> np.ndarray:
@@ -265,8 +267,8 @@ def seeded_split(names: Iterable[str], val_fraction: float, test_fraction: float
     return out
 
 
-def _frame(name: str, files: Mapping[str, Path]) -> Frame:
-    return Frame(name, files["rgb"], files["thermal"], files.get("label"))
+def _frame(name: str, files: Mapping[str, Path]) -> FrameFiles:
+    return FrameFiles(name, files["rgb"], files["thermal"], files.get("label"))
 
 
 def _plan_train_test(fmt: str, src: Path, info: DatasetInfo, folders: Mapping[str, str],

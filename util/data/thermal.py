@@ -4,7 +4,7 @@
 (``--raw-range``) or, by default, the 1st and 99th percentiles (nearest rank) of the non-zero thermal
 pixels of the written train split (zero marks no data, e.g. PST900's projection holes); the range is
 stored as ``thermal_range`` in dataset.json. 8-bit thermal is copied unchanged. Used by
-util.data.convert and util.deploy.bag_dataset.
+util.data.convert and util.data.bag_convert.
 """
 from __future__ import annotations
 

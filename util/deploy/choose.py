@@ -32,12 +32,12 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import torch
 
+from ..data.frames import Frame
 from ..engine.checkpoint import Loaded
 from ..files import atomic_write, cache_dir, sha256_file
 from .agreement import compare, ms_per_frame
 from .backends import ONNX_SUFFIXES, TORCH_SUFFIXES, OnnxSegmenter, OpenVinoSegmenter, Segmenter, TorchSegmenter
 from .cpu import cpu_info
-from .frames import Frame
 
 BACKEND_CHOICES = ("auto", "torch", "cudagraph", "onnxruntime", "openvino")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
@@ -275,7 +275,7 @@ def sample_frames(frames: Iterable[Frame], n: int, height: int, width: int, seed
     """The first `n` usable frames (N, 1, height, width) of an input, for timing and agreement; random
     thermal when it has none."""
     from .agreement import random_thermal
-    from .inference import to_model_input
+    from .predictor import to_model_input
 
     try:
         out = [to_model_input(f.thermal, height, width) for f in itertools.islice(

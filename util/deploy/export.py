@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -32,6 +33,7 @@ from torch import nn
 
 from ..data.info import DatasetInfo
 from ..data.layout import split_path
+from ..data.rosbag import is_bag
 from ..engine.card import (
     CARD_JSON,
     CARD_MD,
@@ -53,6 +55,7 @@ from .quantize import (
     quantize_int8,  # noqa: F401  (the export API: util.deploy.export.quantize_int8)
     tune_int8,
 )
+from .sources import open_source, spread
 
 OPSETS = range(14, 21)  # scaled_dot_product_attention needs 14; the TorchScript exporter stops at 20
 DEFAULT_OPSET = 17
@@ -113,46 +116,41 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, info: DatasetInfo, op
     return path
 
 
-def _spread(items: Sequence, n: int) -> list:
-    """Up to `n` items evenly spread over `items` (all of them when there are fewer)."""
-    if len(items) <= n:
-        return list(items)
-    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
-
-
 def _mfnet_thermal(data_dir: Path, split: str, n: int) -> list[np.ndarray]:
     from ..data.layout import IMAGE_DIR, load_image_file, read_split
 
-    names = _spread(read_split(data_dir, split), n)
+    names = spread(read_split(data_dir, split), n)
     return [load_image_file(data_dir / IMAGE_DIR / f"{name}.png")[..., 3].astype(np.float32) / 255.0 for name in names]
 
 
-def _own_thermal(path: Path, n: int, thermal_range: Optional[Sequence[float]]) -> list[np.ndarray]:
-    """Up to `n` frames spread over a video, an image file or a folder, read as `--input` reads them."""
-    from .frames import is_video, iter_images, iter_video, list_frames, video_info
-
-    if is_video(path):
-        keep = set(_spread(range(video_info(path).frames), n))
-        frames = (f for i, f in enumerate(iter_video(path, thermal_range)) if i in keep)
-    else:
-        frames = iter_images(_spread(list_frames(path), n), thermal_range)
+def _own_thermal(path: Path, n: int, thermal_range: Optional[Sequence[float]], topic: Optional[str] = None
+                 ) -> list[np.ndarray]:
+    """Up to `n` frames spread over a video, an image file, a folder or a ROS bag's thermal topic, read through
+    the sources of `--input` (sources.py)."""
+    source = open_source(str(path), topic, "--calib-data", need_frames=False, topic_option="--calib-topic")
     out = []
-    for f in frames:
-        if f.thermal is None:
-            print(f"skipped: {f.error}", flush=True)
-        else:
-            out.append(f.thermal)
+    try:
+        for f in source.spread(n, thermal_range):
+            if f.thermal is None:
+                print(f"skipped: {f.error}", flush=True)
+            else:
+                out.append(f.thermal)
+    finally:
+        source.close()
     return out
 
 
 def calibration_frames(data: str | os.PathLike, height: int, width: int, n_calib: int, n_held: int,
-                       thermal_range: Optional[Sequence[float]] = None) -> tuple[np.ndarray, np.ndarray, str]:
-    """Calibration and held-out frames (N, 1, height, width) and where they come from.
+                       thermal_range: Optional[Sequence[float]] = None, topic: Optional[str] = None
+                       ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Calibration and held-out frames (N, 1, height, width) and where they come from (`topic`: a bag's
+    thermal topic, when it has several).
 
     An MFNet-format folder: thermal of its train split / of its val (else test) split. A folder with a
-    train split alone (an unlabeled set, e.g. from `python -m util.convert rosbag`) or a folder, image or
-    video (as `--input` reads them): its frames, a quarter (at most `n_held`) held out, evenly spread."""
-    from .inference import to_model_input
+    train split alone (an unlabeled set, e.g. from `python -m util.convert rosbag`) or a folder, image,
+    video or ROS bag (as `--input` reads them, sources.py): its frames, a quarter (at most `n_held`) held out,
+    evenly spread."""
+    from .predictor import to_model_input
 
     data = Path(data)
     if not data.exists():
@@ -165,16 +163,36 @@ def calibration_frames(data: str | os.PathLike, height: int, width: int, n_calib
         if split_path(data, "train").is_file():  # an unlabeled set (a robot's recording), or a train split alone
             frames, what = _mfnet_thermal(data, "train", n_calib + n_held), "train frames"
         else:
-            frames, what = _own_thermal(data, n_calib + n_held, thermal_range), "frames"
+            frames, what = _own_thermal(data, n_calib + n_held, thermal_range, topic), "frames"
         if len(frames) < 2:
             raise ValueError(f"--calib-data {data}: expected at least 2 readable thermal frames "
                              f"(calibration and held-out), found {len(frames)}")
-        held_idx = set(_spread(range(len(frames)), min(n_held, max(1, len(frames) // 4))))
+        held_idx = set(spread(range(len(frames)), min(n_held, max(1, len(frames) // 4))))
         held = [f for i, f in enumerate(frames) if i in held_idx]
         calib = [f for i, f in enumerate(frames) if i not in held_idx][:n_calib]
         where = f"{len(calib)} calibration / {len(held)} held-out {what} of {data}"
     return (np.stack([to_model_input(f, height, width) for f in calib]),
             np.stack([to_model_input(f, height, width) for f in held]), where)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What an export is asked to do: python -m util.export's options as plain values (parse_args gives them)."""
+    weights: str
+    out: str
+    opset: int = DEFAULT_OPSET
+    overwrite: bool = False
+    int8: bool = False
+    int8_out: Optional[str] = None
+    calib_data: Optional[str] = None
+    calib_topic: Optional[str] = None
+    calib_frames: int = 32
+    heldout_frames: int = 16
+    int8_activations: str = "uint8"
+    calib_method: str = "auto"
+    keep_float: str = "auto"
+    min_agreement: float = INT8_MIN_AGREEMENT
+    thermal_range: Optional[Sequence[float]] = None
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -187,8 +205,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--int8", action="store_true", help="also write a static int8 copy (needs --calib-data)")
     p.add_argument("--int8-out", default=None, help="the int8 file (default: OUT with .int8.onnx)")
     p.add_argument("--calib-data", default=None, help="MFNet-format folder (train split calibrates, val is "
-                   "held out), an unlabeled set (e.g. from python -m util.convert rosbag), or a folder, image or "
-                   "video of thermal frames (as --input of run_demo_student.py)")
+                   "held out), an unlabeled set (e.g. from python -m util.convert rosbag), or a folder, image, "
+                   "video or ROS bag of thermal frames (as --input of run_demo_student.py)")
+    p.add_argument("--calib-topic", default=None,
+                   help="with a ROS bag --calib-data: its thermal image topic (default: the only single-channel one)")
     p.add_argument("--calib-frames", type=integer(1), default=32, help="frames to calibrate on")
     p.add_argument("--heldout-frames", type=integer(1), default=16, help="frames to compare int8 with fp32 on")
     p.add_argument("--int8-activations", type=one_of(ACTIVATIONS), default="uint8",
@@ -210,30 +230,32 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def check_args(args: argparse.Namespace) -> tuple[Path, Optional[Path]]:
+def check_options(opts: ExportOptions) -> tuple[Path, Optional[Path]]:
     """The output paths; one-line errors for every bad option, before any work."""
-    out = Path(args.out)
-    if Path(args.weights).suffix.lower() == ".onnx":
-        raise ValueError(f"--weights {args.weights}: holds an ONNX model; python -m util.export exports PyTorch "
+    out = Path(opts.out)
+    if Path(opts.weights).suffix.lower() == ".onnx":
+        raise ValueError(f"--weights {opts.weights}: holds an ONNX model; python -m util.export exports PyTorch "
                          f"weights (best.pth, last.pth, final.pth)")
     if out.suffix.lower() != ".onnx":
         raise ValueError(f"--out {out}: expected a file name ending in .onnx")
-    check_new_file(out, args.overwrite, "--out")
+    check_new_file(out, opts.overwrite, "--out")
     for card in card_files(out):
-        check_new_file(card, args.overwrite, "--out's card")
-    if not args.int8:
+        check_new_file(card, opts.overwrite, "--out's card")
+    if not opts.int8:
         return out, None
-    int8_out = Path(args.int8_out) if args.int8_out else out.with_name(out.stem + ".int8.onnx")
+    int8_out = Path(opts.int8_out) if opts.int8_out else out.with_name(out.stem + ".int8.onnx")
     if int8_out.resolve() == out.resolve():
         raise ValueError(f"--int8-out {int8_out}: must differ from --out")
-    check_new_file(int8_out, args.overwrite, "--int8-out")
+    check_new_file(int8_out, opts.overwrite, "--int8-out")
     if int8_out.parent.resolve() != out.parent.resolve():
         for card in card_files(int8_out):
-            check_new_file(card, args.overwrite, "--int8-out's card")
-    if not args.calib_data:
+            check_new_file(card, opts.overwrite, "--int8-out's card")
+    if not opts.calib_data:
         raise ValueError("--int8 needs --calib-data (an MFNet-format folder or thermal frames)")
-    if not Path(args.calib_data).exists():
-        raise FileNotFoundError(f"--calib-data {args.calib_data}: no such file or folder")
+    if not Path(opts.calib_data).exists():
+        raise FileNotFoundError(f"--calib-data {opts.calib_data}: no such file or folder")
+    if opts.calib_topic is not None and not is_bag(opts.calib_data):
+        raise ValueError(f"--calib-topic: only with a ROS bag --calib-data (got {opts.calib_data})")
     return out, int8_out
 
 
@@ -242,20 +264,20 @@ def card_files(onnx_path: Path) -> tuple[Path, Path]:
     return onnx_path.with_name(f"{onnx_path.stem}.{CARD_JSON}"), onnx_path.with_name(f"{onnx_path.stem}.{CARD_MD}")
 
 
-def write_export_cards(args: argparse.Namespace, out: Path, int8_out: Optional[Path], model: nn.Module,
+def write_export_cards(opts: ExportOptions, out: Path, int8_out: Optional[Path], model: nn.Module,
                        info: DatasetInfo, result: dict) -> list[Path]:
     """The card of the ONNX files (one per folder they are in), with the checks `run` made."""
-    export = {"opset": args.opset, "onnxruntime_vs_pytorch_random_thermal": result["checks"]}
+    export = {"opset": opts.opset, "onnxruntime_vs_pytorch_random_thermal": result["checks"]}
     if int8_out is not None:
         tuned = result["int8"]
         export["int8"] = {"calibration": result["calibration"], "description": tuned["description"],
                           "vs_fp32_held_out": result["int8_vs_fp32"], "int8_ms_per_frame": tuned["int8_ms"],
                           "fp32_ms_per_frame": tuned["fp32_ms"], "timed_on": cpu_info().describe(),
                           "runtime": "onnxruntime CPU, batch 1"}
-    card = {"role": "export", "summary": f"EKNet exported to ONNX by python -m util.export from {args.weights}",
+    card = {"role": "export", "summary": f"EKNet exported to ONNX by python -m util.export from {opts.weights}",
             "network": {"name": "EKNet", "n_class": model.n_class, "depth": model.depth, "height": model.height,
                         "width": model.width, "input": "thermal (B, 1, height, width) float32 in [0, 1]"},
-            "classes": list(info.class_names), "dataset": info.to_dict(), "source": teacher_facts(args.weights),
+            "classes": list(info.class_names), "dataset": info.to_dict(), "source": teacher_facts(opts.weights),
             "export": export, "command": command_line(), "environment": environment()}
     written = []
     files = [out] + ([int8_out] if int8_out is not None else [])
@@ -266,24 +288,24 @@ def write_export_cards(args: argparse.Namespace, out: Path, int8_out: Optional[P
     return written
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(opts: ExportOptions) -> dict:
+    from ..data.frames import frame_scaling
     from ..engine.checkpoint import build_from_weights
     from .backends import OnnxSegmenter, TorchSegmenter
-    from .frames import frame_scaling
 
-    out, int8_out = check_args(args)
-    check_against_card(args.weights)
-    model, info = build_from_weights(args.weights, expect="EKNet")
+    out, int8_out = check_options(opts)
+    check_against_card(opts.weights)
+    model, info = build_from_weights(opts.weights, expect="EKNet")
     cfg = model_metadata(model, info)
     print(f"[export] EKNet-{cfg['depth']} {cfg['height']}x{cfg['width']}, {cfg['n_class']} classes, "
-          f"from {args.weights}", flush=True)
+          f"from {opts.weights}", flush=True)
     if int8_out is not None:  # every input is read before any output is written
         # own 16-bit frames are scaled as the demo will scale them: --thermal-range, else the training data's range
-        calib, held, where = calibration_frames(args.calib_data, model.height, model.width, args.calib_frames,
-                                                args.heldout_frames, frame_scaling(args.thermal_range,
-                                                                                   info.thermal_range))
-    export_onnx(model, out, info, args.opset, args.overwrite)
-    print(f"[export] wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {args.opset})", flush=True)
+        calib, held, where = calibration_frames(opts.calib_data, model.height, model.width, opts.calib_frames,
+                                                opts.heldout_frames,
+                                                frame_scaling(opts.thermal_range, info.thermal_range), opts.calib_topic)
+    export_onnx(model, out, info, opts.opset, opts.overwrite)
+    print(f"[export] wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {opts.opset})", flush=True)
     torch_seg, fp32 = TorchSegmenter(model, info, "cpu", channels_last=False), OnnxSegmenter(out)
     result = {"out": str(out), "metadata": read_metadata(out), "checks": []}
     for n, batch in ((1, 1), (4, 2)):
@@ -292,10 +314,10 @@ def run(args: argparse.Namespace) -> dict:
         result["checks"].append(r)
     if int8_out is not None:
         print(f"[export] int8: calibrating on {where}", flush=True)
-        methods = CALIB_METHODS if args.calib_method == "auto" else (args.calib_method,)
+        methods = CALIB_METHODS if opts.calib_method == "auto" else (opts.calib_method,)
         try:
-            tuned = tune_int8(out, int8_out, calib, held, args.overwrite, args.int8_activations, methods,
-                              args.keep_float == "auto", args.min_agreement,
+            tuned = tune_int8(out, int8_out, calib, held, opts.overwrite, opts.int8_activations, methods,
+                              opts.keep_float == "auto", opts.min_agreement,
                               log=lambda line: print(f"[export] {line}", flush=True))
         except BaseException:
             out.unlink(missing_ok=True)  # all outputs or none: the fp32 file written above goes too
@@ -304,24 +326,24 @@ def run(args: argparse.Namespace) -> dict:
         print(f"[export] wrote {int8_out} ({int8_out.stat().st_size / 2**20:.1f} MiB; {tuned['description']})",
               flush=True)
         print(format_comparison("[export] int8 vs fp32 (onnxruntime CPU), held-out frames", r), flush=True)
-        if r["agreement"] < args.min_agreement:
+        if r["agreement"] < opts.min_agreement:
             print(f"[export] note: the int8 file agrees with fp32 on {100 * r['agreement']:.2f}% of the held-out "
-                  f"pixels, below {100 * args.min_agreement:g}% (--min-agreement; run_demo_student.py --backend auto "
+                  f"pixels, below {100 * opts.min_agreement:g}% (--min-agreement; run_demo_student.py --backend auto "
                   f"takes int8 files from 97% by default); more --calib-frames may help", flush=True)
         print(f"[export] int8 {tuned['int8_ms']:.1f} ms/frame vs fp32 {tuned['fp32_ms']:.1f} ms/frame "
               f"({tuned['fp32_ms'] / tuned['int8_ms']:.2f}x), onnxruntime CPU, batch 1, on this machine "
               f"({cpu_info().describe()})", flush=True)
         result.update({"int8_out": str(int8_out), "int8_vs_fp32": r, "calibration": where, "int8": tuned})
-    result["cards"] = [str(p) for p in write_export_cards(args, out, int8_out, model, info, result)]
+    result["cards"] = [str(p) for p in write_export_cards(opts, out, int8_out, model, info, result)]
     print(f"[export] model card {result['cards'][1]} (python -m util.card {result['cards'][0]} checks the files)",
           flush=True)
     return result
 
 
 def main(argv: Optional[list[str]] = None) -> dict:
-    args = parse_args(argv)
+    opts = ExportOptions(**vars(parse_args(argv)))
     try:
-        return run(args)
+        return run(opts)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -3,7 +3,7 @@
     python -m util.convert rosbag BAG DST --rgb-topic T --thermal-topic T [--max-dt-ms 20]
                                   [--homography FILE] [--raw-range LOW HIGH] [--name N] [--overwrite]
 
-BAG: a ROS 1 .bag or ROS 2 bag folder (util.deploy.rosbag reads it: sensor_msgs/Image or PNG/JPEG
+BAG: a ROS 1 .bag or ROS 2 bag folder (rosbag.py reads it: sensor_msgs/Image or PNG/JPEG
 CompressedImage; thermal mono8/mono16/8UC1/16UC1/32FC1, RGB rgb8/bgr8/rgba8/bgra8/mono8).
 
 Pairing: each thermal frame is paired with the RGB frame whose header stamp is nearest to its own;
@@ -29,21 +29,23 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
 
-from util.data.convert import ConvertError, check_destination, os_error_line, write_converted
+from util.data.bag_pixels import colour_pixels, message_pixels
+from util.data.bag_records import BagError
 from util.data.info import write_unlabeled_info
 from util.data.layout import IMAGE_DIR, write_image_file, write_split
+from util.data.owned import ConvertError, check_conversion, os_error_line, write_converted
+from util.data.rosbag import BagSource, Topic, pick_topic
 from util.data.thermal import percentile_range, scale_raw_thermal
-from util.deploy.bag_pixels import colour_pixels, message_pixels
-from util.deploy.bag_records import BagError
-from util.deploy.rosbag import BagSource, Topic, pick_topic
 from util.options import ArgumentParser, LowHigh, number
+
+DESCRIPTION = "An unlabeled RGB-thermal set from a ROS bag (see util/data/bag_convert.py)."
 
 
 def read_homography(path: str) -> np.ndarray:
@@ -163,7 +165,7 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
     """Write the unlabeled set; returns convert.json's content. ConvertError (nothing written) when refused."""
     source = BagSource.open(bag, what="BAG")
     dst_path = Path(dst)
-    check_destination(source.path, dst_path, overwrite)
+    check_conversion(source.path, dst_path, overwrite)
     rgb_t = pick_topic(source, rgb_topic, "--rgb-topic")
     th_t = pick_topic(source, thermal_topic, "--thermal-topic")
     hist = np.zeros(65536, np.int64)
@@ -208,9 +210,22 @@ def convert_rosbag(bag: str, dst: str, rgb_topic: str, thermal_topic: str, max_d
     return write_converted(dst_path, overwrite, fill)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m util.convert rosbag",
-                       description="An unlabeled RGB-thermal set from a ROS bag (see util/deploy/bag_dataset.py).")
+@dataclass(frozen=True)
+class BagConvertOptions:
+    """`python -m util.convert rosbag`'s options as plain values (add_arguments')."""
+    bag: str
+    dst: str
+    rgb_topic: str
+    thermal_topic: str
+    max_dt_ms: float = 20.0
+    homography: Optional[str] = None
+    raw_range: Optional[Sequence[float]] = None
+    name: Optional[str] = None
+    overwrite: bool = False
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `python -m util.convert rosbag` (util.data.convert's sub-command)."""
     p.add_argument("bag", metavar="BAG", help="ROS 1 .bag file or ROS 2 bag folder (only read)")
     p.add_argument("dst", metavar="DST", help="output folder (new, empty, or a previous output with --overwrite)")
     p.add_argument("--rgb-topic", required=True, help="the RGB image topic")
@@ -225,22 +240,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return add_arguments(ArgumentParser(prog="python -m util.convert rosbag", description=DESCRIPTION))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """0 on success; 1 with one `error:` line when refused (2: bad arguments, from argparse)."""
-    parser = build_parser()
-    args = parser.parse_args(None if argv is None else list(argv))
+    return command(BagConvertOptions(**vars(build_parser().parse_args(None if argv is None else list(argv)))))
+
+
+def command(opts: BagConvertOptions) -> int:
+    """The conversion `opts` ask for; 0 on success, 1 with one `error:` line."""
     try:
-        homography = read_homography(args.homography) if args.homography else None
-        record = convert_rosbag(args.bag, args.dst, args.rgb_topic, args.thermal_topic, args.max_dt_ms, homography,
-                                tuple(args.raw_range) if args.raw_range else None, args.name, args.overwrite,
-                                {k: v for k, v in vars(args).items() if k not in ("bag", "dst")})
+        homography = read_homography(opts.homography) if opts.homography else None
+        record = convert_rosbag(opts.bag, opts.dst, opts.rgb_topic, opts.thermal_topic, opts.max_dt_ms, homography,
+                                tuple(opts.raw_range) if opts.raw_range else None, opts.name, opts.overwrite,
+                                {k: v for k, v in asdict(opts).items() if k not in ("bag", "dst")})
     except (ConvertError, BagError, ValueError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"error: {os_error_line(exc, args.dst)}", file=sys.stderr)
+        print(f"error: {os_error_line(exc, opts.dst)}", file=sys.stderr)
         return 1
-    print(f"rosbag -> {args.dst}: {record['written']} RGB-thermal pairs written; {record['dropped_outside_max_dt']} "
-          f"thermal frame(s) without an RGB frame within {args.max_dt_ms:g} ms dropped; "
+    print(f"rosbag -> {opts.dst}: {record['written']} RGB-thermal pairs written; {record['dropped_outside_max_dt']} "
+          f"thermal frame(s) without an RGB frame within {opts.max_dt_ms:g} ms dropped; "
           f"{len(record['skipped'])} message(s) unreadable" + (f"; {record['damage']}" if record["damage"] else ""))
     return 0

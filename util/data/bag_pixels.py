@@ -13,8 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..data.layout import rgb_from_cv2
 from .frames import single_channel
+from .layout import rgb_from_cv2
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"

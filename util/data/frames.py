@@ -1,11 +1,15 @@
-"""Thermal frames as a robot records them: image files, folders of them, and videos.
+"""Thermal frames as a robot records them: image files, folders of them, videos, cameras and streams
+(ROS bags: rosbag.py), as one `Frame` each, and the pixel rules every reader follows.
 
 Images: single-channel 8/16-bit PNG/TIFF (also float TIFF), JPEG (single-channel, or grey stored
-as 3 channels) and MFNet-style 4-channel PNGs (channel 4 = thermal). A 3-channel PNG/TIFF must
-hold 3 equal channels. JPEG and video are lossy, so their 3-channel frames count as grey when the
-channels differ by at most GREY_TOLERANCE levels on average (then their luma is used); a colour
-frame (e.g. a palette-coloured thermal picture) is refused with one line naming it.
+as 3 channels) and MFNet-style 4-channel PNGs (channel 4 = thermal). What counts as grey is one rule
+(`grey`, which util.convert follows too): 3 equal channels, or channels within GREY_ROUNDING levels at
+every pixel; JPEG and video are lossy, so their 3-channel frames also count as grey when the channels
+differ by at most GREY_TOLERANCE levels on average (then their luma is used); a colour frame (e.g. a
+palette-coloured thermal picture) is refused with one line naming it.
 Videos: whatever cv2.VideoCapture reads (mp4, avi, mkv, mov, ...), 8 bits per pixel.
+Live sources: a camera index (``0``) or a stream URL OpenCV opens (``http://host:port/stream.mjpg``,
+``rtsp://...``), read until the stream ends.
 
 Scaling to [0, 1]:
 - 8-bit: value / 255, as MFNet's thermal channel.
@@ -21,46 +25,54 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import cv2
 import numpy as np
 
-from ..data.layout import THERMAL, luma_from_cv2
-from ..data.media import quiet_media_logs
 from ..options import check_low_high
+from .layout import THERMAL, luma_from_cv2
+from .media import quiet_media_logs
 
 FRAME_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv")
 GREY_TOLERANCE = 4.0  # mean channel spread (8-bit levels) still taken as grey in lossy frames
+GREY_ROUNDING = 2  # largest channel difference (levels) of a lossless grey picture saved in colour
 MAX_BAD_IN_A_ROW = 50  # a video giving this many unreadable frames in a row is abandoned
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+OPEN_TIMEOUT_MS = 10000
 
 
 @dataclass
 class Frame:
-    """One input frame: `thermal` (H, W) float32 in [0, 1], or None with `error` saying why."""
+    """One input frame: `thermal` (H, W) float32 in [0, 1], or None with `error` saying why; a bag's frame
+    also carries its message's header (stamp, frame_id) and its receive time in ns."""
     name: str
     source: str
     thermal: Optional[np.ndarray] = None
     nonfinite: int = 0
     error: Optional[str] = None
+    header: Any = None
+    time_ns: int = 0
 
 
 def is_video(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def list_frames(path: str | os.PathLike) -> list[Path]:
-    """The image files to segment: `path` itself, or the frames directly inside a folder."""
+def list_frames(path: str | os.PathLike, what: str = "--input") -> list[Path]:
+    """The image files to segment: `path` itself, or the frames directly inside a folder; `what`: the
+    argument that named it."""
     path = Path(path)
     if path.is_file():
         return [path]
     if path.is_dir():
         return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS)
-    raise FileNotFoundError(f"--input {path}: no such file or folder")
+    raise FileNotFoundError(f"{what} {path}: no such file or folder")
 
 
 def check_thermal_range(thermal_range: Optional[Sequence[float]]) -> Optional[tuple[float, float]]:
@@ -71,6 +83,24 @@ def check_thermal_range(thermal_range: Optional[Sequence[float]]) -> Optional[tu
     return check_low_high("--thermal-range", low, high)
 
 
+def grey(colour: np.ndarray, lossy: bool = False) -> Optional[np.ndarray]:
+    """The grey rule, the one place that says when a 3-channel picture (cv2 order) holds a grey thermal
+    image: its channels are equal (the first is taken), differ by at most GREY_ROUNDING levels at every pixel
+    (a grey picture rounded when saved in colour), or, in an 8-bit lossy picture (JPEG, video), by at most
+    GREY_TOLERANCE levels on average (compression noise in the chroma); in the last two cases its luma is
+    taken. None for a colour picture."""
+    if np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 1], colour[..., 2]):
+        return np.ascontiguousarray(colour[:, :, 0])
+    if colour.dtype not in (np.uint8, np.uint16):
+        return None
+    spread = colour.max(2).astype(np.int32) - colour.min(2)
+    if int(spread.max()) <= GREY_ROUNDING:
+        return luma_from_cv2(colour)
+    if lossy and colour.dtype == np.uint8 and float(np.mean(spread)) <= GREY_TOLERANCE:
+        return luma_from_cv2(colour)
+    return None
+
+
 def single_channel(raw: np.ndarray, source: str, lossy: bool = False) -> np.ndarray:
     """The thermal channel of a decoded frame (cv2 channel order); ValueError for colour frames."""
     if raw.ndim == 2:
@@ -78,12 +108,11 @@ def single_channel(raw: np.ndarray, source: str, lossy: bool = False) -> np.ndar
     if raw.shape[2] == 4:
         return raw[:, :, THERMAL]  # an MFNet frame: its 4th channel is the thermal one
     if raw.shape[2] == 3:
-        if np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 1], raw[..., 2]):
-            return raw[:, :, 0]  # grey saved as RGB
-        if lossy and raw.dtype == np.uint8 and float(np.mean(raw.max(2) - raw.min(2))) <= GREY_TOLERANCE:
-            return luma_from_cv2(raw)  # grey with compression noise in the chroma
-        raise ValueError(f"{source}: expected a single-channel thermal image or a 4-channel MFNet PNG, "
-                         f"got 3 channels that differ (a colour picture)")
+        thermal = grey(raw, lossy)
+        if thermal is None:
+            raise ValueError(f"{source}: expected a single-channel thermal image or a 4-channel MFNet PNG, "
+                             f"got 3 channels that differ (a colour picture)")
+        return thermal
     raise ValueError(f"{source}: expected a single-channel thermal image or a 4-channel MFNet PNG, "
                      f"got {raw.shape[2]} channels")
 
@@ -101,8 +130,12 @@ class TrainedRange:
         return None if raw.dtype == np.uint8 else (self.low, self.high)
 
 
+# how frames are scaled (scale_thermal): a (low, high) range, the training data's, or None (per-frame min-max)
+Scaling = Union[Sequence[float], TrainedRange, None]
+
+
 def frame_scaling(given: Optional[Sequence[float]], trained: Optional[Sequence[float]]
-                  ) -> Optional[Sequence[float] | TrainedRange]:
+                  ) -> Scaling:
     """How own frames are scaled: the range given (--thermal-range), else the training data's (`trained`,
     the weights' DatasetInfo.thermal_range) as a TrainedRange, else None (per-frame min-max)."""
     if given is not None:
@@ -238,3 +271,38 @@ def iter_video(path: str | os.PathLike, thermal_range: Optional[Sequence[float]]
             index += 1
     finally:
         cap.release()
+
+
+def is_live(text: str) -> bool:
+    """A camera index (digits) or a URL, and not an existing file or folder of that name."""
+    return not Path(text).exists() and (text.isdigit() or bool(URL.match(text)))
+
+
+def open_live(text: str, what: str = "--input") -> cv2.VideoCapture:
+    """An opened capture of a camera index or stream URL; ValueError naming it otherwise."""
+    quiet_media_logs()  # OpenCV's and FFmpeg's lines around ours: off
+    if text.isdigit():
+        cap = cv2.VideoCapture(int(text))
+    else:
+        cap = cv2.VideoCapture(text, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
+                                                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, OPEN_TIMEOUT_MS])
+    if not cap.isOpened():
+        kind = "camera" if text.isdigit() else "stream"
+        raise ValueError(f"{what} {text}: cannot open the {kind} (OpenCV could not connect or decode it)")
+    return cap
+
+
+def capture_fps(cap: cv2.VideoCapture) -> float:
+    """The frame rate a capture reports, 0 when it does not know."""
+    return _prop(cap, cv2.CAP_PROP_FPS)
+
+
+def iter_live(cap: cv2.VideoCapture, text: str, thermal_range: Optional[Sequence[float]] = None) -> Iterator[Frame]:
+    """Frames of an opened capture until a read fails (the stream ended or the camera went away)."""
+    index = 0
+    while True:
+        ok, bgr = cap.read()
+        if not ok or bgr is None:
+            return
+        yield fill_from_capture(Frame(f"live_{index:06d}", f"{text} frame {index}"), bgr, thermal_range)
+        index += 1

@@ -1,4 +1,5 @@
-"""Thermal frames in and segmentations out of ROS bags, without a ROS installation (`rosbags`).
+"""Thermal frames from ROS bags, without a ROS installation (`rosbags`); the output bag of the
+demo's segmentations is written by util/deploy/sinks.py (BagWriter).
 
 Bags: a ROS 1 ``.bag`` file, or a ROS 2 bag folder (``metadata.yaml`` with sqlite3 ``.db3`` or
 ``.mcap`` storage). Bags are untrusted input: only ``sensor_msgs/Image`` and
@@ -18,22 +19,17 @@ stops with one line.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
-
-import numpy as np
 
 from .bag_pixels import COMPRESSED, IMAGE, MONO_ENCODINGS, compressed_pixels, message_pixels
 from .bag_records import MAX_CHUNK_BYTES, BagError, Scan, first_words, scan_mcap, scan_ros1
 from .frames import Frame, scale_thermal
 
 IMAGE_TYPES = (IMAGE, COMPRESSED)
-DEFAULT_PREFIX = "/cekd"
 
 
 def is_bag(path: str | os.PathLike) -> bool:
@@ -42,17 +38,11 @@ def is_bag(path: str | os.PathLike) -> bool:
     return (p.suffix.lower() == ".bag" and p.is_file()) or (p.is_dir() and (p / "metadata.yaml").is_file())
 
 
-def _typestore(ros2: bool):
+def typestore(ros2: bool):
+    """rosbags' type store of the standard message definitions of ROS 2 (Humble) or ROS 1 (Noetic)."""
     from rosbags.typesys import Stores, get_typestore
 
     return get_typestore(Stores.ROS2_HUMBLE if ros2 else Stores.ROS1_NOETIC)
-
-
-@dataclass
-class BagFrame(Frame):
-    """A frame of a bag: the message's header (stamp, frame_id) and its receive time in ns."""
-    header: Any = None
-    time_ns: int = 0
 
 
 @dataclass
@@ -100,7 +90,7 @@ class BagSource:
         return Reader(self.path)
 
     def _read_topics(self) -> dict[str, Topic]:
-        store = _typestore(self.ros2)
+        store = typestore(self.ros2)
         try:
             with self._reader() as reader:
                 conns = [(c.topic, c.msgtype, c.digest, c.msgcount) for c in reader.connections]
@@ -145,7 +135,7 @@ class BagSource:
         return scan_mcap(files[0], scan, topic, self.what)
 
     def deserialize(self, raw: bytes, msgtype: str) -> Any:
-        store = _typestore(self.ros2)
+        store = typestore(self.ros2)
         return store.deserialize_cdr(raw, msgtype) if self.ros2 else store.deserialize_ros1(raw, msgtype)
 
     def image_topics(self) -> list[Topic]:
@@ -213,12 +203,12 @@ def pick_topic(source: BagSource, topic: Optional[str], option: str = "--topic")
 
 
 def iter_bag(source: BagSource, topic: Topic, thermal_range: Optional[Sequence[float]] = None
-             ) -> Iterator[BagFrame]:
+             ) -> Iterator[Frame]:
     """The frames of `topic` in recording order; a message that cannot be used comes with its error."""
     stem = source.path.stem if not source.ros2 else source.path.name
     for index, (time_ns, raw) in enumerate(source.messages(topic.name)):
         where = f"{source.path} {topic.name} message {index}"
-        frame = BagFrame(f"{stem}_{index:06d}", where, time_ns=time_ns)
+        frame = Frame(f"{stem}_{index:06d}", where, time_ns=time_ns)
         try:
             msg = source.deserialize(raw, topic.msgtype)
         except Exception as exc:  # whatever a malformed message makes the deserializer raise
@@ -238,62 +228,3 @@ def frame_rate(source: BagSource, topic: Topic, sample: int = 50) -> float:
     (0 when fewer than two)."""
     times = [t for t, _ in itertools.islice(source.messages(topic.name), sample)]
     return (len(times) - 1) * 1e9 / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
-
-
-# --- output bag ----------------------------------------------------------------------------------
-
-class BagWriter:
-    """A new bag of the input's kind (ROS 1 file, ROS 2 folder with the same storage) holding
-    PREFIX/labels (mono8 class ids), PREFIX/overlay (rgb8) and optionally PREFIX/confidence (mono8,
-    max softmax probability x 255), each message with its input frame's header, at its receive time.
-    Written under a hidden folder and moved into place on `close`."""
-
-    def __init__(self, source: BagSource, out_dir: Path, prefix: str = DEFAULT_PREFIX, confidence: bool = False):
-        stem = source.path.name if source.ros2 else source.path.stem
-        self.path = out_dir / (f"{stem}_cekd" if source.ros2 else f"{stem}_cekd.bag")
-        self.tmp_dir = out_dir / f".{self.path.name}.writing"
-        self.tmp_dir.mkdir()
-        tmp = self.tmp_dir / self.path.name
-        self.ros2, self.store = source.ros2, _typestore(source.ros2)
-        if source.ros2:
-            from rosbags.rosbag2 import StoragePlugin, Writer
-            plugin = StoragePlugin.MCAP if source.storage == "mcap" else StoragePlugin.SQLITE3
-            self.writer = Writer(tmp, version=Writer.VERSION_LATEST, storage_plugin=plugin)
-        else:
-            from rosbags.rosbag1 import Writer
-            self.writer = Writer(tmp)
-        self.writer.open()
-        prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-        names = ["labels", "overlay"] + (["confidence"] if confidence else [])
-        self.topics = {n: f"{prefix}/{n}" for n in names}
-        self.conns = {n: self.writer.add_connection(t, IMAGE, typestore=self.store) for n, t in self.topics.items()}
-        self.written = {t: 0 for t in self.topics.values()}
-
-    def _image(self, header, pixels: np.ndarray, encoding: str):
-        data = np.ascontiguousarray(pixels, dtype=np.uint8)
-        height, width = data.shape[:2]
-        return self.store.types[IMAGE](header=header, height=height, width=width, encoding=encoding,
-                                       is_bigendian=0, step=data.size // height, data=data.ravel())
-
-    def write(self, frame: BagFrame, labels: np.ndarray, overlay_rgb: np.ndarray,
-              confidence: Optional[np.ndarray] = None) -> None:
-        images = {"labels": (labels, "mono8"), "overlay": (overlay_rgb, "rgb8")}
-        if "confidence" in self.conns and confidence is not None:
-            images["confidence"] = (confidence, "mono8")
-        for name, (pixels, encoding) in images.items():
-            msg = self._image(frame.header, pixels, encoding)
-            raw = self.store.serialize_cdr(msg, IMAGE) if self.ros2 else self.store.serialize_ros1(msg, IMAGE)
-            self.writer.write(self.conns[name], frame.time_ns, raw)
-            self.written[self.topics[name]] += 1
-
-    def close(self) -> None:
-        """Finish the bag and move it into place."""
-        self.writer.close()
-        os.replace(self.tmp_dir / self.path.name, self.path)
-        shutil.rmtree(self.tmp_dir)
-
-    def abort(self) -> None:
-        """Drop the unfinished bag (a run that failed): nothing half-written is left behind."""
-        with contextlib.suppress(Exception):  # the run's own error is the one to report
-            self.writer.close()
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
