@@ -22,12 +22,11 @@ import hashlib
 import json
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
+import media_fixtures
 import numpy as np
 import torch
 
@@ -162,40 +161,9 @@ def make_bag(path: Path, kind: str) -> Path:
     return writer.path
 
 
-class MjpegServer:
-    """`frames` JPEG frames of a moving ramp as multipart/x-mixed-replace on 127.0.0.1, then the end."""
-
-    def __init__(self, frames: int = 6):
-        jpegs = [cv2.imencode(".jpg", _ramp(48, 64, 3 * i))[1].tobytes() for i in range(frames)]
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                try:
-                    for data in jpegs:
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                         % len(data) + data + b"\r\n")
-                        self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/thermal.mjpg"
-
-    def __enter__(self) -> "MjpegServer":
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
+def MjpegServer(frames: int = 6) -> media_fixtures.MjpegServer:
+    """`frames` JPEG frames of a moving ramp on 127.0.0.1, then the end (media_fixtures.MjpegServer)."""
+    return media_fixtures.MjpegServer([_ramp(48, 64, 3 * i) for i in range(frames)])
 def build_inputs(root: Path) -> dict[str, str]:
     """The inputs of RUNS by name (the stream's URL is filled in by record_all)."""
     return {"frames": str(_frames_folder(root / "frames")), "video": str(make_video(root / "drive.mp4")),

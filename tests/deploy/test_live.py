@@ -6,13 +6,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
+import media_fixtures
 import numpy as np
 import pytest
+from media_fixtures import video_frame_count
 
 import run_demo_student
 from conftest import ROOT
@@ -21,7 +20,6 @@ from util.deploy.predictor import ProbabilityPredictor
 
 # a fixed path: `--backend auto` picks by timing, and runs compared with each other must use the same one
 DEMO = ["--no-progress", "--device", "cpu", "--backend", "torch", "--precision", "fp32"]
-SERVE_SECONDS = 20.0  # a stream never outlives this
 
 
 @pytest.fixture
@@ -29,62 +27,13 @@ def weights(tiny_student):
     return tiny_student
 
 
-class MjpegServer:
-    """Serves `frames` JPEG frames of a moving ramp as multipart/x-mixed-replace (what IP cameras send),
-    `delay` seconds apart, then closes; `on_frame(i)` is called after frame i is sent."""
-
-    def __init__(self, frames, delay=0.0, on_frame=None):
-        jpegs = [cv2.imencode(".jpg", np.roll(np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1)), 3 * i, 1))[1]
-                 for i in range(frames)]
-        served = self.served = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                start = time.monotonic()
-                try:
-                    for i, jpg in enumerate(jpegs):
-                        if time.monotonic() - start > SERVE_SECONDS:
-                            break
-                        data = jpg.tobytes()
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                         % len(data) + data + b"\r\n")
-                        self.wfile.flush()
-                        served.append(i)
-                        if on_frame:
-                            on_frame(i)
-                        time.sleep(delay)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/thermal.mjpg"
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-
+def MjpegServer(frames, delay=0.0, on_frame=None):
+    """`frames` JPEG frames of a moving ramp, served on 127.0.0.1 (media_fixtures.MjpegServer)."""
+    ramp = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1))
+    return media_fixtures.MjpegServer([np.roll(ramp, 3 * i, 1) for i in range(frames)], delay, on_frame)
 def _run(weights, inp, out, *extra):
     return run_demo_student.main(["--weights", str(weights), "--input", str(inp), "--runs-dir", str(out),
                                   "--run-name", "r", *DEMO, *extra])
-
-
-def _frames(path):
-    cap, n = cv2.VideoCapture(str(path)), 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 def test_what_counts_as_live(tmp_path, monkeypatch):
@@ -109,7 +58,7 @@ def test_stream_until_max_frames(weights, tmp_path):
     out = tmp_path / "out" / "r"
     assert len(summary["segmented"]) == 5 and summary["ended"] == "max-frames"
     assert json.loads((out / "summary.json").read_text())["frames_read"] == 5
-    assert _frames(out / "live_overlay.mp4") == 5
+    assert video_frame_count(out / "live_overlay.mp4") == 5
     assert sorted(p.name for p in (out / "labels").iterdir()) == [f"live_{i:06d}.png" for i in range(5)]
 
 
@@ -137,7 +86,7 @@ def test_ctrl_c_ends_a_stream_cleanly(weights, tmp_path, monkeypatch):
     out = tmp_path / "out" / "r"
     written = json.loads((out / "summary.json").read_text())
     assert written["ended"] == "interrupted" and written["frames_read"] == 3
-    assert _frames(out / "live_overlay.mp4") == written["video"]["frames_written"] == len(summary["segmented"]) == 3
+    assert video_frame_count(out / "live_overlay.mp4") == written["video"]["frames_written"] == len(summary["segmented"]) == 3
     assert signal.getsignal(signal.SIGINT) is before  # handler restored
 
 

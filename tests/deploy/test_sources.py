@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from frame_outputs import FIXTURE, make_bag, make_video
+from media_fixtures import video_frame_count
 
 import run_demo_student
 import util.deploy.sources as sources
@@ -33,14 +34,6 @@ def _folder(path, n=5):
     return path
 
 
-def _video_frames(path):
-    cap, n = cv2.VideoCapture(str(path)), 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
-
-
 def test_max_frames_and_smoothing_for_files_and_videos(weights, tmp_path):
     folder = _folder(tmp_path / "frames")
     files = _run(weights, folder, tmp_path / "a", "--max-frames", "2", "--temporal-smoothing", "0.5")
@@ -49,7 +42,7 @@ def test_max_frames_and_smoothing_for_files_and_videos(weights, tmp_path):
     assert not (tmp_path / "a" / "r" / "f2_label.png").exists()
     video = _run(weights, make_video(tmp_path / "drive.mp4"), tmp_path / "b", "--max-frames", "3")
     assert (video["ended"], video["frames_read"], len(video["segmented"])) == ("max-frames", 3, 3)
-    assert _video_frames(tmp_path / "b" / "r" / "drive_overlay.mp4") == 3 == video["video"]["frames_written"]
+    assert video_frame_count(tmp_path / "b" / "r" / "drive_overlay.mp4") == 3 == video["video"]["frames_written"]
     whole = _run(weights, folder, tmp_path / "c")
     assert (whole["ended"], whole["frames_read"], whole["temporal_smoothing"]) == ("end", 5, 0.0)
 
@@ -70,7 +63,7 @@ def test_ctrl_c_ends_a_video_cleanly(weights, tmp_path, monkeypatch):
     out = tmp_path / "out" / "r"
     written = json.loads((out / "summary.json").read_text())
     assert written["ended"] == "interrupted" and written["frames_read"] == 3
-    assert _video_frames(out / "drive_overlay.mp4") == written["video"]["frames_written"] == 3
+    assert video_frame_count(out / "drive_overlay.mp4") == written["video"]["frames_written"] == 3
     assert len(list((out / "labels").iterdir())) == len(summary["segmented"]) == 3
     assert signal.getsignal(signal.SIGINT) is before
 
