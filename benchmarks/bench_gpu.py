@@ -190,11 +190,10 @@ def run_infer(row: Row, bases: dict, args, device: torch.device, refs: dict, mem
         note = f"graph capture failed, eager: {seg.graphs.fallback}"
     logits = out["logits"].float().cpu()
     result = {"ms_each": times, "note": note, "warm_peak_gib": warm_peak}
-    if row.depth and row.depth != args.depth:
-        pass  # another network: no logits to compare with
-    elif row.baseline:
+    other_network = row.depth not in (None, args.depth)  # no reference logits to compare with
+    if row.baseline:
         refs[row.network] = logits
-    elif row.network in refs:
+    elif row.network in refs and not other_network:
         ref = refs[row.network]
         result["max_abs_dlogits"] = (logits - ref).abs().max().item()
         result["argmax_agree_pct"] = 100.0 * (logits.argmax(1) == ref.argmax(1)).float().mean().item()

@@ -98,7 +98,7 @@ class DeferredCheck:
             self.bad[k] = self.bad[k] + nonfinite if k in self.bad else nonfinite
 
     def due(self, step: int) -> bool:
-        return self.every == 1 or (step + 1) % self.every == 0
+        return (step + 1) % self.every == 0
 
     def check(self, last_step: int, epoch: int) -> None:
         if self.first_step is None:
