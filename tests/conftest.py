@@ -47,6 +47,18 @@ def _cache_in_tmp(tmp_path_factory):
         yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_fsync():
+    """The suite writes gigabytes of checkpoints that it removes again: forcing each one to the disk (fsync, a
+    third of a checkpoint's write time) only costs time. Atomic writes keep their temporary file and rename;
+    what fsync adds, surviving a power cut, no test can observe. Subprocesses still fsync."""
+    import os
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "fsync", lambda fd: None)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_student(tmp_path_factory):
     """An untrained EKNet-18 for 64x64 frames, saved as our checkpoint (the deploy tests' student)."""

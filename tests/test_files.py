@@ -57,3 +57,16 @@ def test_temporary_files_of_a_killed_write_are_recognised_and_removed(tmp_path):
     assert sorted(p.name for p in remove_partial_writes(tmp_path)) == [left.name]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pth", "last.pth", "notes.tmp"]
     assert not is_partial_write("last.pth") and not is_partial_write(".last.pth")
+
+
+def test_the_temporary_file_is_forced_to_disk_before_the_rename(tmp_path, monkeypatch):
+    """The suite turns fsync off (conftest): this test alone checks that the writer calls it, on the full new
+    content, before the new file takes the name."""
+    path = tmp_path / "w.bin"
+    seen = []
+
+    def fsync(fd):
+        seen.append((os.fstat(fd).st_size, path.exists()))
+    monkeypatch.setattr(os, "fsync", fsync)
+    atomic_write(path, lambda f: f.write(b"abc"), binary=True)
+    assert seen == [(3, False)]

@@ -43,8 +43,23 @@ def test_round_trip_in_both_formats(tmp_path, cls):
         obj = load_state(dst, tmp_path / name)
         assert obj.get("epoch") == (3 if name == "ours.pth" else None)
         assert torch.equal(dst(x).logits, src(x).logits)
-        built, info = build_from_weights(tmp_path / name)
+        built, info = build_from_weights(tmp_path / name)  # built on the meta device, the file's tensors assigned
         assert type(built) is cls and model_config(built) == model_config(src) and info == MFNET
+        assert torch.equal(built.eval()(x).logits, src(x).logits)
+        assert all(p.requires_grad and type(p) is torch.nn.Parameter for p in built.parameters())
+        assert [n for n, b in built.named_buffers()] == [n for n, b in src.named_buffers()]
+
+
+def test_weights_of_another_shape_or_a_missing_tensor_are_refused_by_the_built_network(tmp_path):
+    src = EKNet(depth=18, height=H, width=W)
+    sd = src.state_dict()
+    key = next(k for k, v in sd.items() if v.ndim == 4 and v.shape[0] > 1)
+    save_atomic({**_ours(src), "model": {**sd, key: sd[key][:1]}}, tmp_path / "shape.pth")
+    with pytest.raises(RuntimeError, match=f"size mismatch for {key}"):
+        build_from_weights(tmp_path / "shape.pth")
+    save_atomic({**_ours(src), "model": {k: v for k, v in sd.items() if k != key}}, tmp_path / "missing.pth")
+    with pytest.raises(RuntimeError, match=f"Missing key.*{key}"):
+        build_from_weights(tmp_path / "missing.pth")
 
 
 def test_refuses_the_other_network_and_other_sizes(tmp_path):
