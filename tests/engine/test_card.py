@@ -42,6 +42,29 @@ def test_sha256_and_split_lists_by_hand(tmp_path):
     assert lists["train"] == {"frames": 3, "sha256": hashlib.sha256(b"a\nb\nc\n").hexdigest()}
 
 
+def test_file_entries_remember_a_file_until_it_is_written_again(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    import util.engine.card as card_module
+
+    read = []
+    monkeypatch.setattr(card_module, "sha256_file", lambda p: read.append(p.name) or sha256_file(p))
+    (tmp_path / "best.pth").write_bytes(b"one")
+    (tmp_path / "last.pth").write_bytes(b"two")
+    known = {}
+    first = file_entries(tmp_path, ("best.pth", "last.pth", "final.pth"), known)
+    assert first["last.pth"] == {"sha256": hashlib.sha256(b"two").hexdigest(), "bytes": 3}
+    assert file_entries(tmp_path, ("best.pth", "last.pth"), known) == first and read == ["best.pth", "last.pth"]
+    tmp = tmp_path / ".last.tmp"  # rewritten the way the runs write: a new file renamed over the old
+    tmp.write_bytes(b"TWO")
+    os.replace(tmp, tmp_path / "last.pth")
+    again = file_entries(tmp_path, ("best.pth", "last.pth"), known)
+    assert again["last.pth"]["sha256"] == hashlib.sha256(b"TWO").hexdigest() and read[2:] == ["last.pth"]
+    assert again["best.pth"] == first["best.pth"]
+    assert file_entries(tmp_path, ("best.pth",)) == {"best.pth": first["best.pth"]} and read[3:] == ["best.pth"]
+
+
 def test_a_card_lists_each_present_file_and_reads_back(folder):
     card = load_card(folder / CARD_JSON)
     assert set(card["files"]) == {"best.pth", "last.pth"}  # final.pth is not there yet

@@ -73,11 +73,24 @@ def split_lists(data_dir: PathLike, splits: Iterable[str] = SPLITS) -> dict[str,
     return out
 
 
-def file_entries(folder: PathLike, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """sha256 and size of each of `names` present in `folder`."""
+def file_entries(folder: PathLike, names: Iterable[str],
+                 known: Optional[dict[str, tuple[tuple[int, ...], dict[str, Any]]]] = None) -> dict[str, dict[str, Any]]:
+    """sha256 and size of each of `names` present in `folder`. `known` (kept by a caller that writes the
+    files, e.g. a run writing its card each epoch) remembers each entry with the file's inode, size and
+    modification time, so that a file not written again since is not read again."""
     folder = Path(folder)
-    return {n: {"sha256": sha256_file(folder / n), "bytes": (folder / n).stat().st_size}
-            for n in names if (folder / n).is_file()}
+    known = {} if known is None else known
+    entries = {}
+    for n in names:
+        try:
+            st = (folder / n).stat()
+        except FileNotFoundError:
+            continue
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if n not in known or known[n][0] != key:
+            known[n] = (key, {"sha256": sha256_file(folder / n), "bytes": st.st_size})
+        entries[n] = dict(known[n][1])
+    return entries
 
 
 def teacher_facts(path: PathLike) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class Run:
         self._state: dict[str, Any] = {}
         self.frames: Optional[Mapping[str, Any]] = None  # labelled / unlabeled training frames (runs that mix)
         self._card_facts: Optional[dict] = None
+        self._file_hashes: dict = {}  # file_entries' memory: a weights file is hashed once per write
         self.writer = None
         if self.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -236,7 +237,7 @@ class Run:
             "command": self._card_facts["command"], "config": cfg.to_dict(),
             "epochs_done": done, "best_epoch": self.best["epoch"], "metrics": metrics,
             "environment": self._card_facts["environment"],
-            "files": file_entries(self.dir, (BEST, LAST, FINAL))})
+            "files": file_entries(self.dir, (BEST, LAST, FINAL), self._file_hashes)})
 
     def _last_good(self) -> str:
         last = self.dir / LAST
