@@ -1,5 +1,6 @@
 """CENet / EKNet: shapes, released-checkpoint compatibility, TEM, gradients, input checks."""
 import json
+import math
 
 import pytest
 import torch
@@ -14,17 +15,19 @@ from model.tem import TEM, tem_linear_width
 H, W = 64, 96
 
 
-def _release_state_dict(network: str) -> dict:
-    """Random tensors with exactly the keys and shapes of the released checkpoint."""
+def _release_state_dict(network: str, random: bool = True) -> dict:
+    """Tensors with exactly the keys and shapes of the released checkpoint: random (for a forward pass), or
+    (random=False, fast at full size) each tensor a ramp starting at its own offset, so that any two differ."""
     shapes = json.loads(MANIFEST.read_text())[network]["state_dict"]
     sd = {}
-    for key, shape in shapes.items():
+    for i, (key, shape) in enumerate(shapes.items()):
         if key.endswith("num_batches_tracked"):
             sd[key] = torch.tensor(7)
-        elif key.endswith("running_var"):
-            sd[key] = torch.rand(shape) + 0.5
+        elif random:
+            sd[key] = torch.rand(shape) + 0.5 if key.endswith("running_var") else torch.randn(shape) * 0.02
         else:
-            sd[key] = torch.randn(shape) * 0.02
+            ramp = torch.arange(math.prod(shape), dtype=torch.float32).reshape(shape) * 1e-7
+            sd[key] = ramp + (0.5 + 1e-4 * i)
     return sd
 
 
@@ -59,9 +62,18 @@ def test_release_checkpoint_loads_strictly_at_full_size(network, cls):
     model = cls()  # defaults: 9 classes, ResNet-50, 480x640
     assert sum(p.numel() for p in model.parameters()) == manifest["parameters"]
     assert len(model.state_dict()) == len(manifest["state_dict"])
-    release = _release_state_dict(network)
+    release = _release_state_dict(network, random=False)
     model.load_state_dict(from_release(release), strict=True)
-    assert torch.equal(to_release(model.state_dict())[next(iter(release))], next(iter(release.values())))
+    back = to_release(model.state_dict())
+    assert set(back) == set(release) and all(torch.equal(back[k], v) for k, v in release.items())
+
+
+# The full-size forward pass (5-10 s a network on a CPU): the strict load above already checks every shape.
+@pytest.mark.slow
+@pytest.mark.parametrize("network,cls", [("teacher", CENet), ("student", EKNet)])
+def test_release_size_forward_pass(network, cls):
+    model = cls()
+    model.load_state_dict(from_release(_release_state_dict(network)), strict=True)
     model.eval()
     with torch.inference_mode():
         out = model(torch.rand(1, cls.in_channels, 480, 640))
