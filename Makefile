@@ -13,10 +13,13 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 
 venv: $(VENV)/.installed
 
-## Run the test suite (CPU, no network).
+## Run the test suite (CPU, no network): one worker per core (a test file stays on one worker, so its
+## module fixtures are made once), then the tests marked serial alone, on every thread.
+JOBS ?= auto
 test: venv
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m "not slow and not serial" tests
+	$(PY) -m pytest -q -m "serial and not slow" tests
 
 ## The whole CEKD pipeline on the synthetic data (options: make demo ARGS="--epochs 5").
 demo: venv

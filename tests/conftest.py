@@ -4,6 +4,7 @@ The tests are grouped like the code: model/, data/, engine/, deploy/, and script
 pipeline and compatibility runs); fixtures/ holds JSON reference files. The folders have no __init__.py,
 so every test file's name must be unique across folders (pytest imports each under its basename).
 """
+import os
 from pathlib import Path
 
 import pytest
@@ -11,15 +12,33 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# `make test` runs the suite in one pytest-xdist worker per core. Each worker computes on one thread, and so do
+# the processes its tests start: two processes that each use every core wait on each other's threads (10-50x
+# slower). The tests marked serial (bitwise results recorded for a thread count) run afterwards, alone.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 # Every key and tensor shape, and the parameter count, of the released CENet and EKNet checkpoints
 # (ResNet-50, 9 classes, 480x640): the compatibility tests check our models against it without the weights.
 FIXTURES = ROOT / "tests" / "fixtures"
 MANIFEST = FIXTURES / "official_state_dict.json"
 
 
+# The folders in the order make test's workers take them: the longest files first (the trainers' end-to-end
+# runs in scripts/), so that no worker starts a minute-long file while the other has nothing left.
+FOLDER_ORDER = ("scripts", "benchmarks", "deploy", "engine", "data", "model")
+
+
+def _folder_rank(item) -> int:
+    parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+    return FOLDER_ORDER.index(parts[0]) if len(parts) > 1 and parts[0] in FOLDER_ORDER else len(FOLDER_ORDER)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked cuda run where a CUDA device is (`pytest -m cuda` on a GPU machine); elsewhere they are
-    skipped with the reason."""
+    """Longest folders first (a stable sort: the order within a folder stays). Tests marked cuda run where a
+    CUDA device is (`pytest -m cuda` on a GPU machine); elsewhere they are skipped with the reason."""
+    items.sort(key=_folder_rank)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (run pytest -m cuda on a GPU machine)")
@@ -52,8 +71,6 @@ def _no_fsync():
     """The suite writes gigabytes of checkpoints that it removes again: forcing each one to the disk (fsync, a
     third of a checkpoint's write time) only costs time. Atomic writes keep their temporary file and rename;
     what fsync adds, surviving a power cut, no test can observe. Subprocesses still fsync."""
-    import os
-
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "fsync", lambda fd: None)
         yield

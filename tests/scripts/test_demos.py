@@ -61,11 +61,13 @@ def test_demo_end_to_end(setup, tmp_path, capsys, script, run, weights):
                            "--runs-dir", str(tmp_path), "--run-name", "out", "--panels", "2", *DEMO])
     printed = capsys.readouterr().out
     _check_outputs(tmp_path / "out", data, results, printed)
-    # the demo's numbers agree with the trainer's own final evaluation of the same weights
+    # the demo's numbers agree with the trainer's own final evaluation of the same weights, to a pixel or two:
+    # this barely trained network has near-ties, and on one thread (pytest -n 2) the two processes' kernels
+    # may round them apart (seen: one pixel of 49152, 1.1e-6 of mIoU)
     trained = json.loads((runs / run / "results.json").read_text())
     for split in ("test", "test_day", "test_night"):
-        assert results["splits"][split]["miou"] == pytest.approx(trained["splits"][split]["miou"])
-        assert results["splits"][split]["iou"] == pytest.approx(trained["splits"][split]["iou"], nan_ok=True)
+        assert results["splits"][split]["miou"] == pytest.approx(trained["splits"][split]["miou"], abs=1e-5)
+        assert results["splits"][split]["iou"] == pytest.approx(trained["splits"][split]["iou"], abs=1e-4, nan_ok=True)
 
 
 def test_demo_errors(setup, tmp_path, capsys):
