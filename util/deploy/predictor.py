@@ -38,18 +38,13 @@ def predict_batch(segmenter: Segmenter, thermals: Sequence[np.ndarray]) -> list[
     """Class ids (H, W) uint8 for each frame, at each frame's own size."""
     x = np.stack([to_model_input(t, segmenter.height, segmenter.width) for t in thermals])
     labels = torch.from_numpy(segmenter.labels(x))
-    out = []
-    for lab, t in zip(labels, thermals):
-        if lab.shape != t.shape:
-            lab = F.interpolate(lab[None, None], size=t.shape, mode="nearest")[0, 0]
-        out.append(lab.numpy())
-    return out
+    return [_at_size(lab, t.shape) for lab, t in zip(labels, thermals)]
 
 
 def _at_size(x: torch.Tensor, shape: Sequence[int]) -> np.ndarray:
-    """(h, w) -> `shape` by nearest neighbour, as predict_batch resizes class ids."""
+    """(h, w) -> `shape` by nearest neighbour (class ids, confidences), keeping the dtype."""
     if tuple(x.shape) != tuple(shape):
-        x = F.interpolate(x[None, None].float(), size=tuple(shape), mode="nearest")[0, 0]
+        x = F.interpolate(x[None, None], size=tuple(shape), mode="nearest")[0, 0]
     return x.numpy()
 
 
@@ -75,7 +70,7 @@ class ProbabilityPredictor:
         out = []
         for p, t in zip(probs, thermals):
             best, labels = self.smooth(p).max(0)
-            labels = _at_size(labels.to(torch.uint8), t.shape).astype(np.uint8)
+            labels = _at_size(labels.to(torch.uint8), t.shape)
             if self.confidence:
                 conf = _at_size(torch.round(best * 255), t.shape).astype(np.uint8)
                 out.append((labels, conf))

@@ -10,7 +10,7 @@ from torch import nn
 
 from .distributed import Session
 
-COMPILE_BACKEND = "inductor"  # --compile's; the CPU tests use "aot_eager" (same tracing, no C++ build)
+COMPILE_BACKEND = "inductor"  # --compile's; the CPU test uses dynamo's "eager" (same tracing, no kernels built)
 
 
 def seed_everything(seed: int) -> None:

@@ -160,9 +160,8 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         lines += ["| split | images | mIoU % | mAcc % |", "|---|---|---|---|"]
         lines += [f"| {s} | {m.get('images', '')} | {_pct(m.get('miou'))} | {_pct(m.get('macc'))} |"
                   for s, m in metrics.items()]
-    for key, title in (("export", "Export"),):
-        if card.get(key):
-            lines += ["", f"## {title}", "", "```json", json.dumps(_json_safe(card[key]), indent=2), "```"]
+    if card.get("export"):
+        lines += ["", "## Export", "", "```json", json.dumps(_json_safe(card["export"]), indent=2), "```"]
     lines += ["", "## How it was made", "", "```", card.get("command", ""), "```"]
     if card.get("config"):
         lines += ["", "```json", json.dumps(_json_safe(card["config"]), indent=2), "```"]

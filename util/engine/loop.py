@@ -198,8 +198,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, n_class: int, *, am
             t0 = time.perf_counter()
         label = batch["label"]
         if tta is None:
-            with autocast(device, amp):
-                logits = model(batch["inputs"]).logits
+            logits = _logits(model, batch["inputs"], device, amp)
         else:
             logits = tta.log_probs(lambda x: _logits(model, x, device, amp), batch["inputs"], label.shape[-2:])
         if timed:

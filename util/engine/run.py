@@ -62,7 +62,7 @@ class Run:
     """One training run: use `with open_run(...) as run:`; the log is closed on every exit path."""
 
     def __init__(self, cfg: TrainConfig, session: Session, network: str, role: str, folder: Path,
-                 checkpoint: Optional[dict], info: DatasetInfo, claim=None):
+                 checkpoint: Optional[dict], info: DatasetInfo, claim=None, frames: Optional[Mapping[str, Any]] = None):
         self.cfg, self.session, self.network, self.role, self.dir = cfg, session, network, role, folder
         self._claim = claim  # the open run.lock that makes the folder this process's (main process)
         self.info = info
@@ -72,7 +72,7 @@ class Run:
         self.show = self.is_main and cfg.progress
         self._done_this_call = 0
         self._state: dict[str, Any] = {}
-        self.frames: Optional[Mapping[str, Any]] = None  # labelled / unlabeled training frames (runs that mix)
+        self.frames = frames  # labelled / unlabeled training frames (runs that mix), for the card
         self._card_facts: Optional[dict] = None
         self._file_hashes: dict = {}  # file_entries' memory: a weights file is hashed once per write
         self.writer = None
@@ -318,9 +318,7 @@ def open_run(cfg: TrainConfig, session: Session, network: str, role: str, info: 
             write_json(record, folder / CONFIG_FILE)
     barrier()
     session.log(f"[{role}] run folder {folder}  device {session.device}  processes {session.info.world_size}")
-    run = Run(cfg, session, network, role, folder, checkpoint, info, claim)
-    run.frames = frames
-    return run
+    return Run(cfg, session, network, role, folder, checkpoint, info, claim, frames)
 
 
 def test_best(model: nn.Module, data: Data, run: Run) -> dict:
